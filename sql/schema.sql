@@ -1,0 +1,266 @@
+-- balance_queue schema: tables, indexes and preloaded reference data.
+--
+-- Every object is schema-qualified: the extension is not relocatable and
+-- never depends on the caller's search_path.
+
+-- ---------------------------------------------------------------------------
+-- Chain registry: rindexer writes the yaml network name (`ethereum`, `base`,
+-- ...) into each row, never a chain id, so the extension keeps its own map.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.chain_registry (
+    chain_id            integer PRIMARY KEY CHECK (chain_id > 0),
+    network_name        text    NOT NULL UNIQUE,
+    display_name        text    NOT NULL,
+    -- Blocks below the head after which a transfer is treated as final.
+    confirmation_depth  integer NOT NULL DEFAULT 64 CHECK (confirmation_depth >= 0),
+    -- Highest block number seen for this chain (maintained by the apply path).
+    head_block          bigint,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE balance_queue.chain_registry IS
+    'EVM chains known to balance_queue: chain id, rindexer network name, confirmation depth in blocks. Add rows with balance_queue.add_chain().';
+
+-- ---------------------------------------------------------------------------
+-- Token metadata: symbol, decimals, and a USD price for stable tokens.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.token_metadata (
+    chain_id          integer NOT NULL,
+    contract_address  text    NOT NULL CHECK (contract_address ~ '^0x[0-9a-f]{40}$'),
+    symbol            text,
+    name              text,
+    decimals          integer CHECK (decimals BETWEEN 0 AND 77),
+    is_stable_token   boolean NOT NULL DEFAULT false,
+    coingecko_id      text,
+    -- USD per whole token; balance_usd is computed from it. NULL: unknown.
+    price_usd         numeric,
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (chain_id, contract_address)
+);
+COMMENT ON TABLE balance_queue.token_metadata IS
+    'ERC20 token metadata per (chain_id, contract_address); addresses lowercase 0x hex. price_usd is USD per whole token.';
+
+-- ---------------------------------------------------------------------------
+-- Current balances: one row per (chain id, token contract, holder), in wei.
+-- Signed on purpose: an indexer that starts at a recent block sees holders go
+-- negative, and the extension keeps that value rather than clamping it.
+-- LIST-partitioned by chain; add_chain() creates each chain's partition.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.current_token_balances (
+    chain_id            integer       NOT NULL,
+    contract_address    text          NOT NULL,
+    holder_address      text          NOT NULL,
+    current_balance     numeric(78,0) NOT NULL DEFAULT 0,
+    last_updated_block  bigint,
+    last_updated_time   timestamptz   NOT NULL DEFAULT now(),
+    token_symbol        text,
+    token_decimals      integer,
+    balance_usd         numeric,
+    PRIMARY KEY (chain_id, contract_address, holder_address)
+) PARTITION BY LIST (chain_id);
+CREATE TABLE balance_queue.current_token_balances_default
+    PARTITION OF balance_queue.current_token_balances DEFAULT;
+-- A holder's portfolio across chains and tokens.
+CREATE INDEX current_token_balances_holder_idx
+    ON balance_queue.current_token_balances (holder_address);
+-- Top holders of one token.
+CREATE INDEX current_token_balances_top_holders_idx
+    ON balance_queue.current_token_balances (chain_id, contract_address, current_balance DESC);
+CREATE INDEX current_token_balances_symbol_idx
+    ON balance_queue.current_token_balances (token_symbol);
+CREATE INDEX current_token_balances_usd_idx
+    ON balance_queue.current_token_balances (balance_usd DESC NULLS LAST);
+COMMENT ON TABLE balance_queue.current_token_balances IS
+    'Current ERC20 balance per (chain_id, contract_address, holder_address) in wei, maintained incrementally from the queue. Signed: never clamped.';
+
+-- ---------------------------------------------------------------------------
+-- The queue: one item per side of each transfer row event (the sender's
+-- transfer_out, the receiver's transfer_in), written set-based by statement
+-- triggers. Bad rows land here as 'failed' items naming the row.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.balance_update_queue (
+    id                      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    chain_id                integer,
+    contract_address        text,
+    holder_address          text,
+    update_type             text NOT NULL
+        CHECK (update_type IN ('transfer_in', 'transfer_out', 'recalculate')),
+    -- Signed change to the holder's balance in wei (+value in, -value out).
+    -- NULL: recompute the balance from the attached sources instead.
+    delta_wei               numeric(78,0),
+    -- +1: a copy of the source row was inserted; -1: a copy was deleted.
+    source_change           smallint NOT NULL DEFAULT 1 CHECK (source_change IN (-1, 1)),
+    triggered_by_tx         text,
+    triggered_by_log_index  bigint,
+    triggered_by_block      bigint,
+    source_table            regclass,
+    priority                integer NOT NULL DEFAULT 5,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    processed_at            timestamptz,
+    status                  text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
+    retry_count             integer NOT NULL DEFAULT 0,
+    error_message           text,
+    processing_duration_ms  numeric
+);
+-- The drain's claim order; partial, so finished items leave it.
+CREATE INDEX balance_update_queue_pending_idx
+    ON balance_queue.balance_update_queue (priority, id) WHERE status = 'pending';
+-- Pending items of one key, for recalculation.
+CREATE INDEX balance_update_queue_pending_key_idx
+    ON balance_queue.balance_update_queue (chain_id, contract_address, holder_address)
+    WHERE status = 'pending';
+CREATE INDEX balance_update_queue_failed_idx
+    ON balance_queue.balance_update_queue (chain_id, id) WHERE status = 'failed';
+COMMENT ON TABLE balance_queue.balance_update_queue IS
+    'Pending balance changes, one item per transfer side; drained by process_balance_update_queue() and the worker. Failed items keep their error_message.';
+
+-- ---------------------------------------------------------------------------
+-- Applied-transfer ledger: the apply side's exactly-once state. One row per
+-- side of each transfer (chain_id, tx_hash, log_index) with the number of
+-- source row copies currently present. A side counts in the balance while
+-- copies > 0, so duplicates count once and deletes take back exactly what
+-- was added, whatever order the inserts and deletes are applied in.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.applied_transfers (
+    chain_id          integer       NOT NULL,
+    tx_hash           text          NOT NULL,
+    log_index         bigint        NOT NULL,
+    is_inbound        boolean       NOT NULL,
+    contract_address  text          NOT NULL,
+    holder_address    text          NOT NULL,
+    -- The signed change this side makes while counted, in wei.
+    delta_wei         numeric(78,0) NOT NULL,
+    block_number      bigint,
+    copies            integer       NOT NULL,
+    -- Change applied by the last batch; copies - last_change is the count before it.
+    last_change       integer       NOT NULL,
+    PRIMARY KEY (chain_id, tx_hash, log_index, is_inbound)
+);
+COMMENT ON TABLE balance_queue.applied_transfers IS
+    'Exactly-once ledger: per transfer side, how many copies of its source row exist. Counted in balances while copies > 0.';
+
+-- ---------------------------------------------------------------------------
+-- Attached source tables and their column mapping.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.attached_sources (
+    source_table          regclass PRIMARY KEY,
+    -- Fixed chain for every row; NULL: from each row's network column.
+    chain_id              integer REFERENCES balance_queue.chain_registry (chain_id),
+    from_column           text NOT NULL,
+    to_column             text NOT NULL,
+    value_column          text NOT NULL,
+    contract_column       text NOT NULL,
+    tx_hash_column        text NOT NULL,
+    log_index_column      text NOT NULL,
+    block_number_column   text NOT NULL,
+    network_column        text,
+    attached_at           timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE balance_queue.attached_sources IS
+    'Transfer tables attached with attach_transfer_table(): their column mapping and chain.';
+
+-- ---------------------------------------------------------------------------
+-- Per-chain processing configuration (the NULL-chain row is the default).
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.queue_processing_config (
+    id                      integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    chain_id                integer,
+    batch_size              integer NOT NULL DEFAULT 1000 CHECK (batch_size > 0),
+    processing_interval_ms  integer NOT NULL DEFAULT 100 CHECK (processing_interval_ms >= 0),
+    max_retry_attempts      integer NOT NULL DEFAULT 3 CHECK (max_retry_attempts >= 0),
+    enabled                 boolean NOT NULL DEFAULT true,
+    updated_at              timestamptz NOT NULL DEFAULT now()
+);
+-- One row per chain, and one default row (chain_id NULL); 0 is no chain id.
+CREATE UNIQUE INDEX queue_processing_config_chain_idx
+    ON balance_queue.queue_processing_config ((coalesce(chain_id, 0)));
+INSERT INTO balance_queue.queue_processing_config (chain_id) VALUES (NULL);
+
+-- ---------------------------------------------------------------------------
+-- Daily snapshots and queue health history (filled by the worker).
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.daily_balance_snapshots (
+    snapshot_date     date          NOT NULL,
+    chain_id          integer       NOT NULL,
+    contract_address  text          NOT NULL,
+    holder_address    text          NOT NULL,
+    balance           numeric(78,0) NOT NULL,
+    balance_usd       numeric,
+    block_number      bigint,
+    created_at        timestamptz   NOT NULL DEFAULT now(),
+    PRIMARY KEY (chain_id, contract_address, holder_address, snapshot_date)
+);
+CREATE INDEX daily_balance_snapshots_date_idx
+    ON balance_queue.daily_balance_snapshots (snapshot_date);
+
+CREATE TABLE balance_queue.queue_health_metrics (
+    id                          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    collected_at                timestamptz NOT NULL DEFAULT now(),
+    chain_id                    integer,
+    pending_count               bigint  NOT NULL DEFAULT 0,
+    processing_count            bigint  NOT NULL DEFAULT 0,
+    completed_last_hour         bigint  NOT NULL DEFAULT 0,
+    failed_last_hour            bigint  NOT NULL DEFAULT 0,
+    avg_processing_time_ms      numeric,
+    oldest_pending_age_seconds  numeric
+);
+CREATE INDEX queue_health_metrics_collected_idx
+    ON balance_queue.queue_health_metrics (collected_at, chain_id);
+
+-- ---------------------------------------------------------------------------
+-- Keep the denormalised token columns of current balances in step with
+-- token_metadata when metadata arrives after the balances.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION balance_queue._refresh_balances_from_metadata()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE balance_queue.current_token_balances b
+       SET token_symbol = NEW.symbol,
+           token_decimals = NEW.decimals,
+           balance_usd = CASE WHEN NEW.price_usd IS NOT NULL AND NEW.decimals IS NOT NULL
+                              THEN round(b.current_balance * NEW.price_usd / power(10::numeric, NEW.decimals), 6) END
+     WHERE b.chain_id = NEW.chain_id AND b.contract_address = NEW.contract_address;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER token_metadata_refresh_balances
+    AFTER INSERT OR UPDATE ON balance_queue.token_metadata
+    FOR EACH ROW EXECUTE FUNCTION balance_queue._refresh_balances_from_metadata();
+
+-- ---------------------------------------------------------------------------
+-- Stable tokens preloaded on Ethereum, Arbitrum, Base, Polygon and Optimism
+-- (addresses from each token issuer's published contract lists).
+-- ---------------------------------------------------------------------------
+INSERT INTO balance_queue.token_metadata
+    (chain_id, contract_address, symbol, name, decimals, is_stable_token, coingecko_id, price_usd)
+VALUES
+    (1,     '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48', 'USDC',   'USD Coin',            6,  true, 'usd-coin',  1),
+    (1,     '0xdac17f958d2ee523a2206206994597c13d831ec7', 'USDT',   'Tether USD',          6,  true, 'tether',    1),
+    (1,     '0x6b175474e89094c44da98b954eedeac495271d0f', 'DAI',    'Dai Stablecoin',      18, true, 'dai',       1),
+    (42161, '0xaf88d065e77c8cc2239327c5edb3a432268e5831', 'USDC',   'USD Coin',            6,  true, 'usd-coin',  1),
+    (42161, '0xfd086bc7cd5c481dcc9c85ebe478a1c0b69fcbb9', 'USDT',   'Tether USD',          6,  true, 'tether',    1),
+    (42161, '0xda10009cbd5d07dd0cecc66161fc93d7c9000da1', 'DAI',    'Dai Stablecoin',      18, true, 'dai',       1),
+    (8453,  '0x833589fcd6edb6e08f4c7c32d4f71b54bda02913', 'USDC',   'USD Coin',            6,  true, 'usd-coin',  1),
+    (8453,  '0x50c5725949a6f0c72e6c4a641f24049a917db0cb', 'DAI',    'Dai Stablecoin',      18, true, 'dai',       1),
+    (137,   '0x3c499c542cef5e3811e1192ce70d8cc03d5c3359', 'USDC',   'USD Coin',            6,  true, 'usd-coin',  1),
+    (137,   '0xc2132d05d31c914a87c6611c10748aeb04b58e8f', 'USDT',   'Tether USD',          6,  true, 'tether',    1),
+    (137,   '0x8f3cf7ad23cd3cadbd9735aff958023239c6a063', 'DAI',    'Dai Stablecoin',      18, true, 'dai',       1),
+    (10,    '0x0b2c639c533813f4aa9d7837caf62653d097ff85', 'USDC',   'USD Coin',            6,  true, 'usd-coin',  1),
+    (10,    '0x94b008aa00579c1307b0ef2c499ad98a8ce58e58', 'USDT',   'Tether USD',          6,  true, 'tether',    1),
+    (10,    '0xda10009cbd5d07dd0cecc66161fc93d7c9000da1', 'DAI',    'Dai Stablecoin',      18, true, 'dai',       1);
+
+-- ---------------------------------------------------------------------------
+-- pg_dump keeps user data: the rows users add or the extension computes.
+-- The preloaded reference rows are dumped too (they may have been edited).
+-- ---------------------------------------------------------------------------
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.chain_registry', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.token_metadata', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.current_token_balances_default', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.balance_update_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.applied_transfers', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.attached_sources', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.queue_processing_config', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.daily_balance_snapshots', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.queue_health_metrics', '');

@@ -1,0 +1,391 @@
+//! The apply path: claims queue items, counts each transfer side exactly
+//! once through the `applied_transfers` ledger, sums the effective deltas
+//! per (chain id, token contract, holder) and applies each sum once, all in
+//! the transaction that consumes the items.
+//!
+//! Locks are taken in one global order (queue items with SKIP LOCKED, then
+//! ledger rows sorted by key, then balance rows sorted by key), so any
+//! number of concurrent drains cannot deadlock, and none waits on a queue
+//! item another holds.
+
+use crate::errors::{invalid_parameter, spi_ok};
+use crate::recalc;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// 2^256-1: the largest magnitude a balance may have.
+pub const MAX_U256: &str =
+    "115792089237316195423570985008687907853269984665640564039457584007913129639935";
+
+/// (chain id, token contract, holder): the key of a balance.
+pub type BalanceKey = (i32, String, String);
+
+/// USD value of `balance` wei given token_metadata row alias `m`.
+pub fn usd_sql(balance: &str, m: &str) -> String {
+    format!(
+        "CASE WHEN {m}.price_usd IS NOT NULL AND {m}.decimals IS NOT NULL
+              THEN round(({balance}) * {m}.price_usd / power(10::numeric, {m}.decimals), 6) END"
+    )
+}
+
+/// Applies the delta items `$1` (bigint[]): ledger first, then balances.
+/// Returns the keys whose new balance would leave -(2^256-1)..2^256-1;
+/// their balances are left untouched.
+fn apply_deltas_sql() -> String {
+    format!(
+        "WITH sides AS (
+             SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index,
+                    update_type = 'transfer_in' AS is_inbound,
+                    min(contract_address) AS contract_address, min(holder_address) AS holder_address,
+                    max(delta_wei) AS delta_wei, max(triggered_by_block) AS block_number,
+                    sum(source_change)::integer AS change
+               FROM balance_queue.balance_update_queue
+              WHERE id = ANY($1)
+              GROUP BY 1, 2, 3, 4
+         ), ledger AS (
+             INSERT INTO balance_queue.applied_transfers AS l
+                 (chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
+                  delta_wei, block_number, copies, last_change)
+             SELECT chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
+                    delta_wei, block_number, change, change
+               FROM sides
+              ORDER BY chain_id, tx_hash, log_index, is_inbound
+             ON CONFLICT (chain_id, tx_hash, log_index, is_inbound) DO UPDATE
+                SET copies = l.copies + EXCLUDED.copies,
+                    last_change = EXCLUDED.copies,
+                    -- a side that becomes counted again counts with this batch's facts
+                    contract_address = CASE WHEN l.copies > 0 THEN l.contract_address ELSE EXCLUDED.contract_address END,
+                    holder_address = CASE WHEN l.copies > 0 THEN l.holder_address ELSE EXCLUDED.holder_address END,
+                    delta_wei = CASE WHEN l.copies > 0 THEN l.delta_wei ELSE EXCLUDED.delta_wei END,
+                    block_number = CASE WHEN l.copies > 0 THEN l.block_number ELSE EXCLUDED.block_number END
+             RETURNING l.chain_id, l.contract_address, l.holder_address, l.delta_wei, l.block_number,
+                       l.copies, l.last_change
+         ), effects AS (
+             -- only sides whose counted state flipped change a balance
+             SELECT chain_id, contract_address, holder_address,
+                    sum(CASE WHEN copies > 0 THEN delta_wei ELSE -delta_wei END) AS delta_wei,
+                    max(block_number) AS block_number
+               FROM ledger
+              WHERE (copies > 0) <> (copies - last_change > 0)
+              GROUP BY 1, 2, 3
+         ), checked AS (
+             SELECT e.*, abs(coalesce(b.current_balance, 0) + e.delta_wei) <= {MAX_U256} AS in_range
+               FROM effects e
+               LEFT JOIN balance_queue.current_token_balances b
+                 USING (chain_id, contract_address, holder_address)
+         ), upserted AS (
+             INSERT INTO balance_queue.current_token_balances AS b
+                 (chain_id, contract_address, holder_address, current_balance, last_updated_block,
+                  last_updated_time, token_symbol, token_decimals, balance_usd)
+             SELECT c.chain_id, c.contract_address, c.holder_address, c.delta_wei, c.block_number,
+                    now(), m.symbol, m.decimals, {usd_new}
+               FROM checked c
+               LEFT JOIN balance_queue.token_metadata m USING (chain_id, contract_address)
+              WHERE c.in_range
+              ORDER BY c.chain_id, c.contract_address, c.holder_address
+             ON CONFLICT (chain_id, contract_address, holder_address) DO UPDATE
+                SET current_balance = b.current_balance + EXCLUDED.current_balance,
+                    last_updated_block = greatest(b.last_updated_block, EXCLUDED.last_updated_block),
+                    last_updated_time = EXCLUDED.last_updated_time,
+                    token_symbol = EXCLUDED.token_symbol,
+                    token_decimals = EXCLUDED.token_decimals,
+                    balance_usd = (SELECT {usd_sum} FROM balance_queue.token_metadata m
+                                    WHERE m.chain_id = b.chain_id AND m.contract_address = b.contract_address)
+              WHERE abs(b.current_balance + EXCLUDED.current_balance) <= {MAX_U256}
+             RETURNING b.chain_id, b.contract_address, b.holder_address
+         )
+         SELECT c.chain_id, c.contract_address, c.holder_address
+           FROM checked c
+          WHERE NOT EXISTS (SELECT 1 FROM upserted u
+                             WHERE u.chain_id = c.chain_id AND u.contract_address = c.contract_address
+                               AND u.holder_address = c.holder_address)",
+        usd_new = usd_sql("c.delta_wei", "m"),
+        usd_sum = usd_sql("b.current_balance + EXCLUDED.current_balance", "m"),
+    )
+}
+
+/// Marks the batch's items of one out-of-range key failed, naming each row,
+/// and takes their copies back out of the ledger so a retry starts clean.
+/// Returns the number of items failed.
+const FAIL_KEY_SQL: &str = "
+    WITH failed AS (
+        UPDATE balance_queue.balance_update_queue q
+           SET status = 'failed', processed_at = clock_timestamp(),
+               error_message = format(
+                   'transfer (tx_hash %s, log_index %s) not applied: the balance of holder %s for token %s '
+                   'on chain %s would leave -(2^256-1)..2^256-1 (a uint256 overflow; ERC721 token ids '
+                   'summed as amounts do this)',
+                   q.triggered_by_tx, q.triggered_by_log_index, q.holder_address, q.contract_address, q.chain_id)
+         WHERE q.id = ANY($1) AND q.chain_id = $2 AND q.contract_address = $3 AND q.holder_address = $4
+           AND q.delta_wei IS NOT NULL
+        RETURNING q.chain_id, q.triggered_by_tx, q.triggered_by_log_index,
+                  q.update_type = 'transfer_in' AS is_inbound, q.source_change
+    ), undo AS (
+        SELECT chain_id, triggered_by_tx, triggered_by_log_index, is_inbound, sum(source_change) AS change
+          FROM failed GROUP BY 1, 2, 3, 4
+    ), reverted AS (
+        UPDATE balance_queue.applied_transfers l
+           SET copies = l.copies - undo.change, last_change = 0
+          FROM undo
+         WHERE l.chain_id = undo.chain_id AND l.tx_hash = undo.triggered_by_tx
+           AND l.log_index = undo.triggered_by_log_index AND l.is_inbound = undo.is_inbound
+        RETURNING 1
+    )
+    SELECT count(*) FROM failed";
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchOutcome {
+    pub processed: i32,
+    pub failed: i32,
+    pub elapsed_ms: f64,
+}
+
+/// Items taken for one batch: delta items and recalculation requests.
+#[derive(Default)]
+struct Claimed {
+    delta_ids: Vec<i64>,
+    recalc: Vec<(BalanceKey, Vec<i64>)>,
+}
+
+fn claim(client: &mut SpiClient<'_>, sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Claimed {
+    let rows = spi_ok(client.update(sql, None, args));
+    let mut claimed = Claimed::default();
+    for row in rows {
+        let id = spi_ok(row.get::<i64>(1)).expect("id is NOT NULL");
+        let is_recalc = spi_ok(row.get::<bool>(2)).unwrap_or(false);
+        if !is_recalc {
+            claimed.delta_ids.push(id);
+            continue;
+        }
+        let key: BalanceKey = (
+            spi_ok(row.get::<i32>(3)).unwrap_or_default(),
+            spi_ok(row.get::<String>(4)).unwrap_or_default(),
+            spi_ok(row.get::<String>(5)).unwrap_or_default(),
+        );
+        match claimed.recalc.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, ids)) => ids.push(id),
+            None => claimed.recalc.push((key, vec![id])),
+        }
+    }
+    claimed.recalc.sort();
+    claimed
+}
+
+const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL, chain_id, contract_address, holder_address";
+
+/// Applies the delta items, fails the out-of-range keys, and returns how
+/// many items failed.
+fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> i32 {
+    if ids.is_empty() {
+        return 0;
+    }
+    let out_of_range: Vec<BalanceKey> =
+        spi_ok(client.update(&apply_deltas_sql(), None, &[ids.to_vec().into()]))
+            .into_iter()
+            .map(|row| {
+                (
+                    spi_ok(row.get::<i32>(1)).unwrap_or_default(),
+                    spi_ok(row.get::<String>(2)).unwrap_or_default(),
+                    spi_ok(row.get::<String>(3)).unwrap_or_default(),
+                )
+            })
+            .collect();
+    let mut failed = 0;
+    for (chain_id, contract, holder) in out_of_range {
+        let args = [
+            ids.to_vec().into(),
+            chain_id.into(),
+            contract.as_str().into(),
+            holder.as_str().into(),
+        ];
+        let count = spi_ok(
+            spi_ok(client.update(FAIL_KEY_SQL, None, &args))
+                .first()
+                .get_one::<i64>(),
+        );
+        failed += count.unwrap_or(0) as i32;
+    }
+    failed
+}
+
+/// Marks the still-pending items among `ids` completed.
+fn complete(client: &mut SpiClient<'_>, ids: &[i64], elapsed_ms: f64) {
+    if ids.is_empty() {
+        return;
+    }
+    spi_ok(client.update(
+        "UPDATE balance_queue.balance_update_queue
+            SET status = 'completed', processed_at = clock_timestamp(),
+                processing_duration_ms = round($2::numeric, 3)
+          WHERE id = ANY($1) AND status = 'pending'",
+        None,
+        &[ids.to_vec().into(), elapsed_ms.into()],
+    ));
+}
+
+/// Claims up to `batch_size` pending items (optionally of one chain) with
+/// SKIP LOCKED and applies them in the current transaction.
+pub fn apply_batch(
+    client: &mut SpiClient<'_>,
+    batch_size: i32,
+    chain_id: Option<i32>,
+) -> BatchOutcome {
+    let started = Instant::now();
+    let mut claimed = claim(
+        client,
+        &format!(
+            "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+              WHERE status = 'pending' AND ($2::integer IS NULL OR chain_id = $2)
+              ORDER BY priority, id
+              LIMIT $1
+              FOR UPDATE SKIP LOCKED"
+        ),
+        &[batch_size.into(), chain_id.into()],
+    );
+    // A recalculation must see every earlier change of its key applied: take
+    // the key's other pending items too, and defer the recalculation when
+    // another session holds some of them (never wait on a queue item).
+    let mut recalc_now = Vec::new();
+    let mut all_ids: BTreeSet<i64> = claimed.delta_ids.iter().copied().collect();
+    for (key, ids) in std::mem::take(&mut claimed.recalc) {
+        let (chain, contract, holder) = &key;
+        let mut taken: Vec<i64> = all_ids.iter().copied().chain(ids.iter().copied()).collect();
+        let extra = claim(
+            client,
+            &format!(
+                "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+                  WHERE status = 'pending' AND chain_id = $1 AND contract_address = $2
+                    AND holder_address = $3 AND id <> ALL($4)
+                  FOR UPDATE SKIP LOCKED"
+            ),
+            &[
+                (*chain).into(),
+                contract.as_str().into(),
+                holder.as_str().into(),
+                taken.clone().into(),
+            ],
+        );
+        taken.extend(extra.delta_ids.iter().copied());
+        taken.extend(extra.recalc.iter().flat_map(|(_, ids)| ids.iter().copied()));
+        let held_elsewhere = spi_ok(client.select(
+            "SELECT 1 FROM balance_queue.balance_update_queue
+              WHERE status = 'pending' AND chain_id = $1 AND contract_address = $2
+                AND holder_address = $3 AND id <> ALL($4) LIMIT 1",
+            None,
+            &[
+                (*chain).into(),
+                contract.as_str().into(),
+                holder.as_str().into(),
+                taken.into(),
+            ],
+        ))
+        .len()
+            > 0;
+        all_ids.extend(extra.delta_ids.iter().copied());
+        claimed.delta_ids.extend(extra.delta_ids);
+        if held_elsewhere {
+            continue;
+        }
+        let mut recalc_ids = ids;
+        recalc_ids.extend(extra.recalc.into_iter().flat_map(|(_, ids)| ids));
+        all_ids.extend(recalc_ids.iter().copied());
+        recalc_now.push((key, recalc_ids));
+    }
+    let mut failed = apply_delta_items(client, &claimed.delta_ids);
+    for ((chain, contract, holder), ids) in &recalc_now {
+        if recalc::recompute_and_store(client, *chain, contract, holder).is_none() {
+            recalc::fail_out_of_range(client, ids);
+            failed += ids.len() as i32;
+        }
+    }
+    let ids: Vec<i64> = all_ids.into_iter().collect();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    complete(client, &ids, elapsed_ms);
+    BatchOutcome {
+        processed: ids.len() as i32,
+        failed,
+        elapsed_ms,
+    }
+}
+
+/// Drains one batch of the queue in the calling transaction.
+///
+/// * `p_batch_size`: the most items to take (default 100, > 0). Items are
+///   taken lowest `priority` first, then oldest, skipping items another
+///   session holds (SKIP LOCKED), so any number of sessions may drain at
+///   once; no item is applied twice.
+/// * `p_chain_id`: only this chain's items; NULL (default) for all.
+///
+/// Sums the effective deltas per (chain id, token contract, holder) and
+/// applies each sum once, counting every transfer side once however many
+/// copies of its row were inserted or deleted. A key whose balance would
+/// leave -(2^256-1)..2^256-1 fails alone: its items become `failed` with a
+/// message naming each row; the rest applies. Items queued without a delta
+/// (update_type `recalculate`, or manual `queue_balance_update` calls)
+/// recompute their balance from the attached sources.
+///
+/// Returns one row: `processed_count` (items consumed, failed included),
+/// `error_count` (items that failed), `avg_processing_time_ms` (batch
+/// wall time in milliseconds divided by items processed; 0 when idle).
+///
+/// Errors: 22023 (invalid_parameter_value) when `p_batch_size` <= 0.
+#[pg_extern]
+pub fn process_balance_update_queue(
+    p_batch_size: default!(i32, 100),
+    p_chain_id: default!(Option<i32>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(processed_count, i32),
+        name!(error_count, i32),
+        name!(avg_processing_time_ms, AnyNumeric),
+    ),
+> {
+    if p_batch_size <= 0 {
+        invalid_parameter(format!("p_batch_size {p_batch_size} must be > 0"));
+    }
+    let outcome = Spi::connect_mut(|client| apply_batch(client, p_batch_size, p_chain_id));
+    let avg = if outcome.processed > 0 {
+        (outcome.elapsed_ms / outcome.processed as f64 * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    };
+    let avg = AnyNumeric::try_from(avg).unwrap_or_default();
+    TableIterator::once((outcome.processed, outcome.failed, avg))
+}
+
+/// Takes every pending item of one key, waiting for sessions that hold
+/// some, and applies its delta items. Returns all the ids taken (the
+/// caller completes them once the key is recomputed). Used outside any
+/// batch, holding no other lock, so the wait cannot deadlock.
+pub fn drain_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> (Vec<i64>, i32) {
+    let (chain, contract, holder) = key;
+    let claimed = claim(
+        client,
+        &format!(
+            "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+              WHERE status = 'pending' AND chain_id = $1 AND contract_address = $2
+                AND holder_address = $3
+              ORDER BY id
+              FOR UPDATE"
+        ),
+        &[
+            (*chain).into(),
+            contract.as_str().into(),
+            holder.as_str().into(),
+        ],
+    );
+    let failed = apply_delta_items(client, &claimed.delta_ids);
+    let mut ids = claimed.delta_ids;
+    ids.extend(claimed.recalc.into_iter().flat_map(|(_, ids)| ids));
+    (ids, failed)
+}
+
+/// Marks the still-pending items among `ids` completed (public form of
+/// [`complete`] for callers outside a batch).
+pub fn complete_items(client: &mut SpiClient<'_>, ids: &[i64], elapsed_ms: f64) {
+    complete(client, ids, elapsed_ms);
+}

@@ -1,0 +1,252 @@
+//! Attaching transfer tables: triggers, registration and backfill.
+
+use crate::errors::{invalid_parameter, raise, spi_ok};
+use crate::source_sql::SourceMapping;
+use pgrx::PgRelation;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+/// Transition table names used by the statement triggers.
+pub const NEW_ROWS: &str = "bq_new_rows";
+pub const OLD_ROWS: &str = "bq_old_rows";
+
+const TRIGGERS: [&str; 3] = [
+    "balance_queue_after_insert",
+    "balance_queue_after_delete",
+    "balance_queue_after_update",
+];
+
+const MAPPING_COLUMNS: &str = "source_table::text, chain_id, from_column, to_column, value_column, \
+     contract_column, tx_hash_column, log_index_column, block_number_column, network_column";
+
+fn mapping_from_row(row: &pgrx::spi::SpiHeapTupleData) -> SourceMapping {
+    let text = |i: usize| spi_ok(row.get::<String>(i)).unwrap_or_default();
+    SourceMapping {
+        label: text(1),
+        chain_id: spi_ok(row.get::<i32>(2)),
+        from_column: text(3),
+        to_column: text(4),
+        value_column: text(5),
+        contract_column: text(6),
+        tx_hash_column: text(7),
+        log_index_column: text(8),
+        block_number_column: text(9),
+        network_column: spi_ok(row.get::<String>(10)),
+    }
+}
+
+/// The mapping of one attached table, or `None` when it is not attached.
+pub fn load_mapping(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Option<SourceMapping> {
+    let rows = spi_ok(client.select(
+        &format!("SELECT {MAPPING_COLUMNS} FROM balance_queue.attached_sources WHERE source_table = $1::oid"),
+        Some(1),
+        &[relid.into()],
+    ));
+    rows.into_iter().next().map(|row| mapping_from_row(&row))
+}
+
+/// Every attached table that can hold transfers of `chain_id`: those fixed
+/// to it and those that take the chain from each row's network.
+pub fn mappings_for_chain(client: &SpiClient<'_>, chain_id: i32) -> Vec<SourceMapping> {
+    let rows = spi_ok(client.select(
+        &format!(
+            "SELECT {MAPPING_COLUMNS} FROM balance_queue.attached_sources
+              WHERE chain_id = $1 OR chain_id IS NULL ORDER BY source_table"
+        ),
+        None,
+        &[chain_id.into()],
+    ));
+    rows.into_iter().map(|row| mapping_from_row(&row)).collect()
+}
+
+/// Runs an enqueue INSERT and returns how many queue items it wrote.
+pub fn run_counted(client: &mut SpiClient<'_>, insert: &str) -> i64 {
+    let counted = format!("WITH queued AS ({insert} RETURNING 1) SELECT count(*) FROM queued");
+    spi_ok(
+        spi_ok(client.update(&counted, Some(1), &[]))
+            .first()
+            .get_one::<i64>(),
+    )
+    .unwrap_or(0)
+}
+
+/// Attaches balance_queue to a table of ERC20 Transfer events.
+///
+/// * `source`: the transfer table, e.g. `myindexer_usdc.transfer`.
+/// * `chain_id`: the EIP-155 chain id of every row; NULL (the default)
+///   takes each row's chain from its `network` column through
+///   `chain_registry` (rindexer writes network names, not chain ids).
+/// * `*_column`: column names; the defaults are rindexer's for an ERC20
+///   whose ABI names the parameters `from`, `to`, `value`. WETH's tables
+///   use `src`, `dst`, `wad`. Any column type works: values are read as
+///   text (`value` as decimal digits in wei, `log_index` and
+///   `block_number` as non-negative integers).
+/// * `backfill`: queue the rows already in the table (default true).
+///
+/// Installs AFTER INSERT, AFTER DELETE and AFTER UPDATE statement-level
+/// triggers with transition tables, so a COPY of 5,000 rows queues its
+/// changes in one set-based statement. Returns the number of queue items
+/// the backfill wrote (one per holder side; 0 without backfill).
+///
+/// Errors: 42710 (duplicate_object) when the table is already attached;
+/// 42703 (undefined_column) for a column the table lacks; 22023
+/// (invalid_parameter_value) for a chain id missing from `chain_registry`,
+/// or for no chain id and no network column.
+#[pg_extern]
+#[allow(clippy::too_many_arguments)]
+pub fn attach_transfer_table(
+    source: PgRelation,
+    chain_id: default!(Option<i32>, "NULL"),
+    from_column: default!(&str, "'from'"),
+    to_column: default!(&str, "'to'"),
+    value_column: default!(&str, "'value'"),
+    contract_column: default!(&str, "'contract_address'"),
+    tx_hash_column: default!(&str, "'tx_hash'"),
+    log_index_column: default!(&str, "'log_index'"),
+    block_number_column: default!(&str, "'block_number'"),
+    network_column: default!(Option<&str>, "'network'"),
+    backfill: default!(bool, true),
+) -> i64 {
+    let relid = source.oid();
+    Spi::connect_mut(|client| {
+        if load_mapping(client, relid).is_some() {
+            raise(
+                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                format!("{} is already attached to balance_queue", source.name()),
+                Some("Call balance_queue.detach_transfer_table() first to change its mapping."),
+            );
+        }
+        let mut columns = vec![
+            from_column,
+            to_column,
+            value_column,
+            contract_column,
+            tx_hash_column,
+            log_index_column,
+            block_number_column,
+        ];
+        match (chain_id, network_column) {
+            (Some(id), _) => {
+                let known = spi_ok(client.select(
+                    "SELECT 1 FROM balance_queue.chain_registry WHERE chain_id = $1",
+                    Some(1),
+                    &[id.into()],
+                ));
+                if known.is_empty() {
+                    invalid_parameter(format!(
+                        "chain_id {id} is not in balance_queue.chain_registry: register it with balance_queue.add_chain()"
+                    ));
+                }
+            }
+            (None, Some(network)) => columns.push(network),
+            (None, None) => invalid_parameter(
+                "either chain_id or network_column must be given: the chain of each row must be known",
+            ),
+        }
+        for column in columns {
+            let present = spi_ok(client.select(
+                "SELECT 1 FROM pg_catalog.pg_attribute
+                  WHERE attrelid = $1::oid AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+                Some(1),
+                &[relid.into(), column.into()],
+            ));
+            if present.is_empty() {
+                raise(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                    format!("column {column:?} does not exist in {}", source.name()),
+                    Some(
+                        "Name the table's columns with the *_column arguments (WETH: from_column => 'src', to_column => 'dst', value_column => 'wad').",
+                    ),
+                );
+            }
+        }
+        spi_ok(
+            client.update(
+                "INSERT INTO balance_queue.attached_sources
+                 (source_table, chain_id, from_column, to_column, value_column, contract_column,
+                  tx_hash_column, log_index_column, block_number_column, network_column)
+             VALUES ($1::oid::regclass, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                None,
+                &[
+                    relid.into(),
+                    chain_id.into(),
+                    from_column.into(),
+                    to_column.into(),
+                    value_column.into(),
+                    contract_column.into(),
+                    tx_hash_column.into(),
+                    log_index_column.into(),
+                    block_number_column.into(),
+                    (if chain_id.is_some() {
+                        None
+                    } else {
+                        network_column
+                    })
+                    .into(),
+                ],
+            ),
+        );
+        let mapping = load_mapping(client, relid).expect("registered just above");
+        let table = &mapping.label;
+        let function = "balance_queue._enqueue_transfer_rows()";
+        for ddl in [
+            format!(
+                "CREATE TRIGGER {} AFTER INSERT ON {table} REFERENCING NEW TABLE AS {NEW_ROWS}
+                 FOR EACH STATEMENT EXECUTE FUNCTION {function}",
+                TRIGGERS[0]
+            ),
+            format!(
+                "CREATE TRIGGER {} AFTER DELETE ON {table} REFERENCING OLD TABLE AS {OLD_ROWS}
+                 FOR EACH STATEMENT EXECUTE FUNCTION {function}",
+                TRIGGERS[1]
+            ),
+            format!(
+                "CREATE TRIGGER {} AFTER UPDATE ON {table}
+                 REFERENCING OLD TABLE AS {OLD_ROWS} NEW TABLE AS {NEW_ROWS}
+                 FOR EACH STATEMENT EXECUTE FUNCTION {function}",
+                TRIGGERS[2]
+            ),
+        ] {
+            spi_ok(client.update(&ddl, None, &[]));
+        }
+        if backfill {
+            run_counted(client, &mapping.enqueue(table, 1, relid.to_u32()))
+        } else {
+            0
+        }
+    })
+}
+
+/// Detaches a transfer table: drops its triggers, forgets its mapping, and
+/// queues the removal of its rows (one `source_change = -1` item per valid
+/// holder side), so once the queue drains, balances hold only what the
+/// remaining sources hold. Returns the number of items queued.
+///
+/// Errors: 42704 (undefined_object) when the table is not attached.
+#[pg_extern]
+pub fn detach_transfer_table(source: PgRelation) -> i64 {
+    let relid = source.oid();
+    Spi::connect_mut(|client| {
+        let Some(mapping) = load_mapping(client, relid) else {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("{} is not attached to balance_queue", source.name()),
+                None,
+            );
+        };
+        for trigger in TRIGGERS {
+            spi_ok(client.update(
+                &format!("DROP TRIGGER IF EXISTS {trigger} ON {}", mapping.label),
+                None,
+                &[],
+            ));
+        }
+        let queued = run_counted(client, &mapping.enqueue(&mapping.label, -1, relid.to_u32()));
+        spi_ok(client.update(
+            "DELETE FROM balance_queue.attached_sources WHERE source_table = $1::oid",
+            None,
+            &[relid.into()],
+        ));
+        queued
+    })
+}

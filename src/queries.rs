@@ -1,0 +1,256 @@
+//! Reading balances: one holder, a holder's portfolio, a token's top holders,
+//! and the seed's manual enqueue call.
+
+use crate::address::{ZERO_ADDRESS, normalize_arg};
+use crate::errors::{invalid_parameter, spi_ok};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+
+/// Formats `balance` with the token's decimals; unknown decimals show wei.
+const FORMATTED: &str =
+    "balance_queue.format_token_balance(b.current_balance, coalesce(b.token_decimals, 0))";
+
+/// The current balance of one holder of one token on one chain.
+///
+/// * `p_chain_id`: EIP-155 chain id; `p_contract_address`,
+///   `p_holder_address`: `0x` + 40 hex digits, any case.
+///
+/// Returns one row: `current_balance` in wei (signed NUMERIC; 0 for a
+/// holder never seen), `balance_formatted` (whole tokens with the token's
+/// decimals from `token_metadata`, or wei when they are unknown),
+/// `token_symbol`, `token_decimals`, `balance_usd` (NULL without a price),
+/// `last_updated_block` and `last_updated_time` (NULL for a holder never seen).
+///
+/// Errors: 22P02 (invalid_text_representation) for a malformed address.
+#[pg_extern(stable)]
+pub fn get_current_balance(
+    p_chain_id: i32,
+    p_contract_address: &str,
+    p_holder_address: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(current_balance, AnyNumeric),
+        name!(balance_formatted, String),
+        name!(token_symbol, Option<String>),
+        name!(token_decimals, Option<i32>),
+        name!(balance_usd, Option<AnyNumeric>),
+        name!(last_updated_block, Option<i64>),
+        name!(last_updated_time, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let contract = normalize_arg("p_contract_address", p_contract_address);
+    let holder = normalize_arg("p_holder_address", p_holder_address);
+    let row = Spi::connect(|client| {
+        let rows = spi_ok(client.select(
+            "SELECT coalesce(b.current_balance, 0),
+                    balance_queue.format_token_balance(coalesce(b.current_balance, 0),
+                                                       coalesce(b.token_decimals, m.decimals, 0)),
+                    coalesce(b.token_symbol, m.symbol), coalesce(b.token_decimals, m.decimals),
+                    b.balance_usd, b.last_updated_block, b.last_updated_time
+               FROM (SELECT 1) AS one
+               LEFT JOIN balance_queue.current_token_balances b
+                 ON b.chain_id = $1 AND b.contract_address = $2 AND b.holder_address = $3
+               LEFT JOIN balance_queue.token_metadata m
+                 ON m.chain_id = $1 AND m.contract_address = $2",
+            Some(1),
+            &[
+                p_chain_id.into(),
+                contract.as_str().into(),
+                holder.as_str().into(),
+            ],
+        ));
+        let row = rows.first();
+        (
+            spi_ok(row.get::<AnyNumeric>(1)).unwrap_or_default(),
+            spi_ok(row.get::<String>(2)).unwrap_or_default(),
+            spi_ok(row.get::<String>(3)),
+            spi_ok(row.get::<i32>(4)),
+            spi_ok(row.get::<AnyNumeric>(5)),
+            spi_ok(row.get::<i64>(6)),
+            spi_ok(row.get::<TimestampWithTimeZone>(7)),
+        )
+    });
+    TableIterator::once(row)
+}
+
+/// Every token a holder holds, on every chain, largest USD value first.
+///
+/// * `p_holder_address`: `0x` + 40 hex digits, any case.
+/// * `p_min_balance_usd`: the smallest `balance_usd` to include (default
+///   1.00 USD); 0 or less includes every non-zero balance, priced or not.
+///
+/// Returns rows of `chain_id`, `chain_name` (from `chain_registry`),
+/// `contract_address`, `token_symbol`, `current_balance` (wei),
+/// `balance_formatted`, `balance_usd`, `last_updated_block`.
+///
+/// Errors: 22P02 (invalid_text_representation) for a malformed address.
+#[pg_extern(stable)]
+pub fn get_address_portfolio(
+    p_holder_address: &str,
+    p_min_balance_usd: default!(AnyNumeric, 1.00),
+) -> TableIterator<
+    'static,
+    (
+        name!(chain_id, i32),
+        name!(chain_name, Option<String>),
+        name!(contract_address, String),
+        name!(token_symbol, Option<String>),
+        name!(current_balance, AnyNumeric),
+        name!(balance_formatted, String),
+        name!(balance_usd, Option<AnyNumeric>),
+        name!(last_updated_block, Option<i64>),
+    ),
+> {
+    let holder = normalize_arg("p_holder_address", p_holder_address);
+    let rows = Spi::connect(|client| {
+        spi_ok(client.select(
+            &format!(
+                "SELECT b.chain_id, c.display_name, b.contract_address, b.token_symbol,
+                        b.current_balance, {FORMATTED}, b.balance_usd, b.last_updated_block
+                   FROM balance_queue.current_token_balances b
+                   LEFT JOIN balance_queue.chain_registry c USING (chain_id)
+                  WHERE b.holder_address = $1 AND b.current_balance <> 0
+                    AND ($2 <= 0 OR b.balance_usd >= $2)
+                  ORDER BY b.balance_usd DESC NULLS LAST, b.chain_id, b.contract_address"
+            ),
+            None,
+            &[holder.as_str().into(), p_min_balance_usd.into()],
+        ))
+        .into_iter()
+        .map(|row| {
+            (
+                spi_ok(row.get::<i32>(1)).unwrap_or_default(),
+                spi_ok(row.get::<String>(2)),
+                spi_ok(row.get::<String>(3)).unwrap_or_default(),
+                spi_ok(row.get::<String>(4)),
+                spi_ok(row.get::<AnyNumeric>(5)).unwrap_or_default(),
+                spi_ok(row.get::<String>(6)).unwrap_or_default(),
+                spi_ok(row.get::<AnyNumeric>(7)),
+                spi_ok(row.get::<i64>(8)),
+            )
+        })
+        .collect::<Vec<_>>()
+    });
+    TableIterator::new(rows)
+}
+
+/// The largest holders of one token on one chain, by balance.
+///
+/// * `p_chain_id`: EIP-155 chain id; `p_contract_address`: the token.
+/// * `p_limit`: how many holders (default 100, > 0).
+///
+/// Returns rows of `rank` (1 = largest), `holder_address`,
+/// `current_balance` (wei), `balance_formatted`, `balance_usd`,
+/// `last_updated_block`. Served by the (chain_id, contract_address,
+/// current_balance DESC) index: cost grows with `p_limit`, not holders.
+///
+/// Errors: 22P02 (invalid_text_representation) for a malformed address;
+/// 22023 (invalid_parameter_value) when `p_limit` <= 0.
+#[pg_extern(stable)]
+pub fn get_top_holders(
+    p_chain_id: i32,
+    p_contract_address: &str,
+    p_limit: default!(i32, 100),
+) -> TableIterator<
+    'static,
+    (
+        name!(rank, i64),
+        name!(holder_address, String),
+        name!(current_balance, AnyNumeric),
+        name!(balance_formatted, String),
+        name!(balance_usd, Option<AnyNumeric>),
+        name!(last_updated_block, Option<i64>),
+    ),
+> {
+    if p_limit <= 0 {
+        invalid_parameter(format!("p_limit {p_limit} must be > 0"));
+    }
+    let contract = normalize_arg("p_contract_address", p_contract_address);
+    let rows = Spi::connect(|client| {
+        spi_ok(client.select(
+            &format!(
+                "SELECT row_number() OVER (ORDER BY b.current_balance DESC, b.holder_address),
+                        b.holder_address, b.current_balance, {FORMATTED}, b.balance_usd,
+                        b.last_updated_block
+                   FROM (SELECT * FROM balance_queue.current_token_balances
+                          WHERE chain_id = $1 AND contract_address = $2
+                          ORDER BY current_balance DESC
+                          LIMIT $3) b
+                  ORDER BY 1"
+            ),
+            None,
+            &[p_chain_id.into(), contract.as_str().into(), p_limit.into()],
+        ))
+        .into_iter()
+        .map(|row| {
+            (
+                spi_ok(row.get::<i64>(1)).unwrap_or_default(),
+                spi_ok(row.get::<String>(2)).unwrap_or_default(),
+                spi_ok(row.get::<AnyNumeric>(3)).unwrap_or_default(),
+                spi_ok(row.get::<String>(4)).unwrap_or_default(),
+                spi_ok(row.get::<AnyNumeric>(5)),
+                spi_ok(row.get::<i64>(6)),
+            )
+        })
+        .collect::<Vec<_>>()
+    });
+    TableIterator::new(rows)
+}
+
+/// Queues a recalculation of one balance by hand (the seed plan's call).
+///
+/// * `p_chain_id`: EIP-155 chain id; `p_contract_address`,
+///   `p_holder_address`: `0x` + 40 hex digits, any case.
+/// * `p_update_type`: `transfer_in`, `transfer_out` or `recalculate`;
+///   recorded as given. A hand-queued item carries no amount, so whatever
+///   its type the drain recomputes the balance from the attached sources.
+/// * `p_tx_hash`, `p_block_number`: provenance, recorded as given.
+/// * `p_priority`: lower is drained first (default 5).
+///
+/// Returns the new item's id.
+///
+/// Errors: 22P02 (invalid_text_representation) for a malformed address;
+/// 22023 (invalid_parameter_value) for another update type or the zero
+/// address as holder.
+#[pg_extern]
+pub fn queue_balance_update(
+    p_chain_id: i32,
+    p_contract_address: &str,
+    p_holder_address: &str,
+    p_update_type: &str,
+    p_tx_hash: default!(Option<&str>, "NULL"),
+    p_block_number: default!(Option<i64>, "NULL"),
+    p_priority: default!(i32, 5),
+) -> i64 {
+    let contract = normalize_arg("p_contract_address", p_contract_address);
+    let holder = normalize_arg("p_holder_address", p_holder_address);
+    if !["transfer_in", "transfer_out", "recalculate"].contains(&p_update_type) {
+        invalid_parameter(format!(
+            "p_update_type {p_update_type:?} must be transfer_in, transfer_out or recalculate"
+        ));
+    }
+    if holder == ZERO_ADDRESS {
+        invalid_parameter("the zero address is never a holder: transfers to it are burns");
+    }
+    Spi::connect_mut(|client| {
+        let rows = spi_ok(client.update(
+            "INSERT INTO balance_queue.balance_update_queue
+                 (chain_id, contract_address, holder_address, update_type, triggered_by_tx,
+                  triggered_by_block, priority)
+             VALUES ($1, $2, $3, $4, lower($5), $6, $7)
+             RETURNING id",
+            Some(1),
+            &[
+                p_chain_id.into(),
+                contract.as_str().into(),
+                holder.as_str().into(),
+                p_update_type.into(),
+                p_tx_hash.into(),
+                p_block_number.into(),
+                p_priority.into(),
+            ],
+        ));
+        spi_ok(rows.first().get_one::<i64>()).expect("RETURNING id")
+    })
+}

@@ -1,0 +1,141 @@
+//! SQL over attached transfer tables: one definition of "a valid transfer
+//! row" shared by the ingest triggers, the backfill, the seed's row trigger
+//! and recalculation, so they can never disagree about what counts.
+//!
+//! Identifiers come from `attached_sources` (checked against the catalog at
+//! attach time) and are always quoted with `quote_identifier`.
+
+use pgrx::spi::{quote_identifier, quote_literal};
+
+/// Where a source's transfer facts live: column names, and the chain (fixed,
+/// or looked up from each row's network name in the chain registry).
+#[derive(Debug, Clone)]
+pub struct SourceMapping {
+    /// The source relation as SQL text (a qualified table name or a transition table).
+    pub label: String,
+    pub chain_id: Option<i32>,
+    pub from_column: String,
+    pub to_column: String,
+    pub value_column: String,
+    pub contract_column: String,
+    pub tx_hash_column: String,
+    pub log_index_column: String,
+    pub block_number_column: String,
+    pub network_column: Option<String>,
+}
+
+impl SourceMapping {
+    fn col(&self, name: &str) -> String {
+        format!("r.{}::text", quote_identifier(name))
+    }
+
+    /// A SELECT over `relation` returning, per source row: chain_id,
+    /// network, `error` (NULL for a valid row, else the reason, from
+    /// `_transfer_row_error`), log_index_raw, value_raw, the lowercased
+    /// contract_address, from_address, to_address and tx_hash, and for
+    /// valid rows only value_wei (numeric), log_index and block_number.
+    pub fn validated_rows(&self, relation: &str) -> String {
+        let (chain_expr, network_expr, join) = match (self.chain_id, &self.network_column) {
+            (Some(chain_id), _) => (
+                format!("{chain_id}"),
+                "NULL::text".to_string(),
+                String::new(),
+            ),
+            (None, Some(network)) => {
+                let network = self.col(network);
+                (
+                    "c.chain_id".to_string(),
+                    network.clone(),
+                    format!(
+                        " LEFT JOIN balance_queue.chain_registry c ON c.network_name = {network}"
+                    ),
+                )
+            }
+            (None, None) => (
+                "NULL::integer".to_string(),
+                "NULL::text".to_string(),
+                String::new(),
+            ),
+        };
+        // OFFSET 0 fences keep the subqueries from being flattened, so each
+        // row is checked once rather than once per reference to `error`.
+        format!(
+            "SELECT w.chain_id, w.network, w.error, w.log_index_raw, w.value_raw,
+                    lower(w.contract_raw) AS contract_address,
+                    lower(w.from_raw) AS from_address,
+                    lower(w.to_raw) AS to_address,
+                    lower(w.tx_hash_raw) AS tx_hash,
+                    CASE WHEN w.error IS NULL THEN w.value_raw::numeric END AS value_wei,
+                    CASE WHEN w.error IS NULL THEN w.log_index_raw::bigint END AS log_index,
+                    CASE WHEN w.error IS NULL THEN w.block_raw::bigint END AS block_number
+               FROM (SELECT raw.*, balance_queue._transfer_row_error(raw.chain_id, raw.network,
+                            raw.tx_hash_raw, raw.log_index_raw, raw.contract_raw, raw.from_raw,
+                            raw.to_raw, raw.value_raw, raw.block_raw) AS error
+                       FROM (SELECT {chain_expr} AS chain_id, {network_expr} AS network,
+                                    {contract} AS contract_raw, {from} AS from_raw, {to} AS to_raw,
+                                    {value} AS value_raw, {tx_hash} AS tx_hash_raw,
+                                    {log_index} AS log_index_raw, {block} AS block_raw
+                               FROM {relation} r{join} OFFSET 0) raw
+                     OFFSET 0) w",
+            value = self.col(&self.value_column),
+            log_index = self.col(&self.log_index_column),
+            block = self.col(&self.block_number_column),
+            contract = self.col(&self.contract_column),
+            from = self.col(&self.from_column),
+            to = self.col(&self.to_column),
+            tx_hash = self.col(&self.tx_hash_column),
+        )
+    }
+
+    /// An INSERT that queues one item per holder side of every row of
+    /// `relation` (`source_change` +1 for inserted rows, -1 for deleted
+    /// ones). A bad inserted row becomes one `failed` item whose
+    /// error_message names the row; a bad deleted row was never counted and
+    /// queues nothing. The zero address is never a holder (mint, burn).
+    pub fn enqueue(&self, relation: &str, source_change: i16, source_oid: u32) -> String {
+        let only_valid = if source_change < 0 {
+            "AND v.error IS NULL"
+        } else {
+            ""
+        };
+        format!(
+            "INSERT INTO balance_queue.balance_update_queue
+                 (chain_id, contract_address, holder_address, update_type, delta_wei, source_change,
+                  triggered_by_tx, triggered_by_log_index, triggered_by_block, source_table,
+                  status, error_message)
+             SELECT v.chain_id, v.contract_address, s.holder_address, s.update_type,
+                    CASE WHEN v.error IS NULL THEN s.delta_wei END, {source_change},
+                    v.tx_hash, v.log_index, v.block_number, {source_oid}::oid::regclass,
+                    CASE WHEN v.error IS NULL THEN 'pending' ELSE 'failed' END,
+                    CASE WHEN v.error IS NOT NULL THEN
+                         format('row of %s (tx_hash %s, log_index %s) not counted: %s',
+                                {label}, coalesce(v.tx_hash, 'NULL'), coalesce(v.log_index_raw, 'NULL'), v.error) END
+               FROM ({rows}) v
+              CROSS JOIN LATERAL (VALUES ('transfer_out', v.from_address, -v.value_wei),
+                                         ('transfer_in', v.to_address, v.value_wei))
+                         AS s(update_type, holder_address, delta_wei)
+              WHERE CASE WHEN v.error IS NULL
+                         THEN s.holder_address <> '{zero}'
+                         ELSE s.update_type = 'transfer_in' END {only_valid}",
+            rows = self.validated_rows(relation),
+            label = quote_literal(&self.label),
+            zero = crate::address::ZERO_ADDRESS,
+        )
+    }
+
+    /// A SELECT of (tx_hash, log_index, is_inbound, delta_wei, block_number)
+    /// for every valid side in `relation` where holder $3 holds token $2 on
+    /// chain $1.
+    pub fn sides_of_holder(&self, relation: &str) -> String {
+        format!(
+            "SELECT v.tx_hash, v.log_index, s.is_inbound, s.delta_wei, v.block_number
+               FROM ({rows}) v
+              CROSS JOIN LATERAL (VALUES (false, v.from_address, -v.value_wei),
+                                         (true, v.to_address, v.value_wei))
+                         AS s(is_inbound, holder_address, delta_wei)
+              WHERE v.error IS NULL AND v.chain_id = $1 AND v.contract_address = $2
+                AND s.holder_address = $3",
+            rows = self.validated_rows(relation),
+        )
+    }
+}

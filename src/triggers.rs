@@ -1,0 +1,160 @@
+//! Trigger functions on attached transfer tables. Both only queue: they
+//! never touch balances, so the indexer's INSERT or COPY never waits on the
+//! apply path, and a bad row becomes a failed queue item, never an error.
+
+use crate::attach::load_mapping;
+use crate::errors::{invalid_parameter, spi_ok};
+use crate::source_sql::SourceMapping;
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use std::ffi::{CStr, CString};
+
+/// Statement-level trigger installed by `attach_transfer_table`: queues the
+/// rows of the statement's transition tables (NEW rows +1, OLD rows -1) in
+/// one set-based INSERT per table. Not meant to be called directly.
+#[pg_trigger]
+fn _enqueue_transfer_rows<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+    let relid = trigger.relid()?;
+    let old_rows = trigger.old_transition_table_name()?;
+    let new_rows = trigger.new_transition_table_name()?;
+    Spi::connect_mut(|client| {
+        // Make the transition tables visible by name to this SPI connection.
+        let trigger_data = trigger.trigger_data() as *const pg_sys::TriggerData;
+        unsafe { pg_sys::SPI_register_trigger_data(trigger_data.cast_mut()) };
+        // A table detached earlier in this transaction queues nothing.
+        let Some(mapping) = load_mapping(client, relid) else {
+            return;
+        };
+        for (rows, change) in [(old_rows, -1), (new_rows, 1)] {
+            if let Some(rows) = rows {
+                let insert = mapping.enqueue(&quote_identifier(rows), change, relid.to_u32());
+                spi_ok(client.update(&insert, None, &[]));
+            }
+        }
+    });
+    Ok(None)
+}
+
+/// Column names the seed's row trigger looks for, first match wins:
+/// rindexer's names, the seed plan's, WETH's and ethereum-etl's.
+const ROW_COLUMNS: [(&str, &[&str]); 8] = [
+    ("from", &["from", "from_address", "src"]),
+    ("to", &["to", "to_address", "dst"]),
+    ("value", &["value", "wad", "amount"]),
+    ("contract_address", &["contract_address", "token_address"]),
+    ("tx_hash", &["tx_hash", "transaction_hash"]),
+    ("log_index", &["log_index"]),
+    ("block_number", &["block_number"]),
+    ("network", &["network"]),
+];
+
+/// Reads one row's transfer columns as text (each type's output function),
+/// in `ROW_COLUMNS` order; a missing column or SQL NULL gives `None`.
+unsafe fn row_as_text(
+    tupdesc: pg_sys::TupleDesc,
+    tuple: *mut pg_sys::HeapTupleData,
+) -> Vec<Option<String>> {
+    ROW_COLUMNS
+        .iter()
+        .map(|(_, candidates)| {
+            candidates.iter().find_map(|name| {
+                let cname = CString::new(*name).expect("static names have no NUL");
+                let fnumber = unsafe { pg_sys::SPI_fnumber(tupdesc, cname.as_ptr()) };
+                if fnumber <= 0 {
+                    return None;
+                }
+                let text = unsafe { pg_sys::SPI_getvalue(tuple, tupdesc, fnumber) };
+                Some(if text.is_null() {
+                    String::new()
+                } else {
+                    unsafe { CStr::from_ptr(text) }
+                        .to_string_lossy()
+                        .into_owned()
+                })
+            })
+        })
+        .map(|found| found.filter(|text| !text.is_empty()))
+        .collect()
+}
+
+/// The seed plan's row-level trigger, kept for tables wired by hand:
+///
+/// ```sql
+/// CREATE TRIGGER queue_balance AFTER INSERT OR UPDATE OR DELETE ON transfers
+///   FOR EACH ROW EXECUTE FUNCTION balance_queue.trigger_queue_balance_update('1');
+/// ```
+///
+/// TG_ARGV[0] is the EIP-155 chain id; without it the chain comes from the
+/// row's `network` column through `chain_registry`. Columns are found by
+/// name: `from`/`from_address`/`src`, `to`/`to_address`/`dst`,
+/// `value`/`wad`/`amount` (wei), `contract_address`/`token_address`,
+/// `tx_hash`/`transaction_hash`, `log_index`, `block_number`, `network`.
+/// INSERT queues the row (+1), DELETE takes it back (-1), UPDATE does both.
+/// Queues the same items as `attach_transfer_table`'s statement triggers,
+/// row by row, so prefer those for bulk loads. Returns the row unchanged.
+///
+/// Errors: 22023 (invalid_parameter_value) when TG_ARGV[0] is not an integer.
+#[pg_trigger]
+fn trigger_queue_balance_update<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+    let chain_id = match trigger.extra_args()?.first() {
+        Some(arg) => Some(arg.trim().parse::<i32>().unwrap_or_else(|_| {
+            invalid_parameter(format!("trigger argument {arg:?} is not a chain id"))
+        })),
+        None => None,
+    };
+    let relid = trigger.relid()?;
+    let data = trigger.trigger_data();
+    let tupdesc = unsafe { (*data.tg_relation).rd_att };
+    let op = trigger.op()?;
+    let mut rows: Vec<(*mut pg_sys::HeapTupleData, i16)> = Vec::with_capacity(2);
+    match op {
+        PgTriggerOperation::Insert => rows.push((data.tg_trigtuple, 1)),
+        PgTriggerOperation::Delete => rows.push((data.tg_trigtuple, -1)),
+        PgTriggerOperation::Update => {
+            rows.push((data.tg_trigtuple, -1));
+            rows.push((data.tg_newtuple, 1));
+        }
+        PgTriggerOperation::Truncate => {}
+    }
+    let params: String = ROW_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (alias, _))| format!("${}::text AS {}", i + 1, quote_identifier(alias)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let label = Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[relid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let mapping = SourceMapping {
+        label,
+        chain_id,
+        from_column: "from".into(),
+        to_column: "to".into(),
+        value_column: "value".into(),
+        contract_column: "contract_address".into(),
+        tx_hash_column: "tx_hash".into(),
+        log_index_column: "log_index".into(),
+        block_number_column: "block_number".into(),
+        network_column: Some("network".into()),
+    };
+    Spi::connect_mut(|client| {
+        for (tuple, change) in rows {
+            if tuple.is_null() {
+                continue;
+            }
+            let values = unsafe { row_as_text(tupdesc, tuple) };
+            let insert = mapping.enqueue(&format!("(SELECT {params})"), change, relid.to_u32());
+            let args: Vec<_> = values.iter().map(|v| v.as_deref().into()).collect();
+            spi_ok(client.update(&insert, None, &args));
+        }
+    });
+    Ok(match op {
+        PgTriggerOperation::Delete => trigger.old(),
+        _ => trigger.new(),
+    })
+}
