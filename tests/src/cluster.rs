@@ -12,14 +12,25 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 pub fn pg_bindir() -> PathBuf {
     let pg_config = std::env::var("BQ_PG_CONFIG").unwrap_or_else(|_| {
         let v15 = "/usr/lib/postgresql/15/bin/pg_config";
-        if Path::new(v15).exists() { v15.into() } else { "pg_config".into() }
+        if Path::new(v15).exists() {
+            v15.into()
+        } else {
+            "pg_config".into()
+        }
     });
-    let out = Command::new(&pg_config).arg("--bindir").output().expect("run pg_config");
+    let out = Command::new(&pg_config)
+        .arg("--bindir")
+        .output()
+        .expect("run pg_config");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
 }
 
 /// A running cluster; stopped and deleted on drop.
@@ -35,16 +46,24 @@ impl Cluster {
     /// Starts a fresh cluster named `name` with `conf` lines added to
     /// postgresql.conf (e.g. `shared_preload_libraries = 'balance_queue'`).
     pub fn start(name: &str, conf: &[&str]) -> Cluster {
-        let port = 20000
-            + (std::process::id() % 20000) as u16
-            + NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("balance_queue-{name}-{}-{port}", std::process::id()));
+        let port =
+            20000 + (std::process::id() % 20000) as u16 + NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!(
+            "balance_queue-{name}-{}-{port}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create cluster dir");
         let as_postgres = is_root();
         if as_postgres {
-            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
-            assert!(status.map(|s| s.success()).unwrap_or(false), "chown cluster dir to postgres");
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status();
+            assert!(
+                status.map(|s| s.success()).unwrap_or(false),
+                "chown cluster dir to postgres"
+            );
         }
         let cluster = Cluster {
             dir,
@@ -53,7 +72,18 @@ impl Cluster {
             as_postgres,
             extra_conf: conf.iter().map(|s| s.to_string()).collect(),
         };
-        cluster.run("initdb", &["-D", cluster.data().to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                cluster.data().to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
         let mut settings = vec![
             "listen_addresses = ''".to_string(),
             format!("port = {}", cluster.port),
@@ -67,7 +97,10 @@ impl Cluster {
         settings.extend(cluster.extra_conf.iter().cloned());
         let conf_path = cluster.data().join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
-        text.push_str(&format!("\n# balance_queue harness\n{}\n", settings.join("\n")));
+        text.push_str(&format!(
+            "\n# balance_queue harness\n{}\n",
+            settings.join("\n")
+        ));
         std::fs::write(&conf_path, text).expect("write postgresql.conf");
         cluster.pg_ctl_start();
         cluster
@@ -91,7 +124,10 @@ impl Cluster {
         } else {
             Command::new(&binary)
         };
-        let out = cmd.args(args).output().unwrap_or_else(|e| panic!("run {program}: {e}"));
+        let out = cmd
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
         assert!(
             out.status.success(),
             "{program} {args:?} failed: {}{}\nserver log: {}",
@@ -104,14 +140,29 @@ impl Cluster {
     fn pg_ctl_start(&self) {
         let data = self.data();
         let log = self.log_path();
-        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "120", "start"]);
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "120",
+                "start",
+            ],
+        );
     }
 
     /// Stops the server: `mode` is `fast` or `immediate` (a crash: no
     /// shutdown checkpoint, recovery replays the WAL on the next start).
     pub fn stop(&self, mode: &str) {
         let data = self.data();
-        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", mode, "-w", "stop"]);
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", mode, "-w", "stop"],
+        );
     }
 
     /// Starts the server again after `stop`.
@@ -121,7 +172,11 @@ impl Cluster {
 
     /// A libpq connection string for `database`.
     pub fn conn_string(&self, database: &str) -> String {
-        format!("host={} port={} user=postgres dbname={database}", self.dir.display(), self.port)
+        format!(
+            "host={} port={} user=postgres dbname={database}",
+            self.dir.display(),
+            self.port
+        )
     }
 
     /// Connects to `database`.
@@ -133,11 +188,13 @@ impl Cluster {
     /// Creates a database with the extension installed and returns a client.
     pub fn database_with_extension(&self, name: &str) -> postgres::Client {
         let mut admin = self.connect("postgres");
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("CREATE DATABASE");
         let mut client = self.connect(name);
-        client.batch_execute("CREATE EXTENSION balance_queue").expect(
-            "CREATE EXTENSION balance_queue (is it installed? run scripts/setup.sh)",
-        );
+        client
+            .batch_execute("CREATE EXTENSION balance_queue")
+            .expect("CREATE EXTENSION balance_queue (is it installed? run scripts/setup.sh)");
         client
     }
 }
@@ -148,7 +205,11 @@ impl Drop for Cluster {
         let binary = self.bindir.join("pg_ctl");
         let args = ["-D", data.to_str().unwrap(), "-m", "immediate", "stop"];
         let _ = if self.as_postgres {
-            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&binary).args(args).output()
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&binary)
+                .args(args)
+                .output()
         } else {
             Command::new(&binary).args(args).output()
         };

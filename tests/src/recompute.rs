@@ -27,7 +27,13 @@ pub struct Source {
 impl Source {
     /// A rindexer Transfer table with its default column names.
     pub fn rindexer(table: &str) -> Source {
-        Source { table: table.into(), from: "from".into(), to: "to".into(), value: "value".into(), chain_id: None }
+        Source {
+            table: table.into(),
+            from: "from".into(),
+            to: "to".into(),
+            value: "value".into(),
+            chain_id: None,
+        }
     }
 }
 
@@ -55,7 +61,10 @@ pub fn max_uint256() -> BigUint {
 /// Recomputes every balance from the rows of `sources`.
 pub fn recompute(client: &mut Client, sources: &[Source]) -> Expected {
     let networks: HashMap<String, i32> = client
-        .query("SELECT network_name, chain_id FROM balance_queue.chain_registry", &[])
+        .query(
+            "SELECT network_name, chain_id FROM balance_queue.chain_registry",
+            &[],
+        )
         .expect("read chain registry")
         .into_iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -71,7 +80,9 @@ pub fn recompute(client: &mut Client, sources: &[Source]) -> Expected {
         );
         for row in client.query(sql.as_str(), &[]).expect("read source rows") {
             let network: Option<String> = row.get(0);
-            let chain = source.chain_id.or_else(|| network.as_ref().and_then(|n| networks.get(n).copied()));
+            let chain = source
+                .chain_id
+                .or_else(|| network.as_ref().and_then(|n| networks.get(n).copied()));
             let contract: String = row.get::<_, String>(1).to_lowercase();
             let from: Option<String> = row.get::<_, Option<String>>(2).map(|s| s.to_lowercase());
             let to: Option<String> = row.get::<_, Option<String>>(3).map(|s| s.to_lowercase());
@@ -82,12 +93,17 @@ pub fn recompute(client: &mut Client, sources: &[Source]) -> Expected {
                 .filter(|v| *v <= max);
             let tx_hash: String = row.get::<_, String>(5).to_lowercase();
             let log_index: Option<u64> = row.get::<_, String>(6).parse().ok();
-            let (Some(chain), Some(from), Some(to), Some(value), Some(log_index)) = (chain, from, to, value, log_index)
+            let (Some(chain), Some(from), Some(to), Some(value), Some(log_index)) =
+                (chain, from, to, value, log_index)
             else {
                 expected.invalid_rows += 1;
                 continue;
             };
-            if !is_hex(&contract, 40) || !is_hex(&from, 40) || !is_hex(&to, 40) || !is_hex(&tx_hash, 64) {
+            if !is_hex(&contract, 40)
+                || !is_hex(&from, 40)
+                || !is_hex(&to, 40)
+                || !is_hex(&tx_hash, 64)
+            {
                 expected.invalid_rows += 1;
                 continue;
             }
@@ -98,10 +114,16 @@ pub fn recompute(client: &mut Client, sources: &[Source]) -> Expected {
             expected.distinct_transfers += 1;
             let amount = BigInt::from(value);
             if from != ZERO {
-                *expected.balances.entry((chain, contract.clone(), from)).or_insert_with(BigInt::zero) -= &amount;
+                *expected
+                    .balances
+                    .entry((chain, contract.clone(), from))
+                    .or_insert_with(BigInt::zero) -= &amount;
             }
             if to != ZERO {
-                *expected.balances.entry((chain, contract, to)).or_insert_with(BigInt::zero) += &amount;
+                *expected
+                    .balances
+                    .entry((chain, contract, to))
+                    .or_insert_with(BigInt::zero) += &amount;
             }
         }
     }
@@ -150,18 +172,32 @@ pub fn compare(client: &mut Client, expected: &Expected, skip: &HashSet<Key>) ->
         )
         .expect("read current_token_balances")
         .into_iter()
-        .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get::<_, String>(3).parse::<BigInt>().expect("integer")))
+        .map(|r| {
+            (
+                (r.get(0), r.get(1), r.get(2)),
+                r.get::<_, String>(3).parse::<BigInt>().expect("integer"),
+            )
+        })
         .collect();
-    let keys: HashSet<&Key> = stored.keys().chain(expected.balances.keys()).filter(|k| !skip.contains(*k)).collect();
+    let keys: HashSet<&Key> = stored
+        .keys()
+        .chain(expected.balances.keys())
+        .filter(|k| !skip.contains(*k))
+        .collect();
     let zero = BigInt::zero();
-    let mut comparison = Comparison { keys: keys.len(), ..Default::default() };
+    let mut comparison = Comparison {
+        keys: keys.len(),
+        ..Default::default()
+    };
     for key in keys {
         let want = expected.balances.get(key).unwrap_or(&zero);
         let have = stored.get(key).unwrap_or(&zero);
         if want == have {
             comparison.matching += 1;
         } else if comparison.mismatches.len() < 20 {
-            comparison.mismatches.push((key.clone(), want.to_string(), have.to_string()));
+            comparison
+                .mismatches
+                .push((key.clone(), want.to_string(), have.to_string()));
         }
     }
     comparison

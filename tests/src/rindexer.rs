@@ -4,9 +4,9 @@
 //! multi-row INSERT; each batch one autocommit statement.
 
 use bytes::{BufMut, BytesMut};
-use postgres::Client;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::{Client, GenericClient};
 use std::error::Error;
 
 /// One row of a rindexer Transfer table. Text fields are written as given,
@@ -46,7 +46,11 @@ pub fn create_transfer_table(client: &mut Client, schema: &str) {
 struct Numeric(u64);
 
 impl ToSql for Numeric {
-    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         let mut digits = Vec::new();
         let mut rest = self.0;
         while rest > 0 {
@@ -71,27 +75,49 @@ impl ToSql for Numeric {
     to_sql_checked!();
 }
 
-const COLUMNS: &str =
-    "contract_address, \"from\", \"to\", \"value\", tx_hash, block_number, block_hash, network, tx_index, log_index";
+const COLUMNS: &str = "contract_address, \"from\", \"to\", \"value\", tx_hash, block_number, block_hash, network, tx_index, log_index";
 
 /// Writes one batch as rindexer does: binary COPY above 100 rows, else one
-/// multi-row INSERT. Returns an error instead of panicking so tests can
+/// multi-row INSERT; on a client (autocommit) or inside a transaction (a
+/// reorg's re-insert). Returns an error instead of panicking so tests can
 /// assert that ingestion never fails.
-pub fn write_batch(client: &mut Client, table: &str, rows: &[TransferRow]) -> Result<(), postgres::Error> {
+pub fn write_batch(
+    client: &mut impl GenericClient,
+    table: &str,
+    rows: &[TransferRow],
+) -> Result<(), postgres::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     if rows.len() > 100 {
-        let sink = client.copy_in(&format!("COPY {table} ({COLUMNS}) FROM STDIN WITH (FORMAT binary)"))?;
+        let sink = client.copy_in(&format!(
+            "COPY {table} ({COLUMNS}) FROM STDIN WITH (FORMAT binary)"
+        ))?;
         let types = [
-            Type::BPCHAR, Type::BPCHAR, Type::BPCHAR, Type::VARCHAR, Type::BPCHAR,
-            Type::NUMERIC, Type::BPCHAR, Type::VARCHAR, Type::NUMERIC, Type::VARCHAR,
+            Type::BPCHAR,
+            Type::BPCHAR,
+            Type::BPCHAR,
+            Type::VARCHAR,
+            Type::BPCHAR,
+            Type::NUMERIC,
+            Type::BPCHAR,
+            Type::VARCHAR,
+            Type::NUMERIC,
+            Type::VARCHAR,
         ];
         let mut writer = BinaryCopyInWriter::new(sink, &types);
         for r in rows {
             writer.write(&[
-                &r.contract_address, &r.from, &r.to, &r.value, &r.tx_hash,
-                &Numeric(r.block_number), &r.block_hash, &r.network, &Numeric(r.tx_index), &r.log_index,
+                &r.contract_address,
+                &r.from,
+                &r.to,
+                &r.value,
+                &r.tx_hash,
+                &Numeric(r.block_number),
+                &r.block_hash,
+                &r.network,
+                &Numeric(r.tx_index),
+                &r.log_index,
             ])?;
         }
         writer.finish()?;
@@ -123,7 +149,12 @@ pub fn write_batch(client: &mut Client, table: &str, rows: &[TransferRow]) -> Re
 }
 
 /// Writes `rows` in rindexer-sized batches (its maximum is about 5,000).
-pub fn write_all(client: &mut Client, table: &str, rows: &[TransferRow], batch: usize) -> Result<(), postgres::Error> {
+pub fn write_all(
+    client: &mut impl GenericClient,
+    table: &str,
+    rows: &[TransferRow],
+    batch: usize,
+) -> Result<(), postgres::Error> {
     for chunk in rows.chunks(batch.max(1)) {
         write_batch(client, table, chunk)?;
     }

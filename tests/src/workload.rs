@@ -27,7 +27,13 @@ pub struct Shape {
 
 impl Default for Shape {
     fn default() -> Self {
-        Shape { transfers: 100_000, tokens: 50, holders: 20_000, network: "ethereum".into(), seed: 42 }
+        Shape {
+            transfers: 100_000,
+            tokens: 50,
+            holders: 20_000,
+            network: "ethereum".into(),
+            seed: 42,
+        }
     }
 }
 
@@ -62,20 +68,26 @@ pub fn generate(shape: &Shape) -> Vec<TransferRow> {
     // Token 0 starts with its whole uint256 supply at holder 0.
     let mut pending_max_mint = true;
     while rows.len() < shape.transfers {
-        // 1 to 3 logs per transaction, about 40 logs per block.
-        if rng.random_range(0..3) == 0 {
-            tx_hash = hex_of(&mut rng, 32);
-            tx_index += 1;
-        }
+        // 1 to 3 logs per transaction, about 40 logs per block; a
+        // transaction lives in one block, so (tx_hash, log_index) is unique.
         if rng.random_range(0..40) == 0 {
             block += 1;
             log_index = 0;
             tx_index = 0;
             block_hash = hex_of(&mut rng, 32);
+            tx_hash = hex_of(&mut rng, 32);
+        } else if rng.random_range(0..3) == 0 {
+            tx_hash = hex_of(&mut rng, 32);
+            tx_index += 1;
         }
         // Skewed: token 0..n with a power law, holders likewise.
-        let token = if pending_max_mint { 0 } else { (shape.tokens as f64 * rng.random::<f64>().powi(2)) as usize };
-        let pick_holder = |rng: &mut StdRng| (shape.holders as f64 * rng.random::<f64>().powi(3)) as usize;
+        let token = if pending_max_mint {
+            0
+        } else {
+            (shape.tokens as f64 * rng.random::<f64>().powi(2)) as usize
+        };
+        let pick_holder =
+            |rng: &mut StdRng| (shape.holders as f64 * rng.random::<f64>().powi(3)) as usize;
         let roll = rng.random_range(0..100);
         let (from, to, value) = if pending_max_mint {
             pending_max_mint = false;
@@ -88,7 +100,8 @@ pub fn generate(shape: &Shape) -> Vec<TransferRow> {
                 if token == 0 {
                     continue;
                 }
-                let amount = BigUint::from(rng.random_range(1u64..1_000_000)) * BigUint::from(10u64).pow(18);
+                let amount =
+                    BigUint::from(rng.random_range(1u64..1_000_000)) * BigUint::from(10u64).pow(18);
                 (None, pick_holder(&mut rng), amount)
             } else if roll < 15 {
                 (Some(sender), usize::MAX, amount_up_to(&mut rng, &balance)) // burn
@@ -97,7 +110,11 @@ pub fn generate(shape: &Shape) -> Vec<TransferRow> {
             } else if roll < 20 {
                 (Some(sender), pick_holder(&mut rng), BigUint::zero()) // zero-value
             } else {
-                (Some(sender), pick_holder(&mut rng), amount_up_to(&mut rng, &balance))
+                (
+                    Some(sender),
+                    pick_holder(&mut rng),
+                    amount_up_to(&mut rng, &balance),
+                )
             }
         };
         if let Some(sender) = from {
@@ -109,8 +126,15 @@ pub fn generate(shape: &Shape) -> Vec<TransferRow> {
         }
         rows.push(TransferRow {
             contract_address: tokens[token].clone(),
-            from: Some(from.map(|h| holders[h].clone()).unwrap_or_else(|| ZERO.into())),
-            to: Some(if to == usize::MAX { ZERO.into() } else { holders[to].clone() }),
+            from: Some(
+                from.map(|h| holders[h].clone())
+                    .unwrap_or_else(|| ZERO.into()),
+            ),
+            to: Some(if to == usize::MAX {
+                ZERO.into()
+            } else {
+                holders[to].clone()
+            }),
             value: Some(value.to_string()),
             tx_hash: tx_hash.clone(),
             block_number: block,

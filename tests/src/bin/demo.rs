@@ -27,7 +27,13 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { csv: None, transfers: 100_000, batch: 5000, drain_batch: 5000, replay_percent: 2 };
+    let mut args = Args {
+        csv: None,
+        transfers: 100_000,
+        batch: 5000,
+        drain_batch: 5000,
+        replay_percent: 2,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -36,9 +42,20 @@ fn parse_args() -> Args {
             "--transfers" => args.transfers = value().parse().expect("--transfers N"),
             "--batch" => args.batch = value().parse().expect("--batch N"),
             "--drain-batch" => args.drain_batch = value().parse().expect("--drain-batch N"),
-            "--replay-percent" => args.replay_percent = value().parse().expect("--replay-percent P"),
+            "--replay-percent" => {
+                args.replay_percent = value().parse().expect("--replay-percent P")
+            }
             "-h" | "--help" => {
-                println!("{}", include_str!("demo.rs").lines().skip(6).take(7).map(|l| l.trim_start_matches("//! ")).collect::<Vec<_>>().join("\n"));
+                println!(
+                    "{}",
+                    include_str!("demo.rs")
+                        .lines()
+                        .skip(6)
+                        .take(7)
+                        .map(|l| l.trim_start_matches("//! "))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}; see --help"),
@@ -69,7 +86,10 @@ fn main() {
             )
         }
         None => {
-            let shape = workload::Shape { transfers: args.transfers, ..Default::default() };
+            let shape = workload::Shape {
+                transfers: args.transfers,
+                ..Default::default()
+            };
             let rows = workload::generate(&shape);
             let text = format!(
                 "generated: {} transfers, {} tokens, {} skewed holders, mints, burns, self-transfers, values up to 2^256-1",
@@ -81,7 +101,10 @@ fn main() {
     let table = format!("{schema}.transfer");
     rindexer::create_transfer_table(&mut client, &schema);
     client
-        .query_one("SELECT balance_queue.attach_transfer_table($1::text::regclass)", &[&table])
+        .query_one(
+            "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
+            &[&table],
+        )
         .expect("attach_transfer_table");
     println!("source       {table} (rindexer DDL), attached with statement triggers");
     println!("workload     {description}");
@@ -101,12 +124,20 @@ fn main() {
     }
     let ingest = started.elapsed().as_secs_f64();
     let queued: i64 = client
-        .query_one("SELECT count(*) FROM balance_queue.balance_update_queue", &[])
+        .query_one(
+            "SELECT count(*) FROM balance_queue.balance_update_queue",
+            &[],
+        )
         .unwrap()
         .get(0);
     println!(
-        "ingest       {} rows + {} replayed duplicates in batches of {} (binary COPY): {:.2} s ({}), {} queue items",
-        sent, replayed, args.batch, ingest, rate(sent + replayed, ingest), queued
+        "ingest       {} rows + {} replayed duplicates in batches of {} (binary COPY; replays by INSERT): {:.2} s ({}), {} queue items",
+        sent,
+        replayed,
+        args.batch,
+        ingest,
+        rate(sent + replayed, ingest),
+        queued
     );
 
     let started = Instant::now();
@@ -114,9 +145,14 @@ fn main() {
     let drain_secs = started.elapsed().as_secs_f64();
     println!(
         "drain        {processed} items ({failed} failed) in batches of {}: {:.2} s ({})",
-        args.drain_batch, drain_secs, rate(processed as usize, drain_secs)
+        args.drain_batch,
+        drain_secs,
+        rate(processed as usize, drain_secs)
     );
-    println!("end to end   {:.2} s from first row to current balances", ingest + drain_secs);
+    println!(
+        "end to end   {:.2} s from first row to current balances",
+        ingest + drain_secs
+    );
 
     print_queue_counts(&mut client);
     print_top_holders(&mut client);
@@ -124,7 +160,11 @@ fn main() {
     let expected = recompute::recompute(&mut client, &[Source::rindexer(&table)]);
     let out_of_range = recompute::out_of_range_keys(&expected);
     let comparison = recompute::compare(&mut client, &expected, &out_of_range);
-    let negative = expected.balances.values().filter(|b| b.sign() == num_bigint::Sign::Minus).count();
+    let negative = expected
+        .balances
+        .values()
+        .filter(|b| b.sign() == num_bigint::Sign::Minus)
+        .count();
     println!(
         "check        {} of {} balances match an independent recomputation from the raw rows \
          ({} distinct transfers, {} duplicate rows counted once, {} negative balances kept as is{})",
@@ -133,7 +173,11 @@ fn main() {
         expected.distinct_transfers,
         expected.duplicate_rows,
         negative,
-        if out_of_range.is_empty() { String::new() } else { format!(", {} keys out of uint256 range", out_of_range.len()) }
+        if out_of_range.is_empty() {
+            String::new()
+        } else {
+            format!(", {} keys out of uint256 range", out_of_range.len())
+        }
     );
     for (key, want, have) in &comparison.mismatches {
         println!("  MISMATCH {key:?}: expected {want}, stored {have}");

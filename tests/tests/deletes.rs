@@ -1,0 +1,150 @@
+//! Deleting source rows, as rindexer's reorg rollback does, takes their
+//! effect back out exactly; copies of the same transfer count once.
+
+mod common;
+
+use balance_queue_harness::recompute::{self, Source};
+use balance_queue_harness::rindexer::TransferRow;
+use balance_queue_harness::{drain, rindexer, workload};
+use std::collections::HashSet;
+
+fn assert_matches_sources(f: &mut common::Fixture) {
+    let expected = recompute::recompute(&mut f.client, &[Source::rindexer(&f.table)]);
+    let comparison = recompute::compare(&mut f.client, &expected, &HashSet::new());
+    assert!(
+        comparison.all_match(),
+        "mismatches: {:?}",
+        comparison.mismatches
+    );
+}
+
+#[test]
+fn reorg_rollbacks_and_reinserts_leave_exact_balances() {
+    let mut f = common::attached_rindexer_table("reorg");
+    let shape = workload::Shape {
+        transfers: 20_000,
+        tokens: 10,
+        holders: 2_000,
+        ..Default::default()
+    };
+    let rows = workload::generate(&shape);
+    rindexer::write_all(&mut f.client, &f.table, &rows, 2000).unwrap();
+    drain(&mut f.client, 1000);
+    assert_matches_sources(&mut f);
+
+    let first_block = rows[0].block_number;
+    let last_block = rows.last().unwrap().block_number;
+    // Three reorgs, each as rindexer does it: in one transaction, delete the
+    // orphaned blocks' rows, then insert the canonical logs (here: the same
+    // logs minus every third one, as if those transactions were dropped).
+    for (fork, depth) in [
+        (last_block - 30, 30),
+        (last_block - 100, 12),
+        (first_block + 5, 3),
+    ] {
+        let canonical: Vec<TransferRow> = rows
+            .iter()
+            .filter(|r| r.block_number >= fork && r.block_number <= fork + depth)
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let mut tx = f.client.transaction().unwrap();
+        let deleted = tx
+            .execute(
+                &format!(
+                    "DELETE FROM {} WHERE network = $1 AND block_number BETWEEN $2::text::numeric AND $3::text::numeric",
+                    f.table
+                ),
+                &[&"ethereum", &fork.to_string(), &(fork + depth).to_string()],
+            )
+            .unwrap();
+        assert!(deleted > 0);
+        rindexer::write_all(&mut tx, &f.table, &canonical, 5000).unwrap();
+        tx.commit().unwrap();
+        drain(&mut f.client, 500);
+        assert_matches_sources(&mut f);
+    }
+}
+
+#[test]
+fn delete_before_the_drain_cancels_out() {
+    let mut f = common::attached_rindexer_table("early-delete");
+    let rows = workload::generate(&workload::Shape {
+        transfers: 3_000,
+        tokens: 3,
+        holders: 300,
+        ..Default::default()
+    });
+    rindexer::write_all(&mut f.client, &f.table, &rows, 1000).unwrap();
+    f.client
+        .execute(
+            &format!("DELETE FROM {} WHERE rindexer_id % 2 = 0", f.table),
+            &[],
+        )
+        .unwrap();
+    drain(&mut f.client, 700);
+    assert_matches_sources(&mut f);
+}
+
+fn one_transfer(value: &str) -> TransferRow {
+    TransferRow {
+        contract_address: "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48".into(),
+        from: Some("0x1111111111111111111111111111111111111111".into()),
+        to: Some("0x2222222222222222222222222222222222222222".into()),
+        value: Some(value.into()),
+        tx_hash: format!("0x{}", "ab".repeat(32)),
+        block_number: 19_000_000,
+        block_hash: format!("0x{}", "cd".repeat(32)),
+        network: "ethereum".into(),
+        tx_index: 3,
+        log_index: "7".into(),
+    }
+}
+
+fn balance_of(f: &mut common::Fixture, holder: &str) -> String {
+    f.client
+        .query_one(
+            "SELECT current_balance::text FROM balance_queue.get_current_balance(1, '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48', $1)",
+            &[&holder],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn deleting_one_of_two_copies_keeps_the_transfer_counted() {
+    let mut f = common::attached_rindexer_table("copies");
+    let receiver = "0x2222222222222222222222222222222222222222";
+    // rindexer replays after a crash: the same log arrives twice.
+    rindexer::write_batch(&mut f.client, &f.table, &[one_transfer("500")]).unwrap();
+    rindexer::write_batch(&mut f.client, &f.table, &[one_transfer("500")]).unwrap();
+    drain(&mut f.client, 100);
+    assert_eq!(balance_of(&mut f, receiver), "500");
+
+    let first_copy = format!(
+        "DELETE FROM {} WHERE rindexer_id = (SELECT min(rindexer_id) FROM {})",
+        f.table, f.table
+    );
+    f.client.execute(&first_copy, &[]).unwrap();
+    drain(&mut f.client, 100);
+    assert_eq!(
+        balance_of(&mut f, receiver),
+        "500",
+        "one copy remains, so the transfer still counts"
+    );
+
+    f.client
+        .execute(&format!("DELETE FROM {}", f.table), &[])
+        .unwrap();
+    drain(&mut f.client, 100);
+    assert_eq!(
+        balance_of(&mut f, receiver),
+        "0",
+        "both copies gone: the transfer is taken back"
+    );
+    assert_eq!(
+        balance_of(&mut f, "0x1111111111111111111111111111111111111111"),
+        "0"
+    );
+}
