@@ -4,16 +4,19 @@ use crate::address::{ZERO_ADDRESS, normalize_arg};
 use crate::apply::{self, BalanceKey, MAX_U256, usd_sql};
 use crate::attach::mappings_for_chain;
 use crate::errors::{invalid_parameter, raise, spi_ok};
+use crate::triggers::row_trigger_mappings;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::time::Instant;
 
 /// A SELECT of (delta_wei, block_number) per distinct counted side of
-/// holder $3 for token $2 on chain $1: from every attached source of the
-/// chain, each (tx_hash, log_index, side) once however many copies exist.
-/// Without attached sources (seed row trigger only), from the ledger.
+/// holder $3 for token $2 on chain $1: from every source of the chain
+/// (attached tables and tables wired with the seed's row trigger), each
+/// (tx_hash, log_index, side) once however many copies exist. With no
+/// source left (all dropped), from the applied-transfer ledger.
 fn counted_sides_sql(client: &SpiClient<'_>, chain_id: i32) -> String {
-    let mappings = mappings_for_chain(client, chain_id);
+    let mut mappings = mappings_for_chain(client, chain_id);
+    mappings.extend(row_trigger_mappings(client, chain_id));
     if mappings.is_empty() {
         return "SELECT delta_wei, block_number FROM balance_queue.applied_transfers
                  WHERE chain_id = $1 AND contract_address = $2 AND holder_address = $3
@@ -96,11 +99,12 @@ pub fn fail_out_of_range(client: &mut SpiClient<'_>, ids: &[i64]) {
 ///
 /// Counts each transfer (tx_hash, log_index) once across every source
 /// attached for the chain, as mints, burns and self-transfers count in
-/// ERC20 (EIP-20 Transfer semantics). Pending queue items of this key are
-/// applied first (waiting for a drain that holds some), so the stored value
-/// and the queue stay consistent. Without any attached source for the
-/// chain (tables wired only with the seed's row trigger), the balance is
-/// recomputed from the applied-transfer ledger instead.
+/// ERC20 (EIP-20 Transfer semantics). The sources are the tables attached
+/// with `attach_transfer_table` and those wired with the seed's
+/// `trigger_queue_balance_update`; with none left, the applied-transfer
+/// ledger. Pending queue items of this key are applied first (waiting for
+/// a drain that holds some), so the stored value and the queue stay
+/// consistent.
 ///
 /// Returns the balance in wei (NUMERIC, signed).
 ///

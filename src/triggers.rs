@@ -39,7 +39,7 @@ fn _enqueue_transfer_rows<'a>(
 
 /// Column names the seed's row trigger looks for, first match wins:
 /// rindexer's names, the seed plan's, WETH's and ethereum-etl's.
-const ROW_COLUMNS: [(&str, &[&str]); 8] = [
+pub(crate) const ROW_COLUMNS: [(&str, &[&str]); 8] = [
     ("from", &["from", "from_address", "src"]),
     ("to", &["to", "to_address", "dst"]),
     ("value", &["value", "wad", "amount"]),
@@ -157,4 +157,89 @@ fn trigger_queue_balance_update<'a>(
         PgTriggerOperation::Delete => trigger.old(),
         _ => trigger.new(),
     })
+}
+
+/// Mappings for the tables wired by hand with `trigger_queue_balance_update`
+/// whose rows can belong to `chain_id` (its TG_ARGV[0] chain, or a
+/// `network` column), so recalculation reads them like attached tables.
+/// A table lacking a needed column is skipped: its rows never counted.
+pub fn row_trigger_mappings(
+    client: &pgrx::spi::SpiClient<'_>,
+    chain_id: i32,
+) -> Vec<SourceMapping> {
+    let tables = spi_ok(client.select(
+        "SELECT t.tgrelid::regclass::text, t.tgrelid,
+                CASE WHEN t.tgnargs > 0 THEN split_part(encode(t.tgargs, 'escape'), '\\000', 1) END
+           FROM pg_catalog.pg_trigger t
+          WHERE t.tgfoid = 'balance_queue.trigger_queue_balance_update()'::regprocedure
+          ORDER BY 2",
+        None,
+        &[],
+    ));
+    let mut mappings = Vec::new();
+    for table in tables {
+        let label = spi_ok(table.get::<String>(1)).unwrap_or_default();
+        let relid = spi_ok(table.get::<pg_sys::Oid>(2)).expect("tgrelid");
+        let fixed_chain =
+            spi_ok(table.get::<String>(3)).and_then(|arg| arg.trim().parse::<i32>().ok());
+        if fixed_chain.is_some_and(|c| c != chain_id) {
+            continue;
+        }
+        let columns: Vec<String> = spi_ok(client.select(
+            "SELECT attname::text FROM pg_catalog.pg_attribute
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            None,
+            &[relid.into()],
+        ))
+        .into_iter()
+        .filter_map(|row| spi_ok(row.get::<String>(1)))
+        .collect();
+        let found: Vec<Option<String>> = ROW_COLUMNS
+            .iter()
+            .map(|(_, candidates)| {
+                candidates
+                    .iter()
+                    .find(|c| columns.iter().any(|have| have == *c))
+                    .map(|c| c.to_string())
+            })
+            .collect();
+        let [
+            from,
+            to,
+            value,
+            contract,
+            tx_hash,
+            log_index,
+            block,
+            network,
+        ] = found.try_into().expect("8 columns");
+        let (
+            Some(from),
+            Some(to),
+            Some(value),
+            Some(contract),
+            Some(tx_hash),
+            Some(log_index),
+            Some(block),
+        ) = (from, to, value, contract, tx_hash, log_index, block)
+        else {
+            continue;
+        };
+        if fixed_chain.is_none() && network.is_none() {
+            continue;
+        }
+        mappings.push(SourceMapping {
+            label,
+            chain_id: fixed_chain,
+            from_column: from,
+            to_column: to,
+            value_column: value,
+            contract_column: contract,
+            tx_hash_column: tx_hash,
+            log_index_column: log_index,
+            block_number_column: block,
+            network_column: if fixed_chain.is_some() { None } else { network },
+        });
+    }
+    mappings
 }
