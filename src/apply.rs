@@ -184,7 +184,6 @@ fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> i32 {
     }
     let out_of_range: Vec<BalanceKey> =
         spi_ok(client.update(&apply_deltas_sql(), None, &[ids.to_vec().into()]))
-            .into_iter()
             .map(|row| {
                 (
                     spi_ok(row.get::<i32>(1)).unwrap_or_default(),
@@ -270,7 +269,7 @@ pub fn apply_batch(
         );
         taken.extend(extra.delta_ids.iter().copied());
         taken.extend(extra.recalc.iter().flat_map(|(_, ids)| ids.iter().copied()));
-        let held_elsewhere = spi_ok(client.select(
+        let held_elsewhere = !spi_ok(client.select(
             "SELECT 1 FROM balance_queue.balance_update_queue
               WHERE status = 'pending' AND chain_id = $1 AND contract_address = $2
                 AND holder_address = $3 AND id <> ALL($4) LIMIT 1",
@@ -282,8 +281,7 @@ pub fn apply_batch(
                 taken.into(),
             ],
         ))
-        .len()
-            > 0;
+        .is_empty();
         all_ids.extend(extra.delta_ids.iter().copied());
         claimed.delta_ids.extend(extra.delta_ids);
         if held_elsewhere {

@@ -60,7 +60,7 @@ pub fn add_chain(
                 p_confirmation_depth.into(),
             ],
         ));
-        let exists = spi_ok(client.select(
+        let absent = spi_ok(client.select(
             "SELECT 1 FROM pg_catalog.pg_inherits i
                JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
               WHERE i.inhparent = 'balance_queue.current_token_balances'::regclass
@@ -68,9 +68,8 @@ pub fn add_chain(
             None,
             &[partition.as_str().into()],
         ))
-        .len()
-            > 0;
-        if exists {
+        .is_empty();
+        if !absent {
             return;
         }
         // Build the partition beside the parent, move this chain's rows out of

@@ -100,12 +100,11 @@ unsafe fn row_as_text(
 fn trigger_queue_balance_update<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
-    let chain_id = match trigger.extra_args()?.first() {
-        Some(arg) => Some(arg.trim().parse::<i32>().unwrap_or_else(|_| {
+    let chain_id = trigger.extra_args()?.first().map(|arg| {
+        arg.trim().parse::<i32>().unwrap_or_else(|_| {
             invalid_parameter(format!("trigger argument {arg:?} is not a chain id"))
-        })),
-        None => None,
-    };
+        })
+    });
     let relid = trigger.relid()?;
     let data = trigger.trigger_data();
     let tupdesc = unsafe { (*data.tg_relation).rd_att };
@@ -191,7 +190,6 @@ pub fn row_trigger_mappings(
             None,
             &[relid.into()],
         ))
-        .into_iter()
         .filter_map(|row| spi_ok(row.get::<String>(1)))
         .collect();
         let found: Vec<Option<String>> = ROW_COLUMNS

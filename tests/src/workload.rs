@@ -48,7 +48,7 @@ fn hex_of(rng: &mut StdRng, bytes: usize) -> String {
 
 /// A random amount in 0..=limit (uniform enough for a workload).
 fn amount_up_to(rng: &mut StdRng, limit: &BigUint) -> BigUint {
-    limit * BigUint::from(rng.random::<u64>()) >> 64u32
+    (limit * BigUint::from(rng.random::<u64>())) >> 64u32
 }
 
 /// Generates the workload in block order.
