@@ -17,6 +17,7 @@ PG_MAJOR="${PG_MAJOR:-15}"
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 "$ROOT_DIR/scripts/setup.sh"
-cd "$ROOT_DIR/tests"
-cargo build --release --quiet --bin demo
-BQ_PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" ./target/release/demo "$@"
+# Build from the project, run from the caller's directory (so --csv paths
+# are relative to where the command was typed).
+cargo build --release --quiet --bin demo --manifest-path "$ROOT_DIR/tests/Cargo.toml"
+BQ_PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" "$ROOT_DIR/tests/target/release/demo" "$@"
