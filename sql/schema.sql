@@ -100,7 +100,11 @@ CREATE TABLE balance_queue.balance_update_queue (
         CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
     retry_count             integer NOT NULL DEFAULT 0,
     error_message           text,
-    processing_duration_ms  numeric
+    processing_duration_ms  numeric,
+    -- A failed attempt waits until then before it is claimed again (backoff).
+    next_attempt_at         timestamptz,
+    -- false for bad source rows: nothing to retry until the row is fixed.
+    retryable               boolean NOT NULL DEFAULT true
 );
 -- The drain's claim order; partial, so finished items leave it.
 CREATE INDEX balance_update_queue_pending_idx
@@ -162,12 +166,14 @@ COMMENT ON TABLE balance_queue.attached_sources IS
 -- ---------------------------------------------------------------------------
 -- Per-chain processing configuration (the NULL-chain row is the default).
 -- ---------------------------------------------------------------------------
+-- A NULL setting falls back to the NULL-chain row, then to the GUC
+-- (balance_queue.batch_size, .max_retries; no interval): see get_queue_config().
 CREATE TABLE balance_queue.queue_processing_config (
     id                      integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     chain_id                integer,
-    batch_size              integer NOT NULL DEFAULT 1000 CHECK (batch_size > 0),
-    processing_interval_ms  integer NOT NULL DEFAULT 100 CHECK (processing_interval_ms >= 0),
-    max_retry_attempts      integer NOT NULL DEFAULT 3 CHECK (max_retry_attempts >= 0),
+    batch_size              integer CHECK (batch_size > 0),
+    processing_interval_ms  integer CHECK (processing_interval_ms >= 0),
+    max_retry_attempts      integer CHECK (max_retry_attempts >= 0),
     enabled                 boolean NOT NULL DEFAULT true,
     updated_at              timestamptz NOT NULL DEFAULT now()
 );
@@ -199,13 +205,21 @@ CREATE TABLE balance_queue.queue_health_metrics (
     chain_id                    integer,
     pending_count               bigint  NOT NULL DEFAULT 0,
     processing_count            bigint  NOT NULL DEFAULT 0,
+    -- Items completed since the previous collection for this chain.
+    completed_count             bigint  NOT NULL DEFAULT 0,
     completed_last_hour         bigint  NOT NULL DEFAULT 0,
     failed_last_hour            bigint  NOT NULL DEFAULT 0,
     avg_processing_time_ms      numeric,
     oldest_pending_age_seconds  numeric
 );
 CREATE INDEX queue_health_metrics_collected_idx
-    ON balance_queue.queue_health_metrics (collected_at, chain_id);
+    ON balance_queue.queue_health_metrics (chain_id, collected_at);
+
+-- Completed queue items kept when balance_queue.archive_completed is on.
+CREATE TABLE balance_queue.balance_update_queue_archive
+    (LIKE balance_queue.balance_update_queue);
+CREATE INDEX balance_update_queue_archive_processed_idx
+    ON balance_queue.balance_update_queue_archive (processed_at);
 
 -- ---------------------------------------------------------------------------
 -- Keep the denormalised token columns of current balances in step with
@@ -264,3 +278,62 @@ SELECT pg_catalog.pg_extension_config_dump('balance_queue.attached_sources', '')
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.queue_processing_config', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.daily_balance_snapshots', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.queue_health_metrics', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.balance_update_queue_archive', '');
+-- Identity sequences too, one statement each (each call updates pg_extension).
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('balance_queue.balance_update_queue', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('balance_queue.queue_processing_config', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('balance_queue.queue_health_metrics', 'id')::regclass, '');
+
+-- ---------------------------------------------------------------------------
+-- Queue health, as operators read it: the latest collection per chain.
+-- Status by severity: ERRORS (over 50 failed in the last hour), DELAYED
+-- (oldest pending over 60 minutes), HIGH_LOAD (over 1,000 pending), HEALTHY.
+-- ---------------------------------------------------------------------------
+CREATE VIEW balance_queue.queue_health_summary AS
+SELECT m.chain_id,
+       coalesce(c.display_name, 'chain ' || m.chain_id) AS chain_name,
+       c.network_name,
+       m.pending_count,
+       m.processing_count,
+       m.completed_last_hour,
+       m.failed_last_hour,
+       m.avg_processing_time_ms,
+       m.oldest_pending_age_seconds,
+       CASE
+           WHEN m.failed_last_hour > 50 THEN 'ERRORS'
+           WHEN m.oldest_pending_age_seconds > 3600 THEN 'DELAYED'
+           WHEN m.pending_count > 1000 THEN 'HIGH_LOAD'
+           ELSE 'HEALTHY'
+       END AS status,
+       m.collected_at
+  FROM (SELECT DISTINCT ON (chain_id) *
+          FROM balance_queue.queue_health_metrics
+         ORDER BY chain_id, collected_at DESC, id DESC) m
+  LEFT JOIN balance_queue.chain_registry c USING (chain_id);
+COMMENT ON VIEW balance_queue.queue_health_summary IS
+    'Latest queue health per chain (collect_queue_health_metrics(), run by the worker every balance_queue.health_interval) with a status: ERRORS, DELAYED, HIGH_LOAD or HEALTHY.';
+
+-- The seed plan's alert queries, one row per firing alert.
+CREATE VIEW balance_queue.queue_alerts AS
+SELECT s.chain_id, s.chain_name, a.alert_type, a.severity, a.message, a.observed, a.threshold, s.collected_at
+  FROM balance_queue.queue_health_summary s
+ CROSS JOIN LATERAL (VALUES
+     ('HIGH_PENDING', 'warning',
+      format('%s items pending on %s', s.pending_count, s.chain_name),
+      s.pending_count::numeric, 1000::numeric),
+     ('STALE_QUEUE', 'critical',
+      format('oldest pending item on %s is %s minutes old', s.chain_name, round(s.oldest_pending_age_seconds / 60)),
+      s.oldest_pending_age_seconds, 3600::numeric),
+     ('HIGH_FAILURE_RATE', 'critical',
+      format('%s items failed on %s in the last hour', s.failed_last_hour, s.chain_name),
+      s.failed_last_hour::numeric, 50::numeric),
+     ('SLOW_PROCESSING', 'warning',
+      format('items on %s take %s ms on average', s.chain_name, round(s.avg_processing_time_ms, 1)),
+      s.avg_processing_time_ms, 1000::numeric)
+ ) AS a(alert_type, severity, message, observed, threshold)
+ WHERE a.observed > a.threshold;
+COMMENT ON VIEW balance_queue.queue_alerts IS
+    'Firing queue alerts per chain: HIGH_PENDING (> 1000 pending), STALE_QUEUE (oldest pending > 1 h), HIGH_FAILURE_RATE (> 50 failed in 1 h), SLOW_PROCESSING (> 1000 ms per item).';

@@ -225,24 +225,44 @@ fn complete(client: &mut SpiClient<'_>, ids: &[i64], elapsed_ms: f64) {
     ));
 }
 
-/// Claims up to `batch_size` pending items (optionally of one chain) with
-/// SKIP LOCKED and applies them in the current transaction.
+/// Which pending items a batch may take.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimFilter {
+    /// Only this chain's items.
+    pub chain_id: Option<i32>,
+    /// Never these chains' items (disabled, or drained on their own schedule).
+    pub exclude_chains: Vec<i32>,
+    /// Only these items.
+    pub ids: Option<Vec<i64>>,
+}
+
+/// Claims up to `batch_size` due pending items matching `filter` with SKIP
+/// LOCKED and applies them in the current transaction.
 pub fn apply_batch(
     client: &mut SpiClient<'_>,
     batch_size: i32,
-    chain_id: Option<i32>,
+    filter: &ClaimFilter,
 ) -> BatchOutcome {
     let started = Instant::now();
     let mut claimed = claim(
         client,
         &format!(
             "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
-              WHERE status = 'pending' AND ($2::integer IS NULL OR chain_id = $2)
+              WHERE status = 'pending'
+                AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                AND ($2::integer IS NULL OR chain_id = $2)
+                AND chain_id <> ALL($3::integer[])
+                AND ($4::bigint[] IS NULL OR id = ANY($4))
               ORDER BY priority, id
               LIMIT $1
               FOR UPDATE SKIP LOCKED"
         ),
-        &[batch_size.into(), chain_id.into()],
+        &[
+            batch_size.into(),
+            filter.chain_id.into(),
+            filter.exclude_chains.clone().into(),
+            filter.ids.clone().into(),
+        ],
     );
     // A recalculation must see every earlier change of its key applied: take
     // the key's other pending items too, and defer the recalculation when
@@ -314,7 +334,8 @@ pub fn apply_batch(
 /// * `p_batch_size`: the most items to take (default 100, > 0). Items are
 ///   taken lowest `priority` first, then oldest, skipping items another
 ///   session holds (SKIP LOCKED), so any number of sessions may drain at
-///   once; no item is applied twice.
+///   once; no item is applied twice. Items waiting out a retry backoff
+///   (`next_attempt_at` in the future) are left for later.
 /// * `p_chain_id`: only this chain's items; NULL (default) for all.
 ///
 /// Sums the effective deltas per (chain id, token contract, holder) and
@@ -345,7 +366,11 @@ pub fn process_balance_update_queue(
     if p_batch_size <= 0 {
         invalid_parameter(format!("p_batch_size {p_batch_size} must be > 0"));
     }
-    let outcome = Spi::connect_mut(|client| apply_batch(client, p_batch_size, p_chain_id));
+    let filter = ClaimFilter {
+        chain_id: p_chain_id,
+        ..Default::default()
+    };
+    let outcome = Spi::connect_mut(|client| apply_batch(client, p_batch_size, &filter));
     let avg = if outcome.processed > 0 {
         (outcome.elapsed_ms / outcome.processed as f64 * 1000.0).round() / 1000.0
     } else {

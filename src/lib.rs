@@ -4,7 +4,11 @@
 //! Module map: `source_sql` (what a valid transfer row is), `attach` and
 //! `triggers` (ingest: queue changes, never block), `apply` and `recalc`
 //! (exactly-once apply path), `queries` (reading balances), `format` and
-//! `uint256` (exact amounts), `chains` (registry and partitions).
+//! `uint256` (exact amounts), `chains` (registry and partitions),
+//! `worker` and `gucs` (the background worker and its settings), `health`
+//! (metrics, retries, cleanup, snapshots).
+
+use pgrx::prelude::*;
 
 mod address;
 mod apply;
@@ -12,14 +16,26 @@ mod attach;
 mod chains;
 mod errors;
 mod format;
+mod gucs;
+mod health;
 mod queries;
 mod recalc;
 mod row_check;
 mod source_sql;
 mod triggers;
 mod uint256;
+mod worker;
 
 ::pgrx::pg_module_magic!();
+
+/// Registers the settings, and with shared_preload_libraries the workers.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register_static_workers();
+    }
+}
 
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/preload.sql", name = "preload", finalize);

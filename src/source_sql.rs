@@ -102,14 +102,15 @@ impl SourceMapping {
             "INSERT INTO balance_queue.balance_update_queue
                  (chain_id, contract_address, holder_address, update_type, delta_wei, source_change,
                   triggered_by_tx, triggered_by_log_index, triggered_by_block, source_table,
-                  status, error_message)
+                  status, error_message, retryable)
              SELECT v.chain_id, v.contract_address, s.holder_address, s.update_type,
                     CASE WHEN v.error IS NULL THEN s.delta_wei END, {source_change},
                     v.tx_hash, v.log_index, v.block_number, {source_oid}::oid::regclass,
                     CASE WHEN v.error IS NULL THEN 'pending' ELSE 'failed' END,
                     CASE WHEN v.error IS NOT NULL THEN
                          format('row of %s (tx_hash %s, log_index %s) not counted: %s',
-                                {label}, coalesce(v.tx_hash, 'NULL'), coalesce(v.log_index_raw, 'NULL'), v.error) END
+                                {label}, coalesce(v.tx_hash, 'NULL'), coalesce(v.log_index_raw, 'NULL'), v.error) END,
+                    v.error IS NULL
                FROM ({rows}) v
               CROSS JOIN LATERAL (VALUES ('transfer_out', v.from_address, -v.value_wei),
                                          ('transfer_in', v.to_address, v.value_wei))

@@ -1,0 +1,167 @@
+//! Every `balance_queue.*` setting, in one place. All but
+//! `balance_queue.database` change on `pg_reload_conf()` (the worker reads
+//! them at its next pass); a superuser may also SET them per session, e.g.
+//! to run `cleanup_completed_updates()` with another retention.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+/// `balance_queue.enabled`: the background worker drains the queue (default on).
+pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `balance_queue.database`: comma-separated databases that get a worker
+/// when the library is in shared_preload_libraries (default `postgres`).
+pub static DATABASES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
+/// `balance_queue.batch_size`: queue items per worker batch (one transaction).
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(5000);
+
+/// `balance_queue.naptime`: milliseconds the worker sleeps when the queue is idle.
+pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(20);
+
+/// `balance_queue.max_retries`: attempts before an item that keeps erroring stays failed.
+pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
+
+/// `balance_queue.retry_backoff`: milliseconds before the first retry; doubles per attempt.
+pub static RETRY_BACKOFF_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
+/// `balance_queue.completed_retention`: seconds completed items stay in the queue.
+pub static COMPLETED_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(120);
+
+/// `balance_queue.archive_completed`: move completed items to the archive
+/// table instead of deleting them (default off).
+pub static ARCHIVE_COMPLETED: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// `balance_queue.health_interval`: seconds between health metric collections.
+pub static HEALTH_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+
+/// `balance_queue.health_retention`: hours of health metrics kept.
+pub static HEALTH_RETENTION_H: GucSetting<i32> = GucSetting::<i32>::new(24);
+
+/// `balance_queue.snapshots`: take a daily balance snapshot when the UTC day changes.
+pub static DAILY_SNAPSHOTS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// Registers every setting; called from `_PG_init`.
+pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"balance_queue.enabled",
+        c"Whether the balance_queue background worker drains the queue.",
+        c"Off pauses draining; items keep queueing.",
+        &ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"balance_queue.database",
+        c"Databases whose queue a background worker drains (comma-separated).",
+        c"One worker per database; needs balance_queue in shared_preload_libraries and a restart to change.",
+        &DATABASES,
+        // Postmaster-only settings can be defined only while preloading;
+        // loaded later (start_worker), the setting is informational.
+        if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+            GucContext::Postmaster
+        } else {
+            GucContext::Sighup
+        },
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.batch_size",
+        c"Queue items per worker batch.",
+        c"Each batch is one transaction. A queue_processing_config row overrides it per chain.",
+        &BATCH_SIZE,
+        1,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.naptime",
+        c"Milliseconds the worker sleeps when the queue is idle.",
+        c"Also the longest a newly committed transfer waits before the worker looks.",
+        &NAPTIME_MS,
+        1,
+        60_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.max_retries",
+        c"Attempts before an item that keeps raising an error stays failed.",
+        c"A queue_processing_config row overrides it per chain.",
+        &MAX_RETRIES,
+        0,
+        1000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.retry_backoff",
+        c"Milliseconds before a failed item is retried; doubles with each attempt.",
+        c"",
+        &RETRY_BACKOFF_MS,
+        0,
+        3_600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.completed_retention",
+        c"Seconds completed queue items are kept before the worker removes them.",
+        c"Items are counted into queue_health_metrics before removal.",
+        &COMPLETED_RETENTION_S,
+        0,
+        86_400 * 30,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"balance_queue.archive_completed",
+        c"Move completed queue items to balance_update_queue_archive instead of deleting them.",
+        c"",
+        &ARCHIVE_COMPLETED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.health_interval",
+        c"Seconds between the worker's queue health collections.",
+        c"",
+        &HEALTH_INTERVAL_S,
+        1,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.health_retention",
+        c"Hours of queue_health_metrics kept.",
+        c"",
+        &HEALTH_RETENTION_H,
+        1,
+        24 * 365,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"balance_queue.snapshots",
+        c"Take a daily balance snapshot when the UTC day changes.",
+        c"",
+        &DAILY_SNAPSHOTS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// The database list, trimmed, without empty entries.
+pub fn databases() -> Vec<String> {
+    DATABASES
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .split(',')
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty())
+        .collect()
+}

@@ -1,0 +1,267 @@
+//! Queue health, maintenance and snapshots (the seed plan's Phases 4 and 8):
+//! metrics per chain, retries, per-chain configuration, cleanup of finished
+//! items, and daily balance snapshots.
+
+use crate::address::normalize_arg;
+use crate::errors::spi_ok;
+use crate::gucs;
+use pgrx::prelude::*;
+
+/// Records one `queue_health_metrics` row per chain that has queue items,
+/// then drops rows older than `balance_queue.health_retention` hours.
+///
+/// Per chain: `pending_count`, `processing_count`, `completed_count`
+/// (completed since the previous collection), `completed_last_hour` (sum of
+/// those over the last hour), `failed_last_hour`, `avg_processing_time_ms`
+/// of the newly completed items, and `oldest_pending_age_seconds`.
+/// The worker runs it every `balance_queue.health_interval` seconds.
+///
+/// Returns the number of rows recorded.
+#[pg_extern]
+pub fn collect_queue_health_metrics() -> i64 {
+    let retention_h = gucs::HEALTH_RETENTION_H.get();
+    Spi::connect_mut(|client| {
+        let recorded = spi_ok(client.update(
+            "WITH last AS (
+                 SELECT DISTINCT ON (chain_id) chain_id, collected_at
+                   FROM balance_queue.queue_health_metrics
+                  ORDER BY chain_id, collected_at DESC
+             ), per_chain AS (
+                 SELECT q.chain_id,
+                        count(*) FILTER (WHERE q.status = 'pending') AS pending_count,
+                        count(*) FILTER (WHERE q.status = 'processing') AS processing_count,
+                        count(*) FILTER (WHERE q.status = 'completed'
+                                           AND q.processed_at > coalesce(l.collected_at, '-infinity'))
+                            AS completed_count,
+                        count(*) FILTER (WHERE q.status = 'failed' AND q.processed_at > now() - interval '1 hour')
+                            AS failed_last_hour,
+                        avg(q.processing_duration_ms) FILTER (WHERE q.status = 'completed'
+                                           AND q.processed_at > coalesce(l.collected_at, '-infinity'))
+                            AS avg_processing_time_ms,
+                        extract(epoch FROM now() - min(q.created_at) FILTER (WHERE q.status = 'pending'))
+                            AS oldest_pending_age_seconds
+                   FROM balance_queue.balance_update_queue q
+                   LEFT JOIN last l ON l.chain_id IS NOT DISTINCT FROM q.chain_id
+                  WHERE q.chain_id IS NOT NULL
+                  GROUP BY q.chain_id
+             ), inserted AS (
+                 INSERT INTO balance_queue.queue_health_metrics
+                     (collected_at, chain_id, pending_count, processing_count, completed_count,
+                      completed_last_hour, failed_last_hour, avg_processing_time_ms, oldest_pending_age_seconds)
+                 SELECT clock_timestamp(), p.chain_id, p.pending_count, p.processing_count, p.completed_count,
+                        p.completed_count + coalesce((SELECT sum(m.completed_count)
+                                                        FROM balance_queue.queue_health_metrics m
+                                                       WHERE m.chain_id = p.chain_id
+                                                         AND m.collected_at > now() - interval '1 hour'), 0),
+                        p.failed_last_hour, round(p.avg_processing_time_ms, 3),
+                        round(p.oldest_pending_age_seconds, 3)
+                   FROM per_chain p
+                 RETURNING 1
+             )
+             SELECT count(*) FROM inserted",
+            Some(1),
+            &[],
+        ));
+        spi_ok(client.update(
+            "DELETE FROM balance_queue.queue_health_metrics
+              WHERE collected_at < now() - make_interval(hours => $1)",
+            None,
+            &[retention_h.into()],
+        ));
+        spi_ok(recorded.first().get_one::<i64>()).unwrap_or(0)
+    })
+}
+
+/// Removes completed queue items that are older than
+/// `balance_queue.completed_retention` seconds and already counted by a
+/// health collection, moving them to `balance_update_queue_archive` first
+/// when `balance_queue.archive_completed` is on. Keeps the queue table
+/// small under sustained load. Returns the number of items removed.
+#[pg_extern]
+pub fn cleanup_completed_updates() -> i64 {
+    let retention_s = gucs::COMPLETED_RETENTION_S.get();
+    let archive = gucs::ARCHIVE_COMPLETED.get();
+    let archive_sql = if archive {
+        "INSERT INTO balance_queue.balance_update_queue_archive SELECT * FROM removed"
+    } else {
+        "SELECT 1 FROM removed"
+    };
+    Spi::connect_mut(|client| {
+        let sql = format!(
+            "WITH counted AS (
+                 SELECT chain_id, max(collected_at) AS collected_at
+                   FROM balance_queue.queue_health_metrics GROUP BY chain_id
+             ), removed AS (
+                 DELETE FROM balance_queue.balance_update_queue q
+                  USING counted c
+                  WHERE q.status = 'completed' AND c.chain_id = q.chain_id
+                    AND q.processed_at <= least(c.collected_at, now() - make_interval(secs => $1))
+                 RETURNING q.*
+             ), kept AS ({archive_sql})
+             SELECT count(*) FROM removed"
+        );
+        let removed = spi_ok(client.update(&sql, Some(1), &[f64::from(retention_s).into()]));
+        spi_ok(removed.first().get_one::<i64>()).unwrap_or(0)
+    })
+}
+
+/// Puts failed queue items back to `pending` with a fresh retry budget.
+///
+/// * `p_chain_id`: only this chain's items; NULL (default) for all.
+///
+/// Items recorded for bad source rows (`retryable = false`) stay failed:
+/// the row itself must be fixed (deleted and re-inserted). Returns the
+/// number of items put back.
+#[pg_extern]
+pub fn retry_failed_updates(p_chain_id: default!(Option<i32>, "NULL")) -> i64 {
+    Spi::connect_mut(|client| {
+        let rows = spi_ok(client.update(
+            "WITH retried AS (
+                 UPDATE balance_queue.balance_update_queue
+                    SET status = 'pending', retry_count = 0, next_attempt_at = NULL,
+                        error_message = NULL, processed_at = NULL
+                  WHERE status = 'failed' AND retryable AND ($1::integer IS NULL OR chain_id = $1)
+                 RETURNING 1
+             )
+             SELECT count(*) FROM retried",
+            Some(1),
+            &[p_chain_id.into()],
+        ));
+        spi_ok(rows.first().get_one::<i64>()).unwrap_or(0)
+    })
+}
+
+/// The effective processing configuration of one chain.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    pub batch_size: i32,
+    pub processing_interval_ms: i32,
+    pub max_retry_attempts: i32,
+    pub enabled: bool,
+}
+
+/// Effective settings for `chain_id` (None: the default for chains without
+/// a row): each NULL setting falls back to the NULL-chain row, then to the
+/// GUC.
+pub fn effective_config(client: &pgrx::spi::SpiClient<'_>, chain_id: Option<i32>) -> QueueConfig {
+    let rows = spi_ok(client.select(
+        "SELECT coalesce(c.batch_size, d.batch_size, $2),
+                coalesce(c.processing_interval_ms, d.processing_interval_ms, 0),
+                coalesce(c.max_retry_attempts, d.max_retry_attempts, $3),
+                coalesce(c.enabled, d.enabled, true)
+           FROM (SELECT 1) one
+           LEFT JOIN balance_queue.queue_processing_config d ON d.chain_id IS NULL
+           LEFT JOIN balance_queue.queue_processing_config c ON c.chain_id = $1",
+        Some(1),
+        &[
+            chain_id.into(),
+            gucs::BATCH_SIZE.get().into(),
+            gucs::MAX_RETRIES.get().into(),
+        ],
+    ));
+    let row = rows.first();
+    QueueConfig {
+        batch_size: spi_ok(row.get::<i32>(1)).unwrap_or(gucs::BATCH_SIZE.get()),
+        processing_interval_ms: spi_ok(row.get::<i32>(2)).unwrap_or(0),
+        max_retry_attempts: spi_ok(row.get::<i32>(3)).unwrap_or(gucs::MAX_RETRIES.get()),
+        enabled: spi_ok(row.get::<bool>(4)).unwrap_or(true),
+    }
+}
+
+/// The effective queue processing configuration of a chain, as the worker
+/// uses it.
+///
+/// * `p_chain_id`: EIP-155 chain id; NULL for the default.
+///
+/// Returns one row: `batch_size` (items per batch), `processing_interval_ms`
+/// (least milliseconds between two batches of this chain; 0: none),
+/// `max_retry_attempts`, `enabled`. Each comes from the chain's
+/// `queue_processing_config` row, else the NULL-chain row, else the GUC
+/// (`balance_queue.batch_size`, `balance_queue.max_retries`; no interval).
+#[pg_extern(stable)]
+pub fn get_queue_config(
+    p_chain_id: Option<i32>,
+) -> TableIterator<
+    'static,
+    (
+        name!(chain_id, Option<i32>),
+        name!(batch_size, i32),
+        name!(processing_interval_ms, i32),
+        name!(max_retry_attempts, i32),
+        name!(enabled, bool),
+    ),
+> {
+    let config = Spi::connect(|client| effective_config(client, p_chain_id));
+    TableIterator::once((
+        p_chain_id,
+        config.batch_size,
+        config.processing_interval_ms,
+        config.max_retry_attempts,
+        config.enabled,
+    ))
+}
+
+/// Copies every non-zero balance into `daily_balance_snapshots` for one day.
+///
+/// * `p_date`: the snapshot's date (default `current_date`); the worker
+///   takes one for the UTC date when the UTC day changes.
+///
+/// Each row keeps the balance in wei, its USD value and the block it was
+/// last updated at. Taking the same day again replaces that day's rows.
+/// Returns the number of balances copied.
+#[pg_extern]
+pub fn create_daily_balance_snapshot(p_date: default!(pgrx::datum::Date, "current_date")) -> i64 {
+    Spi::connect_mut(|client| {
+        spi_ok(client.update(
+            "DELETE FROM balance_queue.daily_balance_snapshots WHERE snapshot_date = $1",
+            None,
+            &[p_date.into()],
+        ));
+        let rows = spi_ok(client.update(
+            "WITH copied AS (
+                 INSERT INTO balance_queue.daily_balance_snapshots
+                     (snapshot_date, chain_id, contract_address, holder_address, balance, balance_usd, block_number)
+                 SELECT $1, chain_id, contract_address, holder_address, current_balance, balance_usd,
+                        last_updated_block
+                   FROM balance_queue.current_token_balances
+                  WHERE current_balance <> 0
+                 RETURNING 1
+             )
+             SELECT count(*) FROM copied",
+            Some(1),
+            &[p_date.into()],
+        ));
+        spi_ok(rows.first().get_one::<i64>()).unwrap_or(0)
+    })
+}
+
+/// A holder's balance on a past day, from the latest snapshot taken on or
+/// before `p_date` (two index lookups). A key absent from that snapshot
+/// held zero. NULL when no snapshot exists on or before `p_date`.
+///
+/// Errors: 22P02 (invalid_text_representation) for a malformed address.
+#[pg_extern(stable)]
+pub fn get_balance_at_date(
+    p_chain_id: i32,
+    p_contract_address: &str,
+    p_holder_address: &str,
+    p_date: pgrx::datum::Date,
+) -> Option<AnyNumeric> {
+    let contract = normalize_arg("p_contract_address", p_contract_address);
+    let holder = normalize_arg("p_holder_address", p_holder_address);
+    Spi::get_one_with_args::<AnyNumeric>(
+        "SELECT CASE WHEN d.day IS NOT NULL THEN coalesce(s.balance, 0) END
+           FROM (SELECT max(snapshot_date) AS day FROM balance_queue.daily_balance_snapshots
+                  WHERE snapshot_date <= $4) d
+           LEFT JOIN balance_queue.daily_balance_snapshots s
+             ON s.snapshot_date = d.day AND s.chain_id = $1
+            AND s.contract_address = $2 AND s.holder_address = $3",
+        &[
+            p_chain_id.into(),
+            contract.as_str().into(),
+            holder.as_str().into(),
+            p_date.into(),
+        ],
+    )
+    .unwrap_or(None)
+}

@@ -1,0 +1,453 @@
+//! The background worker: drains `balance_update_queue` in one database,
+//! batch by batch, each batch one transaction, and runs the periodic
+//! maintenance (health metrics, cleanup, daily snapshots).
+//!
+//! With `balance_queue` in `shared_preload_libraries`, `_PG_init` registers
+//! one worker per database in `balance_queue.database`; the postmaster
+//! starts them and restarts one that exits abnormally or is terminated.
+//! Without preloading, `start_worker()` starts a dynamic worker for the
+//! current database. The database list is fixed at server start, so the
+//! postmaster itself is the launcher: no extra process is needed.
+
+use crate::apply::{self, ClaimFilter};
+use crate::errors::spi_ok;
+use crate::{gucs, health};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+/// `pg_stat_activity.backend_type` (and application_name) of every worker.
+pub const WORKER_TYPE: &str = "balance_queue worker";
+
+fn builder(db: &str, kind: &str) -> BackgroundWorkerBuilder {
+    BackgroundWorkerBuilder::new(&format!("{WORKER_TYPE} {db}"))
+        .set_type(WORKER_TYPE)
+        .set_library("balance_queue")
+        .set_function("balance_queue_worker_main")
+        .set_extra(&format!("{kind}:{db}"))
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+}
+
+/// Registers one static worker per database in `balance_queue.database`.
+/// Called from `_PG_init` while shared_preload_libraries load.
+pub fn register_static_workers() {
+    for db in gucs::databases() {
+        builder(&db, "static")
+            .set_restart_time(Some(Duration::from_secs(1)))
+            .load();
+    }
+}
+
+/// Runs `body` in its own transaction. An error raised inside is caught,
+/// the transaction aborted, and the error's message returned.
+fn in_transaction<R>(body: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let result = PgTryBuilder::new(AssertUnwindSafe(move || Ok(body())))
+        .catch_others(|error| {
+            Err(match error {
+                CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => {
+                    e.message().to_string()
+                }
+                CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            })
+        })
+        .execute();
+    unsafe {
+        if result.is_ok() {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        } else {
+            pg_sys::AbortCurrentTransaction();
+        }
+    }
+    result
+}
+
+fn extension_exists() -> bool {
+    Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'balance_queue')",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// One drain schedule: a chain with its own configuration row, or the
+/// default for every chain without one.
+#[derive(Debug, Clone)]
+struct Group {
+    filter: ClaimFilter,
+    config: health::QueueConfig,
+}
+
+fn load_groups() -> Vec<Group> {
+    Spi::connect(|client| {
+        let configured: Vec<i32> = spi_ok(client.select(
+            "SELECT chain_id FROM balance_queue.queue_processing_config WHERE chain_id IS NOT NULL ORDER BY 1",
+            None,
+            &[],
+        ))
+        .filter_map(|row| spi_ok(row.get::<i32>(1)))
+        .collect();
+        let mut groups: Vec<Group> = configured
+            .iter()
+            .map(|&chain| Group {
+                filter: ClaimFilter {
+                    chain_id: Some(chain),
+                    ..Default::default()
+                },
+                config: health::effective_config(client, Some(chain)),
+            })
+            .collect();
+        groups.push(Group {
+            filter: ClaimFilter {
+                exclude_chains: configured,
+                ..Default::default()
+            },
+            config: health::effective_config(client, None),
+        });
+        groups
+    })
+}
+
+/// Records a failed attempt of one item: back off exponentially, or give
+/// up (status `failed`) once `max_attempts` attempts have failed.
+fn record_failure(id: i64, message: &str, max_attempts: i32) {
+    let backoff_ms = f64::from(gucs::RETRY_BACKOFF_MS.get());
+    let recorded = in_transaction(|| {
+        Spi::run_with_args(
+            "UPDATE balance_queue.balance_update_queue
+                SET retry_count = retry_count + 1,
+                    error_message = $2,
+                    status = CASE WHEN retry_count + 1 >= $3 THEN 'failed' ELSE 'pending' END,
+                    processed_at = CASE WHEN retry_count + 1 >= $3 THEN clock_timestamp() END,
+                    next_attempt_at = now() + make_interval(secs => $4 / 1000.0 * power(2, retry_count))
+              WHERE id = $1 AND status = 'pending'",
+            &[id.into(), message.into(), max_attempts.into(), backoff_ms.into()],
+        )
+    });
+    let problem = match recorded {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e,
+    };
+    warning!("balance_queue: could not record the failure of item {id}: {problem}");
+}
+
+/// A batch raised an error: find the items that raise it by applying the
+/// batch's candidates one at a time, so they back off (and finally fail)
+/// alone while the rest flows.
+fn isolate_failures(group: &Group, batch_error: &str) {
+    warning!("balance_queue: batch failed ({batch_error}); retrying its items one by one");
+    let candidates = in_transaction(|| {
+        Spi::connect(|client| {
+            spi_ok(client.select(
+                "SELECT id FROM balance_queue.balance_update_queue
+                  WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                    AND ($2::integer IS NULL OR chain_id = $2) AND chain_id <> ALL($3::integer[])
+                  ORDER BY priority, id LIMIT $1",
+                None,
+                &[
+                    group.config.batch_size.into(),
+                    group.filter.chain_id.into(),
+                    group.filter.exclude_chains.clone().into(),
+                ],
+            ))
+            .filter_map(|row| spi_ok(row.get::<i64>(1)))
+            .collect::<Vec<_>>()
+        })
+    })
+    .unwrap_or_default();
+    for id in candidates {
+        if unsafe { pg_sys::ShutdownRequestPending } != 0 {
+            return;
+        }
+        let single = ClaimFilter {
+            ids: Some(vec![id]),
+            ..group.filter.clone()
+        };
+        if let Err(message) =
+            in_transaction(|| Spi::connect_mut(|client| apply::apply_batch(client, 1, &single)))
+        {
+            record_failure(id, &message, group.config.max_retry_attempts);
+        }
+    }
+}
+
+/// What the worker remembers between iterations.
+struct WorkerState {
+    last_batch: HashMap<Option<i32>, Instant>,
+    last_health: Option<Instant>,
+    last_date_check: Option<Instant>,
+    utc_date: Option<String>,
+}
+
+/// How often the worker looks at the UTC date for the daily snapshot.
+const DATE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs the periodic maintenance when due.
+fn maintenance(state: &mut WorkerState) {
+    let interval = Duration::from_secs(gucs::HEALTH_INTERVAL_S.get().max(1) as u64);
+    if state.last_health.is_none_or(|t| t.elapsed() >= interval) {
+        state.last_health = Some(Instant::now());
+        if let Err(e) = in_transaction(|| {
+            health::collect_queue_health_metrics();
+            health::cleanup_completed_updates();
+        }) {
+            warning!("balance_queue: health collection failed: {e}");
+        }
+    }
+    if !gucs::DAILY_SNAPSHOTS.get()
+        || state
+            .last_date_check
+            .is_some_and(|t| t.elapsed() < DATE_CHECK_INTERVAL)
+    {
+        return;
+    }
+    state.last_date_check = Some(Instant::now());
+    let today = in_transaction(|| {
+        Spi::get_one::<String>("SELECT (now() AT TIME ZONE 'UTC')::date::text")
+            .ok()
+            .flatten()
+    })
+    .ok()
+    .flatten();
+    match (&state.utc_date, today) {
+        (Some(previous), Some(today)) if *previous != today => {
+            // The UTC day changed: snapshot the balances as the day closed.
+            let day = previous.clone();
+            match in_transaction(|| {
+                Spi::get_one_with_args::<i64>(
+                    "SELECT balance_queue.create_daily_balance_snapshot($1::date)",
+                    &[day.as_str().into()],
+                )
+            }) {
+                Ok(Ok(Some(rows))) => {
+                    log!("balance_queue: daily snapshot of {day}: {rows} balances")
+                }
+                other => warning!("balance_queue: daily snapshot of {day} failed: {other:?}"),
+            }
+            state.utc_date = Some(today);
+        }
+        (None, Some(today)) => state.utc_date = Some(today),
+        _ => {}
+    }
+}
+
+/// One pass over every group. Returns how long to sleep before the next,
+/// or None when the extension is not (or no longer) in this database.
+fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
+    let naptime = Duration::from_millis(gucs::NAPTIME_MS.get().max(1) as u64);
+    let groups = match in_transaction(|| extension_exists().then(load_groups)) {
+        Ok(Some(groups)) => groups,
+        Ok(None) => return None, // no extension in this database (yet)
+        Err(e) => {
+            warning!("balance_queue: could not read the queue configuration: {e}");
+            return Some(naptime);
+        }
+    };
+    let mut sleep = naptime;
+    for group in groups {
+        if !group.config.enabled {
+            continue;
+        }
+        let interval = Duration::from_millis(group.config.processing_interval_ms.max(0) as u64);
+        if let Some(last) = state.last_batch.get(&group.filter.chain_id)
+            && last.elapsed() < interval
+        {
+            sleep = sleep.min(interval - last.elapsed());
+            continue;
+        }
+        state
+            .last_batch
+            .insert(group.filter.chain_id, Instant::now());
+        match in_transaction(|| {
+            Spi::connect_mut(|client| {
+                apply::apply_batch(client, group.config.batch_size, &group.filter)
+            })
+        }) {
+            Ok(outcome) if outcome.processed >= group.config.batch_size => {
+                // A full batch: more is waiting, come back after the interval.
+                sleep = sleep.min(interval);
+            }
+            Ok(_) => {}
+            Err(message) => {
+                if !in_transaction(extension_exists).unwrap_or(false) {
+                    return None; // dropped under us
+                }
+                isolate_failures(&group, &message);
+            }
+        }
+    }
+    Some(sleep)
+}
+
+/// The worker's entry point (bgw_function_name).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let extra = BackgroundWorker::get_extra().to_string();
+    let (kind, db) = extra.split_once(':').unwrap_or(("static", "postgres"));
+    BackgroundWorker::connect_worker_to_spi(Some(db), None);
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"application_name".as_ptr(),
+            c"balance_queue worker".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
+    log!("balance_queue worker ({kind}) started for database {db}");
+    let mut state = WorkerState {
+        last_batch: HashMap::new(),
+        last_health: None,
+        last_date_check: None,
+        utc_date: None,
+    };
+    loop {
+        if unsafe { pg_sys::ShutdownRequestPending } != 0 {
+            break;
+        }
+        if unsafe { pg_sys::ConfigReloadPending } != 0 {
+            unsafe {
+                pg_sys::ConfigReloadPending = 0;
+                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+            }
+        }
+        let naptime = Duration::from_millis(gucs::NAPTIME_MS.get().max(1) as u64);
+        let sleep = if gucs::ENABLED.get() {
+            match drain_pass(&mut state) {
+                Some(sleep) => {
+                    maintenance(&mut state);
+                    sleep
+                }
+                None => naptime,
+            }
+        } else {
+            naptime
+        };
+        if !sleep.is_zero() && !BackgroundWorker::wait_latch(Some(sleep)) {
+            break;
+        }
+    }
+    log!("balance_queue worker for database {db} stopping");
+    // Exit code 1: the postmaster restarts a static worker after
+    // pg_terminate_backend (a server shutdown restarts nothing); a dynamic
+    // worker has no restart time and stays stopped.
+    unsafe { pg_sys::proc_exit(1) };
+}
+
+fn workers_of_current_database() -> Vec<i32> {
+    Spi::connect(|client| {
+        spi_ok(client.select(
+            "SELECT pid FROM pg_catalog.pg_stat_activity
+              WHERE backend_type = $1 AND datname = current_database() ORDER BY pid",
+            None,
+            &[WORKER_TYPE.into()],
+        ))
+        .filter_map(|row| spi_ok(row.get::<i32>(1)))
+        .collect()
+    })
+}
+
+fn current_database() -> String {
+    Spi::get_one::<String>("SELECT current_database()::text")
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Starts a background worker for the current database when none runs
+/// (needed only without `shared_preload_libraries`; it does not survive a
+/// server restart). Returns what it did, e.g. `started balance_queue worker
+/// (pid 1234) for database app`.
+///
+/// Errors: 53000 (insufficient_resources) when no background worker slot
+/// is free (`max_worker_processes`).
+#[pg_extern]
+pub fn start_worker() -> String {
+    let db = current_database();
+    if let Some(pid) = workers_of_current_database().first() {
+        return format!("a balance_queue worker (pid {pid}) already drains database {db}");
+    }
+    let worker = builder(&db, "dynamic")
+        .set_restart_time(None)
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .unwrap_or_else(|_| {
+            crate::errors::raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+                "could not start a balance_queue worker: no free background worker slot",
+                Some("Raise max_worker_processes (needs a restart)."),
+            )
+        });
+    match worker.wait_for_startup() {
+        Ok(pid) => {
+            // Return once the worker shows in pg_stat_activity, so a second
+            // call sees it (it appears when it has connected).
+            for _ in 0..500 {
+                // pg_stat_activity is cached per transaction until cleared.
+                let _ = Spi::run("SELECT pg_catalog.pg_stat_clear_snapshot()");
+                let visible = Spi::get_one_with_args::<bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1)",
+                    &[pid.into()],
+                );
+                if matches!(visible, Ok(Some(true))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            format!("started balance_queue worker (pid {pid}) for database {db}")
+        }
+        Err(status) => format!("balance_queue worker for database {db} did not start: {status:?}"),
+    }
+}
+
+/// Stops the background workers of the current database. Returns what it
+/// did. A worker started by `shared_preload_libraries` is restarted by the
+/// postmaster: set `balance_queue.enabled = off` to pause it instead.
+#[pg_extern]
+pub fn stop_worker() -> String {
+    let db = current_database();
+    let pids = workers_of_current_database();
+    if pids.is_empty() {
+        return format!("no balance_queue worker runs for database {db}");
+    }
+    for pid in &pids {
+        let _ = Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.pg_terminate_backend($1)",
+            &[(*pid).into()],
+        );
+    }
+    let preloaded = gucs::databases().contains(&db)
+        && Spi::get_one::<bool>(
+            "SELECT current_setting('shared_preload_libraries') ~ 'balance_queue'",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    if preloaded {
+        format!(
+            "terminated balance_queue worker pid {} for database {db}; it is started by shared_preload_libraries, \
+             so the postmaster starts it again: set balance_queue.enabled = off to pause draining",
+            pids.join(", ")
+        )
+    } else {
+        format!(
+            "stopped balance_queue worker pid {} for database {db}",
+            pids.join(", ")
+        )
+    }
+}

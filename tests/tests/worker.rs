@@ -1,0 +1,703 @@
+//! The background worker against real servers: freshness without manual
+//! calls, crashes, termination, reloads, per-chain configuration, retries,
+//! the dead-letter path, health metrics, cleanup and snapshots.
+
+mod common;
+
+use balance_queue_harness::cluster::Cluster;
+use balance_queue_harness::recompute::{self, Source};
+use balance_queue_harness::rindexer::{self, TransferRow};
+use balance_queue_harness::workload;
+use postgres::Client;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48";
+const TABLE: &str = "rindexer_test_erc_20.transfer";
+
+/// A preloaded cluster whose worker drains database `test`.
+fn preloaded(name: &str, extra: &[&str]) -> (Cluster, Client) {
+    let mut conf = vec![
+        "shared_preload_libraries = 'balance_queue'",
+        "balance_queue.database = 'test'",
+    ];
+    conf.extend_from_slice(extra);
+    let cluster = Cluster::start(name, &conf);
+    let mut client = cluster.database_with_extension("test");
+    rindexer::create_transfer_table(&mut client, "rindexer_test_erc_20");
+    client
+        .execute(
+            "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
+            &[&TABLE],
+        )
+        .unwrap();
+    // The worker starts with the server, before database `test` exists; the
+    // postmaster restarts it until it can connect.
+    wait_until("the worker to connect", Duration::from_secs(30), || {
+        worker_pid(&mut client).is_some()
+    });
+    (cluster, client)
+}
+
+/// ALTER SYSTEM (one statement per call: it cannot run in a transaction
+/// block) for each setting, then a configuration reload.
+fn alter_system(client: &mut Client, settings: &[&str]) {
+    for setting in settings {
+        client
+            .batch_execute(&format!("ALTER SYSTEM SET {setting}"))
+            .unwrap();
+    }
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+}
+
+fn worker_pid(client: &mut Client) -> Option<i32> {
+    client
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'balance_queue worker'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn scalar_i64(client: &mut Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+fn pending(client: &mut Client) -> i64 {
+    scalar_i64(
+        client,
+        "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'",
+    )
+}
+
+fn transfer(from: &str, to: &str, value: u64, n: u64, network: &str) -> TransferRow {
+    TransferRow {
+        contract_address: TOKEN.into(),
+        from: Some(from.into()),
+        to: Some(to.into()),
+        value: Some(value.to_string()),
+        tx_hash: format!("0x{n:064x}"),
+        block_number: 19_000_000 + n,
+        block_hash: format!("0x{:064x}", n + 1),
+        network: network.into(),
+        tx_index: 0,
+        log_index: "0".into(),
+    }
+}
+
+fn holder(n: u64) -> String {
+    format!("0x{n:040x}")
+}
+
+const MINTER: &str = "0x0000000000000000000000000000000000000000";
+
+fn balance(client: &mut Client, chain: i32, who: &str) -> String {
+    client
+        .query_one(
+            "SELECT current_balance::text FROM balance_queue.get_current_balance($1, $2, $3)",
+            &[&chain, &TOKEN, &who],
+        )
+        .unwrap()
+        .get(0)
+}
+
+fn assert_matches_sources(client: &mut Client) {
+    let expected = recompute::recompute(client, &[Source::rindexer(TABLE)]);
+    let comparison = recompute::compare(client, &expected, &HashSet::new());
+    assert!(
+        comparison.all_match(),
+        "mismatches: {:?}",
+        comparison.mismatches
+    );
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[test]
+fn committed_transfers_reach_balances_without_manual_calls() {
+    let (_cluster, mut c) = preloaded("fresh", &[]);
+    let worker = c
+        .query_one(
+            "SELECT backend_type, application_name FROM pg_stat_activity WHERE backend_type = 'balance_queue worker'",
+            &[],
+        )
+        .expect("the worker shows in pg_stat_activity");
+    assert_eq!(worker.get::<_, String>(1), "balance_queue worker");
+
+    // Commit-to-balance latency: one small rindexer INSERT at a time.
+    let mut latencies = Vec::new();
+    for n in 0..100u64 {
+        let to = holder(n + 1);
+        let started = Instant::now();
+        rindexer::write_batch(
+            &mut c,
+            TABLE,
+            &[transfer(MINTER, &to, 1000 + n, n, "ethereum")],
+        )
+        .unwrap();
+        let committed = Instant::now();
+        wait_until(
+            "the transfer to be applied",
+            Duration::from_secs(10),
+            || balance(&mut c, 1, &to) == (1000 + n).to_string(),
+        );
+        latencies.push(committed.elapsed().as_secs_f64() * 1000.0);
+        let _ = started;
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "commit-to-balance latency over {} transfers: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+
+    // Drain rate: queue a large load while paused, then time the worker.
+    alter_system(&mut c, &["balance_queue.enabled = off"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let rows = workload::generate(&workload::Shape {
+        transfers: 100_000,
+        ..Default::default()
+    });
+    rindexer::write_all(&mut c, TABLE, &rows, 5000).unwrap();
+    let items = pending(&mut c);
+    let started = Instant::now();
+    alter_system(&mut c, &["balance_queue.enabled = on"]);
+    wait_until(
+        "the worker to drain the load",
+        Duration::from_secs(300),
+        || pending(&mut c) == 0,
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "worker drain: {items} queue items ({} transfers) in {seconds:.2} s = {:.0} items/s, {:.0} transfers/s",
+        rows.len(),
+        items as f64 / seconds,
+        rows.len() as f64 / seconds
+    );
+    assert_matches_sources(&mut c);
+}
+
+#[test]
+fn immediate_shutdowns_mid_drain_leave_every_balance_exact() {
+    let (cluster, mut c) = preloaded("crash", &["balance_queue.batch_size = 2000"]);
+    let rows = workload::generate(&workload::Shape {
+        transfers: 60_000,
+        tokens: 20,
+        holders: 5_000,
+        ..Default::default()
+    });
+    for (round, chunk) in rows.chunks(15_000).enumerate() {
+        rindexer::write_all(&mut c, TABLE, chunk, 5000).unwrap();
+        // Let the worker get into the middle of draining, then crash.
+        wait_until(
+            "the worker to start draining",
+            Duration::from_secs(30),
+            || {
+                scalar_i64(
+                    &mut c,
+                    "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'completed'",
+                ) > 0
+            },
+        );
+        std::thread::sleep(Duration::from_millis(150 + 100 * round as u64));
+        let left = pending(&mut c);
+        drop(c);
+        cluster.stop("immediate");
+        cluster.start_again();
+        c = cluster.connect("test");
+        println!(
+            "crash {}: killed the server with {left} items pending",
+            round + 1
+        );
+    }
+    wait_until(
+        "the worker to drain after the crashes",
+        Duration::from_secs(300),
+        || pending(&mut c) == 0,
+    );
+    assert_eq!(
+        scalar_i64(
+            &mut c,
+            "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'failed'"
+        ),
+        0
+    );
+    assert_matches_sources(&mut c);
+}
+
+#[test]
+fn terminated_worker_comes_back_and_drains() {
+    let (_cluster, mut c) = preloaded("terminate", &[]);
+    let first = worker_pid(&mut c).expect("worker running");
+    let terminated: bool = c
+        .query_one("SELECT pg_terminate_backend($1)", &[&first])
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+    wait_until("a new worker", Duration::from_secs(20), || {
+        worker_pid(&mut c).is_some_and(|p| p != first)
+    });
+    rindexer::write_batch(
+        &mut c,
+        TABLE,
+        &[transfer(MINTER, &holder(9), 77, 1, "ethereum")],
+    )
+    .unwrap();
+    wait_until("the queue to drain", Duration::from_secs(20), || {
+        balance(&mut c, 1, &holder(9)) == "77"
+    });
+}
+
+#[test]
+fn reload_changes_the_batch_size_the_worker_uses() {
+    let (_cluster, mut c) = preloaded("reload", &[]);
+    alter_system(&mut c, &["balance_queue.enabled = off"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let rows: Vec<TransferRow> = (0..60)
+        .map(|n| transfer(MINTER, &holder(n + 1), 5, n, "ethereum"))
+        .collect();
+    rindexer::write_batch(&mut c, TABLE, &rows).unwrap();
+    alter_system(
+        &mut c,
+        &["balance_queue.batch_size = 7", "balance_queue.enabled = on"],
+    );
+    wait_until("the queue to drain", Duration::from_secs(30), || {
+        pending(&mut c) == 0
+    });
+    // Items completed by one batch share the batch transaction's xmin.
+    let largest_batch = scalar_i64(
+        &mut c,
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM balance_queue.balance_update_queue
+                              WHERE status = 'completed' GROUP BY xmin::text) b",
+    );
+    assert_eq!(
+        largest_batch, 7,
+        "the worker took batches of balance_queue.batch_size after the reload"
+    );
+}
+
+#[test]
+fn a_disabled_chain_waits_while_other_chains_flow() {
+    let (_cluster, mut c) = preloaded("per-chain", &[]);
+    c.batch_execute(
+        "INSERT INTO balance_queue.queue_processing_config (chain_id, enabled, batch_size) VALUES (137, false, 50)",
+    )
+    .unwrap();
+    let config = c
+        .query_one("SELECT batch_size, max_retry_attempts, enabled FROM balance_queue.get_queue_config(137)", &[])
+        .unwrap();
+    assert_eq!(
+        (
+            config.get::<_, i32>(0),
+            config.get::<_, i32>(1),
+            config.get::<_, bool>(2)
+        ),
+        (50, 3, false)
+    );
+    let default = c
+        .query_one(
+            "SELECT batch_size FROM balance_queue.get_queue_config(NULL)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        default.get::<_, i32>(0),
+        5000,
+        "the NULL-chain row is all NULL: the GUC's batch size"
+    );
+
+    rindexer::write_batch(
+        &mut c,
+        TABLE,
+        &[
+            transfer(MINTER, &holder(1), 10, 1, "polygon"),
+            transfer(MINTER, &holder(2), 20, 2, "ethereum"),
+        ],
+    )
+    .unwrap();
+    wait_until("ethereum to flow", Duration::from_secs(10), || {
+        balance(&mut c, 1, &holder(2)) == "20"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        balance(&mut c, 137, &holder(1)),
+        "0",
+        "polygon is disabled: its item waits"
+    );
+    assert_eq!(
+        scalar_i64(
+            &mut c,
+            "SELECT count(*) FROM balance_queue.balance_update_queue WHERE chain_id = 137 AND status = 'pending'"
+        ),
+        1
+    );
+    c.batch_execute(
+        "UPDATE balance_queue.queue_processing_config SET enabled = true WHERE chain_id = 137",
+    )
+    .unwrap();
+    wait_until(
+        "polygon to flow once enabled",
+        Duration::from_secs(10),
+        || balance(&mut c, 137, &holder(1)) == "10",
+    );
+}
+
+#[test]
+fn failing_items_back_off_then_fail_without_blocking_and_can_be_retried() {
+    let (_cluster, mut c) = preloaded(
+        "retries",
+        &[
+            "balance_queue.max_retries = 3",
+            "balance_queue.retry_backoff = 50",
+        ],
+    );
+    let doomed = holder(0xdead);
+    // An operator's constraint that rejects one holder makes applying its
+    // items raise an error: a poison item.
+    c.batch_execute(&format!(
+        "ALTER TABLE balance_queue.current_token_balances ADD CONSTRAINT no_dead_holder CHECK (holder_address <> '{doomed}')"
+    ))
+    .unwrap();
+    let mut rows: Vec<TransferRow> = (0..20)
+        .map(|n| transfer(MINTER, &holder(n + 1), 100, n, "ethereum"))
+        .collect();
+    rows.push(transfer(MINTER, &doomed, 555, 99, "ethereum"));
+    rindexer::write_batch(&mut c, TABLE, &rows).unwrap();
+    wait_until(
+        "the poison item to fail for good",
+        Duration::from_secs(30),
+        || {
+            scalar_i64(
+                &mut c,
+                "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'failed'",
+            ) == 1
+        },
+    );
+    let failed = c
+        .query_one(
+            "SELECT holder_address, retry_count, error_message FROM balance_queue.balance_update_queue WHERE status = 'failed'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(failed.get::<_, String>(0), doomed);
+    assert_eq!(failed.get::<_, i32>(1), 3, "three attempts, then failed");
+    assert!(
+        failed.get::<_, String>(2).contains("no_dead_holder"),
+        "{}",
+        failed.get::<_, String>(2)
+    );
+    for n in 0..20 {
+        assert_eq!(
+            balance(&mut c, 1, &holder(n + 1)),
+            "100",
+            "the other items were not blocked"
+        );
+    }
+
+    c.batch_execute(
+        "ALTER TABLE balance_queue.current_token_balances DROP CONSTRAINT no_dead_holder",
+    )
+    .unwrap();
+    let retried = scalar_i64(&mut c, "SELECT balance_queue.retry_failed_updates(1)");
+    assert_eq!(retried, 1);
+    wait_until("the retried item to apply", Duration::from_secs(10), || {
+        balance(&mut c, 1, &doomed) == "555"
+    });
+    assert_matches_sources(&mut c);
+}
+
+#[test]
+fn health_metrics_summary_alerts_and_cleanup() {
+    // No preload: these are the functions the worker calls every minute.
+    let mut f = common::attached_rindexer_table("health");
+    let rows: Vec<TransferRow> = (0..1200)
+        .map(|n| transfer(MINTER, &holder(n + 1), 1, n, "ethereum"))
+        .collect();
+    rindexer::write_all(&mut f.client, &f.table, &rows, 5000).unwrap();
+    assert_eq!(
+        scalar_i64(
+            &mut f.client,
+            "SELECT balance_queue.collect_queue_health_metrics()"
+        ),
+        1
+    );
+    let status = |c: &mut Client| -> String {
+        c.query_one(
+            "SELECT status FROM balance_queue.queue_health_summary WHERE chain_id = 1",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(status(&mut f.client), "HIGH_LOAD", "1,200 pending");
+    let chain_name: String = f
+        .client
+        .query_one(
+            "SELECT chain_name FROM balance_queue.queue_health_summary WHERE chain_id = 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(chain_name, "Ethereum");
+    assert!(
+        scalar_i64(
+            &mut f.client,
+            "SELECT count(*) FROM balance_queue.queue_alerts WHERE alert_type = 'HIGH_PENDING'"
+        ) == 1
+    );
+
+    f.client
+        .execute(
+            "UPDATE balance_queue.balance_update_queue SET created_at = now() - interval '2 hours'",
+            &[],
+        )
+        .unwrap();
+    f.client
+        .query_one("SELECT balance_queue.collect_queue_health_metrics()", &[])
+        .unwrap();
+    assert_eq!(
+        status(&mut f.client),
+        "DELAYED",
+        "oldest pending is two hours old"
+    );
+
+    balance_queue_harness::drain(&mut f.client, 5000);
+    f.client
+        .execute(
+            "UPDATE balance_queue.balance_update_queue SET status = 'failed', processed_at = now()
+              WHERE id IN (SELECT id FROM balance_queue.balance_update_queue ORDER BY id LIMIT 51)",
+            &[],
+        )
+        .unwrap();
+    f.client
+        .query_one("SELECT balance_queue.collect_queue_health_metrics()", &[])
+        .unwrap();
+    assert_eq!(
+        status(&mut f.client),
+        "ERRORS",
+        "51 failed in the last hour"
+    );
+    let row = f
+        .client
+        .query_one(
+            "SELECT pending_count, completed_last_hour, failed_last_hour FROM balance_queue.queue_health_summary WHERE chain_id = 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (0, 1200 - 51, 51)
+    );
+
+    // Cleanup removes completed items once counted and past retention.
+    f.client
+        .batch_execute("SET balance_queue.completed_retention = 0")
+        .unwrap();
+    let removed = scalar_i64(
+        &mut f.client,
+        "SELECT balance_queue.cleanup_completed_updates()",
+    );
+    assert_eq!(removed, 1200 - 51);
+    assert_eq!(
+        scalar_i64(
+            &mut f.client,
+            "SELECT count(*) FROM balance_queue.balance_update_queue"
+        ),
+        51
+    );
+    // With archiving on, removed items move to the archive.
+    rindexer::write_batch(
+        &mut f.client,
+        &f.table,
+        &[transfer(MINTER, &holder(7777), 1, 7777, "ethereum")],
+    )
+    .unwrap();
+    balance_queue_harness::drain(&mut f.client, 100);
+    f.client
+        .query_one("SELECT balance_queue.collect_queue_health_metrics()", &[])
+        .unwrap();
+    f.client
+        .batch_execute("SET balance_queue.archive_completed = on")
+        .unwrap();
+    assert_eq!(
+        scalar_i64(
+            &mut f.client,
+            "SELECT balance_queue.cleanup_completed_updates()"
+        ),
+        1
+    );
+    assert_eq!(
+        scalar_i64(
+            &mut f.client,
+            "SELECT count(*) FROM balance_queue.balance_update_queue_archive"
+        ),
+        1
+    );
+}
+
+#[test]
+fn daily_snapshots_answer_past_balances() {
+    let mut f = common::attached_rindexer_table("snapshots");
+    let (a, b) = (holder(1), holder(2));
+    rindexer::write_batch(
+        &mut f.client,
+        &f.table,
+        &[transfer(MINTER, &a, 500, 1, "ethereum")],
+    )
+    .unwrap();
+    balance_queue_harness::drain(&mut f.client, 100);
+    assert_eq!(
+        scalar_i64(
+            &mut f.client,
+            "SELECT balance_queue.create_daily_balance_snapshot('2026-01-01')"
+        ),
+        1
+    );
+    rindexer::write_batch(
+        &mut f.client,
+        &f.table,
+        &[transfer(&a, &b, 500, 2, "ethereum")],
+    )
+    .unwrap();
+    balance_queue_harness::drain(&mut f.client, 100);
+    assert_eq!(
+        scalar_i64(
+            &mut f.client,
+            "SELECT balance_queue.create_daily_balance_snapshot('2026-01-02')"
+        ),
+        1
+    );
+    let at = |c: &mut Client, who: &str, day: &str| -> Option<String> {
+        c.query_one(
+            "SELECT balance_queue.get_balance_at_date(1, $1, $2, $3::text::date)::text",
+            &[&TOKEN, &who, &day],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(at(&mut f.client, &a, "2026-01-01").as_deref(), Some("500"));
+    assert_eq!(
+        at(&mut f.client, &a, "2026-01-02").as_deref(),
+        Some("0"),
+        "a zero balance is absent from the snapshot"
+    );
+    assert_eq!(
+        at(&mut f.client, &b, "2026-01-05").as_deref(),
+        Some("500"),
+        "latest snapshot on or before the day"
+    );
+    assert_eq!(
+        at(&mut f.client, &b, "2025-12-31"),
+        None,
+        "no snapshot that early"
+    );
+    // One indexed lookup per question.
+    let plan: Vec<String> = f
+        .client
+        .query(
+            "EXPLAIN SELECT balance FROM balance_queue.daily_balance_snapshots
+              WHERE chain_id = 1 AND contract_address = $1 AND holder_address = $2 AND snapshot_date = '2026-01-01'",
+            &[&TOKEN, &a],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan.iter().any(|l| l.contains("Index")), "{plan:?}");
+}
+
+#[test]
+fn dynamic_worker_starts_and_stops_and_survives_drop_extension() {
+    let mut f = common::attached_rindexer_table("dynamic");
+    let started: String = f
+        .client
+        .query_one("SELECT balance_queue.start_worker()", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        started.starts_with("started balance_queue worker"),
+        "{started}"
+    );
+    let again: String = f
+        .client
+        .query_one("SELECT balance_queue.start_worker()", &[])
+        .unwrap()
+        .get(0);
+    assert!(again.contains("already drains"), "{again}");
+    rindexer::write_batch(
+        &mut f.client,
+        &f.table,
+        &[transfer(MINTER, &holder(1), 42, 1, "ethereum")],
+    )
+    .unwrap();
+    wait_until(
+        "the dynamic worker to drain",
+        Duration::from_secs(10),
+        || balance(&mut f.client, 1, &holder(1)) == "42",
+    );
+
+    // DROP EXTENSION under the running worker, then create it again.
+    f.client
+        .batch_execute("DROP EXTENSION balance_queue CASCADE")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    f.client
+        .batch_execute("CREATE EXTENSION balance_queue")
+        .unwrap();
+    f.client
+        .execute(
+            "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
+            &[&f.table],
+        )
+        .unwrap();
+    wait_until("the worker to drain again", Duration::from_secs(10), || {
+        balance(&mut f.client, 1, &holder(1)) == "42"
+    });
+
+    let stopped: String = f
+        .client
+        .query_one("SELECT balance_queue.stop_worker()", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        stopped.starts_with("stopped balance_queue worker"),
+        "{stopped}"
+    );
+    wait_until("the worker to exit", Duration::from_secs(10), || {
+        scalar_i64(
+            &mut f.client,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'balance_queue worker'",
+        ) == 0
+    });
+    rindexer::write_batch(
+        &mut f.client,
+        &f.table,
+        &[transfer(MINTER, &holder(2), 1, 2, "ethereum")],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pending(&mut f.client), 1, "nothing drains once stopped");
+}
