@@ -13,7 +13,7 @@ CREATE TABLE balance_queue.chain_registry (
     display_name        text    NOT NULL,
     -- Blocks below the head after which a transfer is treated as final.
     confirmation_depth  integer NOT NULL DEFAULT 64 CHECK (confirmation_depth >= 0),
-    -- Highest block number seen for this chain (maintained by the apply path).
+    -- Highest block applied for this chain (the apply path raises it).
     head_block          bigint,
     created_at          timestamptz NOT NULL DEFAULT now()
 );
@@ -142,6 +142,30 @@ CREATE TABLE balance_queue.applied_transfers (
 );
 COMMENT ON TABLE balance_queue.applied_transfers IS
     'Exactly-once ledger: per transfer side, how many copies of its source row exist. Counted in balances while copies > 0.';
+
+-- ---------------------------------------------------------------------------
+-- Counted transfer sides still inside their chain's confirmation window
+-- (block > head_block - confirmation_depth): the pending part of each
+-- balance. Kept by the apply path, pruned as blocks confirm, so its size
+-- follows the pending window, never history.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.pending_transfer_sides (
+    chain_id          integer       NOT NULL,
+    tx_hash           text          NOT NULL,
+    log_index         bigint        NOT NULL,
+    is_inbound        boolean       NOT NULL,
+    contract_address  text          NOT NULL,
+    holder_address    text          NOT NULL,
+    delta_wei         numeric(78,0) NOT NULL,
+    block_number      bigint        NOT NULL,
+    PRIMARY KEY (chain_id, tx_hash, log_index, is_inbound)
+);
+CREATE INDEX pending_transfer_sides_key_idx
+    ON balance_queue.pending_transfer_sides (chain_id, contract_address, holder_address);
+CREATE INDEX pending_transfer_sides_block_idx
+    ON balance_queue.pending_transfer_sides (chain_id, block_number);
+COMMENT ON TABLE balance_queue.pending_transfer_sides IS
+    'Counted transfer sides within the confirmation window of their chain: the pending part of current balances.';
 
 -- ---------------------------------------------------------------------------
 -- Attached source tables and their column mapping.
@@ -274,6 +298,7 @@ SELECT pg_catalog.pg_extension_config_dump('balance_queue.token_metadata', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.current_token_balances_default', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.balance_update_queue', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.applied_transfers', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.pending_transfer_sides', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.attached_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.queue_processing_config', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.daily_balance_snapshots', '');
@@ -337,3 +362,26 @@ SELECT s.chain_id, s.chain_name, a.alert_type, a.severity, a.message, a.observed
  WHERE a.observed > a.threshold;
 COMMENT ON VIEW balance_queue.queue_alerts IS
     'Firing queue alerts per chain: HIGH_PENDING (> 1000 pending), STALE_QUEUE (oldest pending > 1 h), HIGH_FAILURE_RATE (> 50 failed in 1 h), SLOW_PROCESSING (> 1000 ms per item).';
+
+-- ---------------------------------------------------------------------------
+-- Confirmed state (the seed's dual-state design): per key, the balance from
+-- transfers at least confirmation_depth blocks below the chain's head, and
+-- the pending delta of the blocks above it, the only part a reorg shallower
+-- than the depth can move. Cost: one pass over the pending window.
+-- ---------------------------------------------------------------------------
+CREATE VIEW balance_queue.confirmed_token_balances AS
+SELECT b.chain_id, b.contract_address, b.holder_address,
+       b.current_balance - coalesce(p.pending_delta, 0) AS confirmed_balance,
+       coalesce(p.pending_delta, 0) AS pending_delta,
+       b.current_balance,
+       r.head_block - r.confirmation_depth AS confirmed_through_block,
+       b.token_symbol, b.token_decimals, b.last_updated_block
+  FROM balance_queue.current_token_balances b
+  LEFT JOIN balance_queue.chain_registry r USING (chain_id)
+  LEFT JOIN (SELECT s.chain_id, s.contract_address, s.holder_address, sum(s.delta_wei) AS pending_delta
+               FROM balance_queue.pending_transfer_sides s
+               JOIN balance_queue.chain_registry rr USING (chain_id)
+              WHERE s.block_number > coalesce(rr.head_block, 0) - rr.confirmation_depth
+              GROUP BY 1, 2, 3) p USING (chain_id, contract_address, holder_address);
+COMMENT ON VIEW balance_queue.confirmed_token_balances IS
+    'Per key: confirmed_balance (transfers at or below head_block - confirmation_depth), pending_delta (above it) and current_balance, in wei.';

@@ -60,8 +60,34 @@ fn apply_deltas_sql() -> String {
                     holder_address = CASE WHEN l.copies > 0 THEN l.holder_address ELSE EXCLUDED.holder_address END,
                     delta_wei = CASE WHEN l.copies > 0 THEN l.delta_wei ELSE EXCLUDED.delta_wei END,
                     block_number = CASE WHEN l.copies > 0 THEN l.block_number ELSE EXCLUDED.block_number END
-             RETURNING l.chain_id, l.contract_address, l.holder_address, l.delta_wei, l.block_number,
-                       l.copies, l.last_change
+             RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.contract_address,
+                       l.holder_address, l.delta_wei, l.block_number, l.copies, l.last_change
+         ), heads AS (
+             SELECT s.chain_id,
+                    greatest(coalesce(r.head_block, 0), max(s.block_number)) - r.confirmation_depth AS confirmed_through
+               FROM sides s JOIN balance_queue.chain_registry r USING (chain_id)
+              GROUP BY s.chain_id, r.head_block, r.confirmation_depth
+         ), pending_added AS (
+             -- newly counted sides inside the confirmation window
+             INSERT INTO balance_queue.pending_transfer_sides
+                 (chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address, delta_wei, block_number)
+             SELECT l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.contract_address, l.holder_address,
+                    l.delta_wei, l.block_number
+               FROM ledger l
+               LEFT JOIN heads h USING (chain_id)
+              WHERE l.copies > 0 AND l.copies - l.last_change <= 0
+                AND l.block_number > coalesce(h.confirmed_through, -1)
+              ORDER BY l.chain_id, l.tx_hash, l.log_index, l.is_inbound
+             ON CONFLICT DO NOTHING
+             RETURNING 1
+         ), pending_removed AS (
+             -- sides no longer counted leave the window too
+             DELETE FROM balance_queue.pending_transfer_sides p
+              USING ledger l
+              WHERE l.copies <= 0 AND l.copies - l.last_change > 0
+                AND p.chain_id = l.chain_id AND p.tx_hash = l.tx_hash
+                AND p.log_index = l.log_index AND p.is_inbound = l.is_inbound
+             RETURNING 1
          ), effects AS (
              -- only sides whose counted state flipped change a balance
              SELECT chain_id, contract_address, holder_address,
@@ -210,11 +236,34 @@ fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> i32 {
     failed
 }
 
-/// Marks the still-pending items among `ids` completed.
+/// Raises each chain's head block to the highest block among the applied
+/// items `$1`. Registry rows are locked in chain order, after every balance
+/// row, and only when the head moves.
+const RAISE_HEADS_SQL: &str = "
+    WITH heads AS (
+        SELECT chain_id, max(triggered_by_block) AS block_number
+          FROM balance_queue.balance_update_queue
+         WHERE id = ANY($1) AND status = 'pending' AND triggered_by_block IS NOT NULL
+         GROUP BY chain_id
+    ), locked AS (
+        SELECT r.chain_id, h.block_number
+          FROM balance_queue.chain_registry r JOIN heads h USING (chain_id)
+         WHERE r.head_block IS NULL OR r.head_block < h.block_number
+         ORDER BY r.chain_id
+           FOR UPDATE OF r
+    )
+    UPDATE balance_queue.chain_registry r
+       SET head_block = greatest(r.head_block, locked.block_number)
+      FROM locked
+     WHERE r.chain_id = locked.chain_id";
+
+/// Raises the chains' head blocks, then marks the still-pending items among
+/// `ids` completed.
 fn complete(client: &mut SpiClient<'_>, ids: &[i64], elapsed_ms: f64) {
     if ids.is_empty() {
         return;
     }
+    spi_ok(client.update(RAISE_HEADS_SQL, None, &[ids.to_vec().into()]));
     spi_ok(client.update(
         "UPDATE balance_queue.balance_update_queue
             SET status = 'completed', processed_at = clock_timestamp(),
@@ -352,6 +401,7 @@ pub fn apply_batch(
 ///
 /// Errors: 22023 (invalid_parameter_value) when `p_batch_size` <= 0.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn process_balance_update_queue(
     p_batch_size: default!(i32, 100),
     p_chain_id: default!(Option<i32>, "NULL"),

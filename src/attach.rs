@@ -93,6 +93,7 @@ pub fn run_counted(client: &mut SpiClient<'_>, insert: &str) -> i64 {
 /// (invalid_parameter_value) for a chain id missing from `chain_registry`,
 /// or for no chain id and no network column.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::too_many_arguments)]
 pub fn attach_transfer_table(
     source: PgRelation,
@@ -224,6 +225,7 @@ pub fn attach_transfer_table(
 ///
 /// Errors: 42704 (undefined_object) when the table is not attached.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn detach_transfer_table(source: PgRelation) -> i64 {
     let relid = source.oid();
     Spi::connect_mut(|client| {

@@ -22,6 +22,7 @@ use pgrx::spi::quote_identifier;
 /// network name or a negative depth; 23505 (unique_violation) when the
 /// network name belongs to another chain id.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn add_chain(
     p_chain_id: i32,
     p_network_name: &str,

@@ -18,6 +18,7 @@ use pgrx::prelude::*;
 ///
 /// Returns the number of rows recorded.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn collect_queue_health_metrics() -> i64 {
     let retention_h = gucs::HEALTH_RETENTION_H.get();
     Spi::connect_mut(|client| {
@@ -78,6 +79,7 @@ pub fn collect_queue_health_metrics() -> i64 {
 /// when `balance_queue.archive_completed` is on. Keeps the queue table
 /// small under sustained load. Returns the number of items removed.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn cleanup_completed_updates() -> i64 {
     let retention_s = gucs::COMPLETED_RETENTION_S.get();
     let archive = gucs::ARCHIVE_COMPLETED.get();
@@ -113,6 +115,7 @@ pub fn cleanup_completed_updates() -> i64 {
 /// the row itself must be fixed (deleted and re-inserted). Returns the
 /// number of items put back.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn retry_failed_updates(p_chain_id: default!(Option<i32>, "NULL")) -> i64 {
     Spi::connect_mut(|client| {
         let rows = spi_ok(client.update(
@@ -179,6 +182,7 @@ pub fn effective_config(client: &pgrx::spi::SpiClient<'_>, chain_id: Option<i32>
 /// `queue_processing_config` row, else the NULL-chain row, else the GUC
 /// (`balance_queue.batch_size`, `balance_queue.max_retries`; no interval).
 #[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
 pub fn get_queue_config(
     p_chain_id: Option<i32>,
 ) -> TableIterator<
@@ -210,6 +214,7 @@ pub fn get_queue_config(
 /// last updated at. Taking the same day again replaces that day's rows.
 /// Returns the number of balances copied.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn create_daily_balance_snapshot(p_date: default!(pgrx::datum::Date, "current_date")) -> i64 {
     Spi::connect_mut(|client| {
         spi_ok(client.update(
@@ -241,6 +246,7 @@ pub fn create_daily_balance_snapshot(p_date: default!(pgrx::datum::Date, "curren
 ///
 /// Errors: 22P02 (invalid_text_representation) for a malformed address.
 #[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
 pub fn get_balance_at_date(
     p_chain_id: i32,
     p_contract_address: &str,

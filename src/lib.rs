@@ -20,6 +20,7 @@ mod gucs;
 mod health;
 mod queries;
 mod recalc;
+mod reorg;
 mod row_check;
 mod source_sql;
 mod triggers;
@@ -38,7 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-pgrx::extension_sql_file!("../sql/preload.sql", name = "preload", finalize);
+pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[cfg(test)]
 pub mod pg_test {

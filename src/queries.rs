@@ -23,10 +23,15 @@ const FORMATTED: &str =
 /// holder never seen), `balance_formatted` (whole tokens with the token's
 /// decimals from `token_metadata`, or wei when they are unknown),
 /// `token_symbol`, `token_decimals`, `balance_usd` (NULL without a price),
-/// `last_updated_block` and `last_updated_time` (NULL for a holder never seen).
+/// `last_updated_block` and `last_updated_time` (NULL for a holder never seen),
+/// `confirmed_balance` (wei from transfers at or below the chain's head
+/// block minus its confirmation depth: the part no reorg shallower than the
+/// depth can move) and `pending_delta` (wei from the blocks above it);
+/// `confirmed_balance + pending_delta = current_balance`.
 ///
 /// Errors: 22P02 (invalid_text_representation) for a malformed address.
 #[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
 pub fn get_current_balance(
     p_chain_id: i32,
     p_contract_address: &str,
@@ -41,6 +46,8 @@ pub fn get_current_balance(
         name!(balance_usd, Option<AnyNumeric>),
         name!(last_updated_block, Option<i64>),
         name!(last_updated_time, Option<TimestampWithTimeZone>),
+        name!(confirmed_balance, AnyNumeric),
+        name!(pending_delta, AnyNumeric),
     ),
 > {
     let contract = normalize_arg("p_contract_address", p_contract_address);
@@ -51,8 +58,13 @@ pub fn get_current_balance(
                     balance_queue.format_token_balance(coalesce(b.current_balance, 0),
                                                        coalesce(b.token_decimals, m.decimals, 0)),
                     coalesce(b.token_symbol, m.symbol), coalesce(b.token_decimals, m.decimals),
-                    b.balance_usd, b.last_updated_block, b.last_updated_time
-               FROM (SELECT 1) AS one
+                    b.balance_usd, b.last_updated_block, b.last_updated_time,
+                    coalesce(b.current_balance, 0) - p.pending_delta, p.pending_delta
+               FROM (SELECT coalesce(sum(s.delta_wei), 0) AS pending_delta
+                       FROM balance_queue.pending_transfer_sides s
+                       JOIN balance_queue.chain_registry r USING (chain_id)
+                      WHERE s.chain_id = $1 AND s.contract_address = $2 AND s.holder_address = $3
+                        AND s.block_number > coalesce(r.head_block, 0) - r.confirmation_depth) AS p
                LEFT JOIN balance_queue.current_token_balances b
                  ON b.chain_id = $1 AND b.contract_address = $2 AND b.holder_address = $3
                LEFT JOIN balance_queue.token_metadata m
@@ -73,6 +85,8 @@ pub fn get_current_balance(
             spi_ok(row.get::<AnyNumeric>(5)),
             spi_ok(row.get::<i64>(6)),
             spi_ok(row.get::<TimestampWithTimeZone>(7)),
+            spi_ok(row.get::<AnyNumeric>(8)).unwrap_or_default(),
+            spi_ok(row.get::<AnyNumeric>(9)).unwrap_or_default(),
         )
     });
     TableIterator::once(row)
@@ -90,6 +104,7 @@ pub fn get_current_balance(
 ///
 /// Errors: 22P02 (invalid_text_representation) for a malformed address.
 #[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
 pub fn get_address_portfolio(
     p_holder_address: &str,
     p_min_balance_usd: default!(AnyNumeric, 1.00),
@@ -151,6 +166,7 @@ pub fn get_address_portfolio(
 /// Errors: 22P02 (invalid_text_representation) for a malformed address;
 /// 22023 (invalid_parameter_value) when `p_limit` <= 0.
 #[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
 pub fn get_top_holders(
     p_chain_id: i32,
     p_contract_address: &str,
@@ -216,6 +232,7 @@ pub fn get_top_holders(
 /// 22023 (invalid_parameter_value) for another update type or the zero
 /// address as holder.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn queue_balance_update(
     p_chain_id: i32,
     p_contract_address: &str,

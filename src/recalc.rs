@@ -15,8 +15,7 @@ use std::time::Instant;
 /// (tx_hash, log_index, side) once however many copies exist. With no
 /// source left (all dropped), from the applied-transfer ledger.
 fn counted_sides_sql(client: &SpiClient<'_>, chain_id: i32) -> String {
-    let mut mappings = mappings_for_chain(client, chain_id);
-    mappings.extend(row_trigger_mappings(client, chain_id));
+    let mappings = sources_for_chain(client, chain_id);
     if mappings.is_empty() {
         return "SELECT delta_wei, block_number FROM balance_queue.applied_transfers
                  WHERE chain_id = $1 AND contract_address = $2 AND holder_address = $3
@@ -33,6 +32,17 @@ fn counted_sides_sql(client: &SpiClient<'_>, chain_id: i32) -> String {
            FROM ({union}) sides
           ORDER BY tx_hash, log_index, is_inbound"
     )
+}
+
+/// Every source that can hold transfers of `chain_id`: tables attached with
+/// `attach_transfer_table` and tables wired with the seed's row trigger.
+pub fn sources_for_chain(
+    client: &SpiClient<'_>,
+    chain_id: i32,
+) -> Vec<crate::source_sql::SourceMapping> {
+    let mut mappings = mappings_for_chain(client, chain_id);
+    mappings.extend(row_trigger_mappings(client, chain_id));
+    mappings
 }
 
 /// Recomputes one balance and stores it. Returns the balance in wei as
@@ -113,6 +123,7 @@ pub fn fail_out_of_range(client: &mut SpiClient<'_>, ids: &[i64]) {
 /// never a holder); 22003 (numeric_value_out_of_range) when the sources
 /// sum outside -(2^256-1)..2^256-1.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn recalculate_address_balance(
     p_chain_id: i32,
     p_contract_address: &str,

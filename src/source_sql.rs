@@ -93,6 +93,18 @@ impl SourceMapping {
     /// error_message names the row; a bad deleted row was never counted and
     /// queues nothing. The zero address is never a holder (mint, burn).
     pub fn enqueue(&self, relation: &str, source_change: i16, source_oid: u32) -> String {
+        self.enqueue_where(relation, source_change, source_oid, "")
+    }
+
+    /// [`Self::enqueue`] restricted by `condition` on the validated row `v`
+    /// (e.g. `AND v.chain_id = 1 AND v.block_number >= 19000000`).
+    pub fn enqueue_where(
+        &self,
+        relation: &str,
+        source_change: i16,
+        source_oid: u32,
+        condition: &str,
+    ) -> String {
         let only_valid = if source_change < 0 {
             "AND v.error IS NULL"
         } else {
@@ -117,26 +129,37 @@ impl SourceMapping {
                          AS s(update_type, holder_address, delta_wei)
               WHERE CASE WHEN v.error IS NULL
                          THEN s.holder_address <> '{zero}'
-                         ELSE s.update_type = 'transfer_in' END {only_valid}",
+                         ELSE s.update_type = 'transfer_in' END {only_valid} {condition}",
             rows = self.validated_rows(relation),
             label = quote_literal(&self.label),
             zero = crate::address::ZERO_ADDRESS,
         )
     }
 
-    /// A SELECT of (tx_hash, log_index, is_inbound, delta_wei, block_number)
-    /// for every valid side in `relation` where holder $3 holds token $2 on
-    /// chain $1.
-    pub fn sides_of_holder(&self, relation: &str) -> String {
+    /// A SELECT of every valid, counted side in `relation` matching
+    /// `condition` (on `v`, the validated row, and `s`, the side): chain_id,
+    /// contract_address, holder_address, tx_hash, log_index, is_inbound,
+    /// delta_wei (signed, wei), block_number. The zero address is never a
+    /// holder.
+    pub fn sides(&self, relation: &str, condition: &str) -> String {
         format!(
-            "SELECT v.tx_hash, v.log_index, s.is_inbound, s.delta_wei, v.block_number
+            "SELECT v.chain_id, v.contract_address, s.holder_address, v.tx_hash, v.log_index,
+                    s.is_inbound, s.delta_wei, v.block_number
                FROM ({rows}) v
               CROSS JOIN LATERAL (VALUES (false, v.from_address, -v.value_wei),
                                          (true, v.to_address, v.value_wei))
                          AS s(is_inbound, holder_address, delta_wei)
-              WHERE v.error IS NULL AND v.chain_id = $1 AND v.contract_address = $2
-                AND s.holder_address = $3",
+              WHERE v.error IS NULL AND s.holder_address <> '{zero}' AND {condition}",
             rows = self.validated_rows(relation),
+            zero = crate::address::ZERO_ADDRESS,
+        )
+    }
+
+    /// [`Self::sides`] of holder $3 for token $2 on chain $1.
+    pub fn sides_of_holder(&self, relation: &str) -> String {
+        self.sides(
+            relation,
+            "v.chain_id = $1 AND v.contract_address = $2 AND s.holder_address = $3",
         )
     }
 }

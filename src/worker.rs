@@ -189,14 +189,27 @@ struct WorkerState {
     last_batch: HashMap<Option<i32>, Instant>,
     last_health: Option<Instant>,
     last_date_check: Option<Instant>,
+    last_prune: Option<Instant>,
     utc_date: Option<String>,
 }
+
+/// How often confirmed blocks leave the pending window table.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the worker looks at the UTC date for the daily snapshot.
 const DATE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs the periodic maintenance when due.
 fn maintenance(state: &mut WorkerState) {
+    if state
+        .last_prune
+        .is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL)
+    {
+        state.last_prune = Some(Instant::now());
+        if let Err(e) = in_transaction(crate::reorg::prune_confirmed_sides) {
+            warning!("balance_queue: pruning confirmed blocks failed: {e}");
+        }
+    }
     let interval = Duration::from_secs(gucs::HEALTH_INTERVAL_S.get().max(1) as u64);
     if state.last_health.is_none_or(|t| t.elapsed() >= interval) {
         state.last_health = Some(Instant::now());
@@ -313,6 +326,7 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
         last_batch: HashMap::new(),
         last_health: None,
         last_date_check: None,
+        last_prune: None,
         utc_date: None,
     };
     loop {
@@ -376,6 +390,7 @@ fn current_database() -> String {
 /// Errors: 53000 (insufficient_resources) when no background worker slot
 /// is free (`max_worker_processes`).
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn start_worker() -> String {
     let db = current_database();
     if let Some(pid) = workers_of_current_database().first() {
@@ -418,6 +433,7 @@ pub fn start_worker() -> String {
 /// did. A worker started by `shared_preload_libraries` is restarted by the
 /// postmaster: set `balance_queue.enabled = off` to pause it instead.
 #[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
 pub fn stop_worker() -> String {
     let db = current_database();
     let pids = workers_of_current_database();

@@ -1,0 +1,249 @@
+//! Reorgs, confirmations and proofs: `handle_reorg` for indexers that cannot
+//! delete orphaned rows, pruning of the confirmation window, and
+//! `verify_balances` to prove the stored state against the sources.
+
+use crate::address::normalize_arg;
+
+use crate::errors::{invalid_parameter, spi_ok};
+use crate::recalc::sources_for_chain;
+use pgrx::prelude::*;
+
+/// Takes every counted side of `chain_id` at or above `from_block` out of
+/// the ledger and the balances. Returns the number of sides taken back.
+const TAKE_BACK_SQL: &str = "
+    WITH taken AS (
+        UPDATE balance_queue.applied_transfers l
+           SET copies = 0, last_change = -l.copies
+          FROM (SELECT chain_id, tx_hash, log_index, is_inbound
+                  FROM balance_queue.applied_transfers
+                 WHERE chain_id = $1 AND block_number >= $2 AND copies <> 0
+                 ORDER BY chain_id, tx_hash, log_index, is_inbound
+                   FOR UPDATE) k
+         WHERE l.chain_id = k.chain_id AND l.tx_hash = k.tx_hash
+           AND l.log_index = k.log_index AND l.is_inbound = k.is_inbound
+        RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.contract_address,
+                  l.holder_address, l.delta_wei, l.last_change
+    ), unpended AS (
+        DELETE FROM balance_queue.pending_transfer_sides p
+         WHERE p.chain_id = $1 AND p.block_number >= $2
+        RETURNING 1
+    ), effects AS (
+        SELECT chain_id, contract_address, holder_address, sum(delta_wei) AS delta_wei
+          FROM taken
+         WHERE last_change < 0  -- it was counted (copies > 0) before
+         GROUP BY 1, 2, 3
+    ), locked AS (
+        SELECT b.chain_id, b.contract_address, b.holder_address
+          FROM balance_queue.current_token_balances b
+          JOIN effects e USING (chain_id, contract_address, holder_address)
+         ORDER BY 1, 2, 3
+           FOR UPDATE OF b
+    ), updated AS (
+        UPDATE balance_queue.current_token_balances b
+           SET current_balance = b.current_balance - e.delta_wei,
+               last_updated_time = now(),
+               balance_usd = (SELECT CASE WHEN m.price_usd IS NOT NULL AND m.decimals IS NOT NULL
+                                          THEN round((b.current_balance - e.delta_wei) * m.price_usd
+                                                     / power(10::numeric, m.decimals), 6) END
+                                FROM balance_queue.token_metadata m
+                               WHERE m.chain_id = b.chain_id AND m.contract_address = b.contract_address)
+          FROM effects e
+         WHERE (b.chain_id, b.contract_address, b.holder_address) IN (SELECT * FROM locked)
+           AND b.chain_id = e.chain_id AND b.contract_address = e.contract_address
+           AND b.holder_address = e.holder_address
+        RETURNING 1
+    )
+    SELECT count(*) FROM taken WHERE last_change < 0";
+
+/// Rolls a chain back to just below `p_from_block`, for an indexer that
+/// cannot delete its orphaned rows: takes back the effect of every applied
+/// transfer at or above that block, then re-queues the rows the sources
+/// still hold from that block on. Once the queue drains, every balance
+/// equals what the remaining rows give. rindexer needs none of this: its
+/// own DELETE of the orphaned blocks is followed exactly by the triggers.
+///
+/// * `p_chain_id`: EIP-155 chain id; `p_from_block`: the first orphaned
+///   block (>= 0).
+///
+/// Pending queue items of the chain at or above the block are consumed
+/// (the re-queued rows supersede them), waiting for a drain that holds some.
+/// Returns one row: `sides_taken_back` (counted transfer sides removed) and
+/// `items_requeued` (queue items written from the sources).
+///
+/// Errors: 22023 (invalid_parameter_value) for a negative block or a chain
+/// missing from `chain_registry`.
+#[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
+pub fn handle_reorg(
+    p_chain_id: i32,
+    p_from_block: i64,
+) -> TableIterator<'static, (name!(sides_taken_back, i64), name!(items_requeued, i64))> {
+    if p_from_block < 0 {
+        invalid_parameter(format!("p_from_block {p_from_block} must be >= 0"));
+    }
+    let result = Spi::connect_mut(|client| {
+        let known = spi_ok(client.select(
+            "SELECT 1 FROM balance_queue.chain_registry WHERE chain_id = $1",
+            Some(1),
+            &[p_chain_id.into()],
+        ));
+        if known.is_empty() {
+            invalid_parameter(format!(
+                "chain_id {p_chain_id} is not in balance_queue.chain_registry"
+            ));
+        }
+        // Consume the chain's pending items from the block on, waiting for
+        // drains that hold some: the rows they came from are re-read below.
+        spi_ok(client.update(
+            "UPDATE balance_queue.balance_update_queue q
+                SET status = 'completed', processed_at = clock_timestamp(),
+                    error_message = format('superseded by handle_reorg(%s, %s)', $1, $2)
+              WHERE q.id IN (SELECT id FROM balance_queue.balance_update_queue
+                              WHERE status = 'pending' AND chain_id = $1 AND triggered_by_block >= $2
+                              ORDER BY id FOR UPDATE)",
+            None,
+            &[p_chain_id.into(), p_from_block.into()],
+        ));
+        let taken = spi_ok(
+            spi_ok(client.update(
+                TAKE_BACK_SQL,
+                Some(1),
+                &[p_chain_id.into(), p_from_block.into()],
+            ))
+            .first()
+            .get_one::<i64>(),
+        )
+        .unwrap_or(0);
+        let mut requeued = 0;
+        for source in sources_for_chain(client, p_chain_id) {
+            let relid = spi_ok(
+                spi_ok(client.select(
+                    "SELECT $1::regclass::oid",
+                    Some(1),
+                    &[source.label.as_str().into()],
+                ))
+                .first()
+                .get_one::<pg_sys::Oid>(),
+            )
+            .expect("source oid");
+            let insert = source.enqueue_where(
+                &source.label,
+                1,
+                relid.to_u32(),
+                &format!("AND v.error IS NULL AND v.chain_id = {p_chain_id} AND v.block_number >= {p_from_block}"),
+            );
+            requeued += crate::attach::run_counted(client, &insert);
+        }
+        (taken, requeued)
+    });
+    TableIterator::once(result)
+}
+
+/// Drops the pending-window rows of blocks that are now confirmed (at or
+/// below head_block - confirmation_depth). The worker runs it every second;
+/// queries ignore such rows anyway. Returns the rows dropped.
+pub fn prune_confirmed_sides() -> i64 {
+    Spi::get_one::<i64>(
+        "WITH pruned AS (
+             DELETE FROM balance_queue.pending_transfer_sides p
+              USING balance_queue.chain_registry r
+              WHERE p.chain_id = r.chain_id AND p.block_number <= r.head_block - r.confirmation_depth
+             RETURNING 1
+         )
+         SELECT count(*) FROM pruned",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+}
+
+/// Proves the stored balances: recomputes every balance from the sources
+/// (attached tables and seed-wired tables, each (tx_hash, log_index) once)
+/// and returns every key whose stored balance differs.
+///
+/// * `p_chain_id`: only this chain; NULL (default) for every registered chain.
+/// * `p_contract_address`: only this token; NULL (default) for all.
+///
+/// Returns rows of `chain_id`, `contract_address`, `holder_address`,
+/// `stored_balance`, `computed_balance` (wei; 0 where a side has no row) and
+/// `difference` (stored - computed). Run it with the queue drained: pending
+/// items are changes not yet applied and show as differences. Repair one
+/// key with `recalculate_address_balance`. Cost: a scan of the sources.
+///
+/// Errors: 22P02 (invalid_text_representation) for a malformed address.
+#[pg_extern]
+#[search_path(pg_catalog, pg_temp)]
+pub fn verify_balances(
+    p_chain_id: default!(Option<i32>, "NULL"),
+    p_contract_address: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(chain_id, i32),
+        name!(contract_address, String),
+        name!(holder_address, String),
+        name!(stored_balance, AnyNumeric),
+        name!(computed_balance, AnyNumeric),
+        name!(difference, AnyNumeric),
+    ),
+> {
+    let contract = p_contract_address.map(|c| normalize_arg("p_contract_address", c));
+    let rows = Spi::connect(|client| {
+        let chains: Vec<i32> = spi_ok(client.select(
+            "SELECT chain_id FROM balance_queue.chain_registry WHERE $1::integer IS NULL OR chain_id = $1 ORDER BY 1",
+            None,
+            &[p_chain_id.into()],
+        ))
+        .filter_map(|row| spi_ok(row.get::<i32>(1)))
+        .collect();
+        let mut out = Vec::new();
+        for chain in chains {
+            let condition =
+                format!("v.chain_id = {chain} AND ($1::text IS NULL OR v.contract_address = $1)");
+            let sources = sources_for_chain(client, chain);
+            let computed = if sources.is_empty() {
+                "SELECT NULL::integer AS chain_id, NULL::text AS contract_address, NULL::text AS holder_address,
+                        NULL::numeric AS balance WHERE false"
+                    .to_string()
+            } else {
+                let union = sources
+                    .iter()
+                    .map(|m| m.sides(&m.label, &condition))
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                format!(
+                    "SELECT chain_id, contract_address, holder_address, sum(delta_wei) AS balance
+                       FROM (SELECT DISTINCT ON (tx_hash, log_index, is_inbound) *
+                               FROM ({union}) sides ORDER BY tx_hash, log_index, is_inbound) counted
+                      GROUP BY 1, 2, 3"
+                )
+            };
+            let sql = format!(
+                "WITH computed AS ({computed}),
+                      stored AS (SELECT chain_id, contract_address, holder_address, current_balance
+                                   FROM balance_queue.current_token_balances
+                                  WHERE chain_id = {chain} AND ($1::text IS NULL OR contract_address = $1))
+                 SELECT coalesce(s.chain_id, c.chain_id), coalesce(s.contract_address, c.contract_address),
+                        coalesce(s.holder_address, c.holder_address),
+                        coalesce(s.current_balance, 0), coalesce(c.balance, 0),
+                        coalesce(s.current_balance, 0) - coalesce(c.balance, 0)
+                   FROM stored s
+                   FULL JOIN computed c USING (chain_id, contract_address, holder_address)
+                  WHERE coalesce(s.current_balance, 0) <> coalesce(c.balance, 0)
+                  ORDER BY 1, 2, 3"
+            );
+            for row in spi_ok(client.select(&sql, None, &[contract.as_deref().into()])) {
+                out.push((
+                    spi_ok(row.get::<i32>(1)).unwrap_or_default(),
+                    spi_ok(row.get::<String>(2)).unwrap_or_default(),
+                    spi_ok(row.get::<String>(3)).unwrap_or_default(),
+                    spi_ok(row.get::<AnyNumeric>(4)).unwrap_or_default(),
+                    spi_ok(row.get::<AnyNumeric>(5)).unwrap_or_default(),
+                    spi_ok(row.get::<AnyNumeric>(6)).unwrap_or_default(),
+                ));
+            }
+        }
+        out
+    });
+    TableIterator::new(rows)
+}
