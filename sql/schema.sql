@@ -120,16 +120,19 @@ COMMENT ON TABLE balance_queue.balance_update_queue IS
 
 -- ---------------------------------------------------------------------------
 -- Applied-transfer ledger: the apply side's exactly-once state. One row per
--- side of each transfer (chain_id, tx_hash, log_index) with the number of
--- source row copies currently present. A side counts in the balance while
--- copies > 0, so duplicates count once and deletes take back exactly what
--- was added, whatever order the inserts and deletes are applied in.
+-- side of each transfer (chain_id, tx_hash, log_index) and content, with the
+-- number of source row copies currently present. A side counts in the
+-- balance while copies > 0, so duplicates count once and deletes take back
+-- exactly what was added, whatever order inserts and deletes are applied in.
 -- ---------------------------------------------------------------------------
 CREATE TABLE balance_queue.applied_transfers (
     chain_id          integer       NOT NULL,
     tx_hash           text          NOT NULL,
     log_index         bigint        NOT NULL,
     is_inbound        boolean       NOT NULL,
+    -- md5 of (token, holder, signed amount, block): a log re-included by a
+    -- reorg with another amount or block is another content.
+    content_id        uuid          NOT NULL,
     contract_address  text          NOT NULL,
     holder_address    text          NOT NULL,
     -- The signed change this side makes while counted, in wei.
@@ -138,7 +141,7 @@ CREATE TABLE balance_queue.applied_transfers (
     copies            integer       NOT NULL,
     -- Change applied by the last batch; copies - last_change is the count before it.
     last_change       integer       NOT NULL,
-    PRIMARY KEY (chain_id, tx_hash, log_index, is_inbound)
+    PRIMARY KEY (chain_id, tx_hash, log_index, is_inbound, content_id)
 );
 COMMENT ON TABLE balance_queue.applied_transfers IS
     'Exactly-once ledger: per transfer side, how many copies of its source row exist. Counted in balances while copies > 0.';
@@ -154,11 +157,12 @@ CREATE TABLE balance_queue.pending_transfer_sides (
     tx_hash           text          NOT NULL,
     log_index         bigint        NOT NULL,
     is_inbound        boolean       NOT NULL,
+    content_id        uuid          NOT NULL,
     contract_address  text          NOT NULL,
     holder_address    text          NOT NULL,
     delta_wei         numeric(78,0) NOT NULL,
     block_number      bigint        NOT NULL,
-    PRIMARY KEY (chain_id, tx_hash, log_index, is_inbound)
+    PRIMARY KEY (chain_id, tx_hash, log_index, is_inbound, content_id)
 );
 CREATE INDEX pending_transfer_sides_key_idx
     ON balance_queue.pending_transfer_sides (chain_id, contract_address, holder_address);

@@ -15,6 +15,15 @@ use pgrx::spi::SpiClient;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+/// The content of a queue item's transfer side (token, holder, signed
+/// amount, block) as a uuid. The ledger counts copies per (chain, tx_hash,
+/// log_index, side, content): copies of one log count once, and a log that
+/// a reorg re-includes with another amount or in another block is another
+/// content, so the old one is taken back and the new one added whatever
+/// order the drains apply them in.
+const CONTENT_ID: &str =
+    "md5(concat_ws('|', contract_address, holder_address, delta_wei, triggered_by_block))::uuid";
+
 /// 2^256-1: the largest magnitude a balance may have.
 pub const MAX_U256: &str =
     "115792089237316195423570985008687907853269984665640564039457584007913129639935";
@@ -37,30 +46,24 @@ fn apply_deltas_sql() -> String {
     format!(
         "WITH sides AS (
              SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index,
-                    update_type = 'transfer_in' AS is_inbound,
-                    min(contract_address) AS contract_address, min(holder_address) AS holder_address,
-                    max(delta_wei) AS delta_wei, max(triggered_by_block) AS block_number,
+                    update_type = 'transfer_in' AS is_inbound, {CONTENT_ID} AS content_id,
+                    contract_address, holder_address, delta_wei, triggered_by_block AS block_number,
                     sum(source_change)::integer AS change
                FROM balance_queue.balance_update_queue
               WHERE id = ANY($1)
-              GROUP BY 1, 2, 3, 4
+              GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
          ), ledger AS (
              INSERT INTO balance_queue.applied_transfers AS l
-                 (chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
+                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
                   delta_wei, block_number, copies, last_change)
-             SELECT chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
+             SELECT chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
                     delta_wei, block_number, change, change
                FROM sides
-              ORDER BY chain_id, tx_hash, log_index, is_inbound
-             ON CONFLICT (chain_id, tx_hash, log_index, is_inbound) DO UPDATE
+              ORDER BY chain_id, tx_hash, log_index, is_inbound, content_id
+             ON CONFLICT (chain_id, tx_hash, log_index, is_inbound, content_id) DO UPDATE
                 SET copies = l.copies + EXCLUDED.copies,
-                    last_change = EXCLUDED.copies,
-                    -- a side that becomes counted again counts with this batch's facts
-                    contract_address = CASE WHEN l.copies > 0 THEN l.contract_address ELSE EXCLUDED.contract_address END,
-                    holder_address = CASE WHEN l.copies > 0 THEN l.holder_address ELSE EXCLUDED.holder_address END,
-                    delta_wei = CASE WHEN l.copies > 0 THEN l.delta_wei ELSE EXCLUDED.delta_wei END,
-                    block_number = CASE WHEN l.copies > 0 THEN l.block_number ELSE EXCLUDED.block_number END
-             RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.contract_address,
+                    last_change = EXCLUDED.copies
+             RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
                        l.holder_address, l.delta_wei, l.block_number, l.copies, l.last_change
          ), heads AS (
              SELECT s.chain_id,
@@ -70,14 +73,15 @@ fn apply_deltas_sql() -> String {
          ), pending_added AS (
              -- newly counted sides inside the confirmation window
              INSERT INTO balance_queue.pending_transfer_sides
-                 (chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address, delta_wei, block_number)
-             SELECT l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.contract_address, l.holder_address,
-                    l.delta_wei, l.block_number
+                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
+                  delta_wei, block_number)
+             SELECT l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
+                    l.holder_address, l.delta_wei, l.block_number
                FROM ledger l
                LEFT JOIN heads h USING (chain_id)
               WHERE l.copies > 0 AND l.copies - l.last_change <= 0
                 AND l.block_number > coalesce(h.confirmed_through, -1)
-              ORDER BY l.chain_id, l.tx_hash, l.log_index, l.is_inbound
+              ORDER BY l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id
              ON CONFLICT DO NOTHING
              RETURNING 1
          ), pending_removed AS (
@@ -85,8 +89,8 @@ fn apply_deltas_sql() -> String {
              DELETE FROM balance_queue.pending_transfer_sides p
               USING ledger l
               WHERE l.copies <= 0 AND l.copies - l.last_change > 0
-                AND p.chain_id = l.chain_id AND p.tx_hash = l.tx_hash
-                AND p.log_index = l.log_index AND p.is_inbound = l.is_inbound
+                AND p.chain_id = l.chain_id AND p.tx_hash = l.tx_hash AND p.log_index = l.log_index
+                AND p.is_inbound = l.is_inbound AND p.content_id = l.content_id
              RETURNING 1
          ), effects AS (
              -- only sides whose counted state flipped change a balance
@@ -135,7 +139,9 @@ fn apply_deltas_sql() -> String {
 /// Marks the batch's items of one out-of-range key failed, naming each row,
 /// and takes their copies back out of the ledger so a retry starts clean.
 /// Returns the number of items failed.
-const FAIL_KEY_SQL: &str = "
+fn fail_key_sql() -> String {
+    format!(
+        "
     WITH failed AS (
         UPDATE balance_queue.balance_update_queue q
            SET status = 'failed', processed_at = clock_timestamp(),
@@ -147,19 +153,24 @@ const FAIL_KEY_SQL: &str = "
          WHERE q.id = ANY($1) AND q.chain_id = $2 AND q.contract_address = $3 AND q.holder_address = $4
            AND q.delta_wei IS NOT NULL
         RETURNING q.chain_id, q.triggered_by_tx, q.triggered_by_log_index,
-                  q.update_type = 'transfer_in' AS is_inbound, q.source_change
+                  q.update_type = 'transfer_in' AS is_inbound, {content} AS content_id, q.source_change
     ), undo AS (
-        SELECT chain_id, triggered_by_tx, triggered_by_log_index, is_inbound, sum(source_change) AS change
-          FROM failed GROUP BY 1, 2, 3, 4
+        SELECT chain_id, triggered_by_tx, triggered_by_log_index, is_inbound, content_id,
+               sum(source_change) AS change
+          FROM failed GROUP BY 1, 2, 3, 4, 5
     ), reverted AS (
         UPDATE balance_queue.applied_transfers l
            SET copies = l.copies - undo.change, last_change = 0
           FROM undo
          WHERE l.chain_id = undo.chain_id AND l.tx_hash = undo.triggered_by_tx
            AND l.log_index = undo.triggered_by_log_index AND l.is_inbound = undo.is_inbound
+           AND l.content_id = undo.content_id
         RETURNING 1
     )
-    SELECT count(*) FROM failed";
+    SELECT count(*) FROM failed",
+        content = CONTENT_ID
+    )
+}
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -227,7 +238,7 @@ fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> i32 {
             holder.as_str().into(),
         ];
         let count = spi_ok(
-            spi_ok(client.update(FAIL_KEY_SQL, None, &args))
+            spi_ok(client.update(&fail_key_sql(), None, &args))
                 .first()
                 .get_one::<i64>(),
         );

@@ -12,7 +12,8 @@ use std::time::Instant;
 /// A SELECT of (delta_wei, block_number) per distinct counted side of
 /// holder $3 for token $2 on chain $1: from every source of the chain
 /// (attached tables and tables wired with the seed's row trigger), each
-/// (tx_hash, log_index, side) once however many copies exist. With no
+/// (tx_hash, log_index, side) and content once however many copies exist,
+/// as the ledger counts them. With no
 /// source left (all dropped), from the applied-transfer ledger.
 fn counted_sides_sql(client: &SpiClient<'_>, chain_id: i32) -> String {
     let mappings = sources_for_chain(client, chain_id);
@@ -28,9 +29,8 @@ fn counted_sides_sql(client: &SpiClient<'_>, chain_id: i32) -> String {
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     format!(
-        "SELECT DISTINCT ON (tx_hash, log_index, is_inbound) delta_wei, block_number
-           FROM ({union}) sides
-          ORDER BY tx_hash, log_index, is_inbound"
+        "SELECT DISTINCT tx_hash, log_index, is_inbound, delta_wei, block_number
+           FROM ({union}) sides"
     )
 }
 

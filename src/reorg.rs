@@ -14,13 +14,13 @@ const TAKE_BACK_SQL: &str = "
     WITH taken AS (
         UPDATE balance_queue.applied_transfers l
            SET copies = 0, last_change = -l.copies
-          FROM (SELECT chain_id, tx_hash, log_index, is_inbound
+          FROM (SELECT chain_id, tx_hash, log_index, is_inbound, content_id
                   FROM balance_queue.applied_transfers
                  WHERE chain_id = $1 AND block_number >= $2 AND copies <> 0
-                 ORDER BY chain_id, tx_hash, log_index, is_inbound
+                 ORDER BY chain_id, tx_hash, log_index, is_inbound, content_id
                    FOR UPDATE) k
-         WHERE l.chain_id = k.chain_id AND l.tx_hash = k.tx_hash
-           AND l.log_index = k.log_index AND l.is_inbound = k.is_inbound
+         WHERE l.chain_id = k.chain_id AND l.tx_hash = k.tx_hash AND l.log_index = k.log_index
+           AND l.is_inbound = k.is_inbound AND l.content_id = k.content_id
         RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.contract_address,
                   l.holder_address, l.delta_wei, l.last_change
     ), unpended AS (
@@ -213,8 +213,7 @@ pub fn verify_balances(
                     .join(" UNION ALL ");
                 format!(
                     "SELECT chain_id, contract_address, holder_address, sum(delta_wei) AS balance
-                       FROM (SELECT DISTINCT ON (tx_hash, log_index, is_inbound) *
-                               FROM ({union}) sides ORDER BY tx_hash, log_index, is_inbound) counted
+                       FROM (SELECT DISTINCT * FROM ({union}) sides) counted
                       GROUP BY 1, 2, 3"
                 )
             };

@@ -60,6 +60,16 @@ pub fn max_uint256() -> BigUint {
 
 /// Recomputes every balance from the rows of `sources`.
 pub fn recompute(client: &mut Client, sources: &[Source]) -> Expected {
+    recompute_where(client, sources, |_, _| true)
+}
+
+/// Recomputes balances from the rows of `sources` for which
+/// `keep(chain_id, block_number)` holds (e.g. confirmed blocks only).
+pub fn recompute_where(
+    client: &mut Client,
+    sources: &[Source],
+    keep: impl Fn(i32, u64) -> bool,
+) -> Expected {
     let networks: HashMap<String, i32> = client
         .query(
             "SELECT network_name, chain_id FROM balance_queue.chain_registry",
@@ -74,7 +84,8 @@ pub fn recompute(client: &mut Client, sources: &[Source]) -> Expected {
     let mut expected = Expected::default();
     for source in sources {
         let sql = format!(
-            "SELECT network::text, contract_address::text, {}::text, {}::text, {}::text, tx_hash::text, log_index::text
+            "SELECT network::text, contract_address::text, {}::text, {}::text, {}::text, tx_hash::text, log_index::text,
+                    block_number::text
                FROM {}",
             quote(&source.from), quote(&source.to), quote(&source.value), source.table
         );
@@ -93,6 +104,7 @@ pub fn recompute(client: &mut Client, sources: &[Source]) -> Expected {
                 .filter(|v| *v <= max);
             let tx_hash: String = row.get::<_, String>(5).to_lowercase();
             let log_index: Option<u64> = row.get::<_, String>(6).parse().ok();
+            let block: Option<u64> = row.get::<_, String>(7).parse().ok();
             let (Some(chain), Some(from), Some(to), Some(value), Some(log_index)) =
                 (chain, from, to, value, log_index)
             else {
@@ -105,6 +117,13 @@ pub fn recompute(client: &mut Client, sources: &[Source]) -> Expected {
                 || !is_hex(&tx_hash, 64)
             {
                 expected.invalid_rows += 1;
+                continue;
+            }
+            let Some(block) = block else {
+                expected.invalid_rows += 1;
+                continue;
+            };
+            if !keep(chain, block) {
                 continue;
             }
             if !seen.insert((chain, tx_hash, log_index)) {
@@ -164,12 +183,36 @@ impl Comparison {
 /// Compares `current_token_balances` with `expected`, skipping `skip`.
 /// A key missing on one side counts as a zero balance there.
 pub fn compare(client: &mut Client, expected: &Expected, skip: &HashSet<Key>) -> Comparison {
+    compare_with(
+        client,
+        expected,
+        skip,
+        "SELECT chain_id, contract_address, holder_address, current_balance::text
+           FROM balance_queue.current_token_balances",
+    )
+}
+
+/// Compares the confirmed balances (`confirmed_token_balances`) with `expected`.
+pub fn compare_confirmed(client: &mut Client, expected: &Expected) -> Comparison {
+    compare_with(
+        client,
+        expected,
+        &HashSet::new(),
+        "SELECT chain_id, contract_address, holder_address, confirmed_balance::text
+           FROM balance_queue.confirmed_token_balances",
+    )
+}
+
+/// Compares the (chain, contract, holder, balance text) rows of `stored_sql`
+/// with `expected`, skipping `skip`.
+pub fn compare_with(
+    client: &mut Client,
+    expected: &Expected,
+    skip: &HashSet<Key>,
+    stored_sql: &str,
+) -> Comparison {
     let stored: BTreeMap<Key, BigInt> = client
-        .query(
-            "SELECT chain_id, contract_address, holder_address, current_balance::text
-               FROM balance_queue.current_token_balances",
-            &[],
-        )
+        .query(stored_sql, &[])
         .expect("read current_token_balances")
         .into_iter()
         .map(|r| {
