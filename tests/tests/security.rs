@@ -271,7 +271,7 @@ fn hostile_identifiers_are_quoted_never_spliced() {
         .unwrap();
     f.client
         .execute(
-            &format!("SELECT balance_queue.attach_transfer_table($1::text::regclass)"),
+            "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
             &[&table],
         )
         .unwrap();
