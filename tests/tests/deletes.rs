@@ -3,20 +3,8 @@
 
 mod common;
 
-use balance_queue_harness::recompute::{self, Source};
 use balance_queue_harness::rindexer::TransferRow;
 use balance_queue_harness::{drain, rindexer, workload};
-use std::collections::HashSet;
-
-fn assert_matches_sources(f: &mut common::Fixture) {
-    let expected = recompute::recompute(&mut f.client, &[Source::rindexer(&f.table)]);
-    let comparison = recompute::compare(&mut f.client, &expected, &HashSet::new());
-    assert!(
-        comparison.all_match(),
-        "mismatches: {:?}",
-        comparison.mismatches
-    );
-}
 
 #[test]
 fn reorg_rollbacks_and_reinserts_leave_exact_balances() {
@@ -30,7 +18,7 @@ fn reorg_rollbacks_and_reinserts_leave_exact_balances() {
     let rows = workload::generate(&shape);
     rindexer::write_all(&mut f.client, &f.table, &rows, 2000).unwrap();
     drain(&mut f.client, 1000);
-    assert_matches_sources(&mut f);
+    common::assert_matches_sources(&mut f.client, &[&f.table]);
 
     let first_block = rows[0].block_number;
     let last_block = rows.last().unwrap().block_number;
@@ -63,7 +51,7 @@ fn reorg_rollbacks_and_reinserts_leave_exact_balances() {
         rindexer::write_all(&mut tx, &f.table, &canonical, 5000).unwrap();
         tx.commit().unwrap();
         drain(&mut f.client, 500);
-        assert_matches_sources(&mut f);
+        common::assert_matches_sources(&mut f.client, &[&f.table]);
     }
 }
 
@@ -84,7 +72,7 @@ fn delete_before_the_drain_cancels_out() {
         )
         .unwrap();
     drain(&mut f.client, 700);
-    assert_matches_sources(&mut f);
+    common::assert_matches_sources(&mut f.client, &[&f.table]);
 }
 
 fn one_transfer(value: &str) -> TransferRow {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use balance_queue_harness::cluster::Cluster;
 use balance_queue_harness::recompute::{self, Source};
 use balance_queue_harness::rindexer::{self, TransferRow};
 use balance_queue_harness::{drain, workload};
@@ -13,7 +12,7 @@ use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-const TABLE: &str = "rindexer_test_erc_20.transfer";
+use common::TABLE;
 const CHAINS: [(&str, u64); 3] = [("ethereum", 1), ("polygon", 2), ("base", 3)];
 
 fn chain_rows(network: &str, seed: u64, transfers: usize) -> Vec<TransferRow> {
@@ -172,7 +171,11 @@ fn multi_chain_reorgs_duplicates_and_disorder_stay_exact() {
 
 #[test]
 fn four_drainers_and_the_worker_under_reorgs_give_identical_results() {
-    let cluster = Cluster::start(
+    let common::Fixture {
+        cluster,
+        mut client,
+        ..
+    } = common::attached_rindexer_table_with(
         "reorgs-concurrent",
         &[
             "shared_preload_libraries = 'balance_queue'",
@@ -180,14 +183,6 @@ fn four_drainers_and_the_worker_under_reorgs_give_identical_results() {
             "balance_queue.batch_size = 700",
         ],
     );
-    let mut client = cluster.database_with_extension("test");
-    rindexer::create_transfer_table(&mut client, "rindexer_test_erc_20");
-    client
-        .execute(
-            "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
-            &[&TABLE],
-        )
-        .unwrap();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let drainers: Vec<_> = (0..4)
         .map(|i| {
@@ -320,13 +315,7 @@ fn handle_reorg_rolls_back_for_indexers_that_cannot_delete() {
         .unwrap();
     assert!(result.get::<_, i64>(0) > 0 && result.get::<_, i64>(1) > 0);
     drain(&mut f.client, 5000);
-    let expected = recompute::recompute(&mut f.client, &[Source::rindexer(TABLE)]);
-    let comparison = recompute::compare(&mut f.client, &expected, &HashSet::new());
-    assert!(
-        comparison.all_match(),
-        "mismatches: {:?}",
-        comparison.mismatches
-    );
+    common::assert_matches_sources(&mut f.client, &[TABLE]);
     assert_eq!(
         common::count(
             &mut f.client,
@@ -415,13 +404,7 @@ fn out_of_order_batches_record_the_highest_block_per_key() {
         rindexer::write_batch(&mut f.client, TABLE, chunk).unwrap();
         drain(&mut f.client, 5000);
     }
-    let expected = recompute::recompute(&mut f.client, &[Source::rindexer(TABLE)]);
-    let comparison = recompute::compare(&mut f.client, &expected, &HashSet::new());
-    assert!(
-        comparison.all_match(),
-        "mismatches: {:?}",
-        comparison.mismatches
-    );
+    common::assert_matches_sources(&mut f.client, &[TABLE]);
     let mut highest: HashMap<(String, String), u64> = HashMap::new();
     for r in &rows {
         for party in [r.from.as_ref().unwrap(), r.to.as_ref().unwrap()] {

@@ -2,11 +2,9 @@
 
 mod common;
 
-use balance_queue_harness::recompute::{self, Source};
 use balance_queue_harness::rindexer::{self, TransferRow};
 use balance_queue_harness::{drain, workload};
 use postgres::Client;
-use std::collections::HashSet;
 
 fn connect_as(f: &common::Fixture, role: &str) -> Client {
     let conn = f
@@ -26,16 +24,6 @@ fn rows(n: usize, seed: u64) -> Vec<TransferRow> {
     })
 }
 
-fn assert_matches_sources(client: &mut Client, table: &str) {
-    let expected = recompute::recompute(client, &[Source::rindexer(table)]);
-    let comparison = recompute::compare(client, &expected, &HashSet::new());
-    assert!(
-        comparison.all_match(),
-        "mismatches: {:?}",
-        comparison.mismatches
-    );
-}
-
 #[test]
 fn an_ingest_role_with_only_insert_and_delete_queues_but_cannot_touch_balances() {
     let mut f = common::attached_rindexer_table("ingest-role");
@@ -53,13 +41,13 @@ fn an_ingest_role_with_only_insert_and_delete_queues_but_cannot_touch_balances()
         .expect("binary COPY as ingest");
     rindexer::write_batch(&mut ingest, &f.table, &rows(30, 2)).expect("small INSERT as ingest");
     drain(&mut f.client, 5000);
-    assert_matches_sources(&mut f.client, &f.table);
+    common::assert_matches_sources(&mut f.client, &[&f.table]);
     // DELETE without a WHERE needs no SELECT right (with one, Postgres asks for SELECT too).
     ingest
         .execute(&format!("DELETE FROM {}", f.table), &[])
         .expect("DELETE as ingest");
     drain(&mut f.client, 5000);
-    assert_matches_sources(&mut f.client, &f.table);
+    common::assert_matches_sources(&mut f.client, &[&f.table]);
 
     for sql in [
         "INSERT INTO balance_queue.current_token_balances (chain_id, contract_address, holder_address, current_balance) VALUES (1, 'x', 'y', 1)",
@@ -118,7 +106,7 @@ fn reader_and_admin_roles_open_exactly_their_jobs() {
         );
     }
     drain(&mut bob, 5000);
-    assert_matches_sources_two(&mut f.client, &f.table, "bobs.transfer");
+    common::assert_matches_sources(&mut f.client, &[&f.table, "bobs.transfer"]);
 
     let mut alice = connect_as(&f, "alice");
     let holder: String = f
@@ -156,16 +144,6 @@ fn reader_and_admin_roles_open_exactly_their_jobs() {
             "reader must not run: {sql}"
         );
     }
-}
-
-fn assert_matches_sources_two(client: &mut Client, a: &str, b: &str) {
-    let expected = recompute::recompute(client, &[Source::rindexer(a), Source::rindexer(b)]);
-    let comparison = recompute::compare(client, &expected, &HashSet::new());
-    assert!(
-        comparison.all_match(),
-        "mismatches: {:?}",
-        comparison.mismatches
-    );
 }
 
 /// Look-alike functions and operators that raise when called.
@@ -239,7 +217,7 @@ fn look_alike_functions_and_operators_on_the_search_path_are_never_called() {
     ] {
         assert_eq!(common::sqlstate(&mut bob, &sql), "ok", "{sql}");
     }
-    assert_matches_sources(&mut f.client, &f.table);
+    common::assert_matches_sources(&mut f.client, &[&f.table]);
 }
 
 #[test]
@@ -283,7 +261,7 @@ fn hostile_identifiers_are_quoted_never_spliced() {
         )
         .unwrap();
     drain(&mut f.client, 5000);
-    assert_matches_sources_two(&mut f.client, &f.table, &table);
+    common::assert_matches_sources(&mut f.client, &[&f.table, &table]);
     f.client
         .execute(
             "SELECT balance_queue.detach_transfer_table($1::text::regclass)",

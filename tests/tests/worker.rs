@@ -5,15 +5,13 @@
 mod common;
 
 use balance_queue_harness::cluster::Cluster;
-use balance_queue_harness::recompute::{self, Source};
 use balance_queue_harness::rindexer::{self, TransferRow};
 use balance_queue_harness::workload;
 use postgres::Client;
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48";
-const TABLE: &str = "rindexer_test_erc_20.transfer";
+use common::TABLE;
 
 /// A preloaded cluster whose worker drains database `test`.
 fn preloaded(name: &str, extra: &[&str]) -> (Cluster, Client) {
@@ -22,15 +20,11 @@ fn preloaded(name: &str, extra: &[&str]) -> (Cluster, Client) {
         "balance_queue.database = 'test'",
     ];
     conf.extend_from_slice(extra);
-    let cluster = Cluster::start(name, &conf);
-    let mut client = cluster.database_with_extension("test");
-    rindexer::create_transfer_table(&mut client, "rindexer_test_erc_20");
-    client
-        .execute(
-            "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
-            &[&TABLE],
-        )
-        .unwrap();
+    let common::Fixture {
+        cluster,
+        mut client,
+        ..
+    } = common::attached_rindexer_table_with(name, &conf);
     // The worker starts with the server, before database `test` exists; the
     // postmaster restarts it until it can connect.
     wait_until("the worker to connect", Duration::from_secs(30), || {
@@ -116,16 +110,6 @@ fn balance(client: &mut Client, chain: i32, who: &str) -> String {
         .get(0)
 }
 
-fn assert_matches_sources(client: &mut Client) {
-    let expected = recompute::recompute(client, &[Source::rindexer(TABLE)]);
-    let comparison = recompute::compare(client, &expected, &HashSet::new());
-    assert!(
-        comparison.all_match(),
-        "mismatches: {:?}",
-        comparison.mismatches
-    );
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -193,7 +177,7 @@ fn committed_transfers_reach_balances_without_manual_calls() {
         items as f64 / seconds,
         rows.len() as f64 / seconds
     );
-    assert_matches_sources(&mut c);
+    common::assert_matches_sources(&mut c, &[TABLE]);
 }
 
 #[test]
@@ -241,7 +225,7 @@ fn immediate_shutdowns_mid_drain_leave_every_balance_exact() {
         ),
         0
     );
-    assert_matches_sources(&mut c);
+    common::assert_matches_sources(&mut c, &[TABLE]);
 }
 
 #[test]
@@ -422,7 +406,7 @@ fn failing_items_back_off_then_fail_without_blocking_and_can_be_retried() {
     wait_until("the retried item to apply", Duration::from_secs(10), || {
         balance(&mut c, 1, &doomed) == "555"
     });
-    assert_matches_sources(&mut c);
+    common::assert_matches_sources(&mut c, &[TABLE]);
 }
 
 #[test]

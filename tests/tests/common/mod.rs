@@ -4,8 +4,13 @@
 #![allow(dead_code)]
 
 use balance_queue_harness::cluster::Cluster;
+use balance_queue_harness::recompute::{self, Source};
 use balance_queue_harness::rindexer;
 use postgres::Client;
+use std::collections::HashSet;
+
+/// The rindexer-shaped table every fixture attaches.
+pub const TABLE: &str = "rindexer_test_erc_20.transfer";
 
 /// A cluster with one database, the extension created, and a rindexer
 /// Transfer table `<schema>.transfer` attached with the default mapping.
@@ -16,11 +21,15 @@ pub struct Fixture {
 }
 
 pub fn attached_rindexer_table(name: &str) -> Fixture {
-    let cluster = Cluster::start(name, &[]);
+    attached_rindexer_table_with(name, &[])
+}
+
+/// [`attached_rindexer_table`] on a cluster with extra postgresql.conf lines.
+pub fn attached_rindexer_table_with(name: &str, conf: &[&str]) -> Fixture {
+    let cluster = Cluster::start(name, conf);
     let mut client = cluster.database_with_extension("test");
-    let schema = "rindexer_test_erc_20";
-    rindexer::create_transfer_table(&mut client, schema);
-    let table = format!("{schema}.transfer");
+    rindexer::create_transfer_table(&mut client, "rindexer_test_erc_20");
+    let table = TABLE.to_string();
     client
         .execute(
             "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
@@ -51,4 +60,17 @@ pub fn count(client: &mut Client, sql: &str) -> i64 {
         .query_one(&format!("SELECT count(*) FROM ({sql}) q"), &[])
         .expect(sql)
         .get(0)
+}
+
+/// Asserts that every stored balance equals the independent recomputation
+/// from the raw rows of `tables` (rindexer column names).
+pub fn assert_matches_sources(client: &mut Client, tables: &[&str]) {
+    let sources: Vec<Source> = tables.iter().map(|t| Source::rindexer(t)).collect();
+    let expected = recompute::recompute(client, &sources);
+    let comparison = recompute::compare(client, &expected, &HashSet::new());
+    assert!(
+        comparison.all_match(),
+        "mismatches: {:?}",
+        comparison.mismatches
+    );
 }
