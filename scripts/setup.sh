@@ -21,7 +21,7 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 
 # --- Debian packages: Postgres server and headers, libclang for bindgen -----
 apt_packages=("postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}"
-              libclang-dev clang pkg-config build-essential sudo)
+              libclang-dev clang pkg-config build-essential sudo fonts-dejavu-core)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
