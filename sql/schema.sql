@@ -109,10 +109,8 @@ CREATE TABLE balance_queue.balance_update_queue (
 -- The drain's claim order; partial, so finished items leave it.
 CREATE INDEX balance_update_queue_pending_idx
     ON balance_queue.balance_update_queue (priority, id) WHERE status = 'pending';
--- Pending items of one key, for recalculation.
-CREATE INDEX balance_update_queue_pending_key_idx
-    ON balance_queue.balance_update_queue (chain_id, contract_address, holder_address)
-    WHERE status = 'pending';
+-- No index on the pending items of one key: recalculation is rare, and
+-- every index here is written for each item the indexer's COPY queues.
 CREATE INDEX balance_update_queue_failed_idx
     ON balance_queue.balance_update_queue (chain_id, id) WHERE status = 'failed';
 COMMENT ON TABLE balance_queue.balance_update_queue IS

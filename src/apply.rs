@@ -12,7 +12,7 @@ use crate::errors::{invalid_parameter, spi_ok};
 use crate::recalc;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 /// The content of a queue item's transfer side (token, holder, signed
@@ -185,6 +185,8 @@ pub struct BatchOutcome {
 struct Claimed {
     delta_ids: Vec<i64>,
     recalc: Vec<(BalanceKey, Vec<i64>)>,
+    /// Highest block among the claimed items, per chain.
+    heads: BTreeMap<i32, i64>,
 }
 
 fn claim(client: &mut SpiClient<'_>, sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Claimed {
@@ -193,6 +195,9 @@ fn claim(client: &mut SpiClient<'_>, sql: &str, args: &[pgrx::datum::DatumWithOi
     for row in rows {
         let id = spi_ok(row.get::<i64>(1)).expect("id is NOT NULL");
         let is_recalc = spi_ok(row.get::<bool>(2)).unwrap_or(false);
+        if let (Some(chain), Some(block)) = (spi_ok(row.get::<i32>(3)), spi_ok(row.get::<i64>(6))) {
+            merge_heads(&mut claimed.heads, &BTreeMap::from([(chain, block)]));
+        }
         if !is_recalc {
             claimed.delta_ids.push(id);
             continue;
@@ -211,7 +216,8 @@ fn claim(client: &mut SpiClient<'_>, sql: &str, args: &[pgrx::datum::DatumWithOi
     claimed
 }
 
-const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL, chain_id, contract_address, holder_address";
+const CLAIM_COLUMNS: &str =
+    "id, delta_wei IS NULL, chain_id, contract_address, holder_address, triggered_by_block";
 
 /// Applies the delta items, fails the out-of-range keys, and returns how
 /// many items failed.
@@ -247,34 +253,27 @@ fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> i32 {
     failed
 }
 
-/// Raises each chain's head block to the highest block among the applied
-/// items `$1`. Registry rows are locked in chain order, after every balance
-/// row, and only when the head moves.
-const RAISE_HEADS_SQL: &str = "
-    WITH heads AS (
-        SELECT chain_id, max(triggered_by_block) AS block_number
-          FROM balance_queue.balance_update_queue
-         WHERE id = ANY($1) AND status = 'pending' AND triggered_by_block IS NOT NULL
-         GROUP BY chain_id
-    ), locked AS (
-        SELECT r.chain_id, h.block_number
-          FROM balance_queue.chain_registry r JOIN heads h USING (chain_id)
-         WHERE r.head_block IS NULL OR r.head_block < h.block_number
-         ORDER BY r.chain_id
-           FOR UPDATE OF r
-    )
-    UPDATE balance_queue.chain_registry r
-       SET head_block = greatest(r.head_block, locked.block_number)
-      FROM locked
-     WHERE r.chain_id = locked.chain_id";
+/// Raises each chain's head block to the highest block applied. Registry
+/// rows are locked in chain order, after every balance row, and only when
+/// the head moves.
+fn raise_heads(client: &mut SpiClient<'_>, heads: &BTreeMap<i32, i64>) {
+    for (&chain_id, &block) in heads {
+        spi_ok(client.update(
+            "UPDATE balance_queue.chain_registry SET head_block = $2
+              WHERE chain_id = $1 AND (head_block IS NULL OR head_block < $2)",
+            None,
+            &[chain_id.into(), block.into()],
+        ));
+    }
+}
 
 /// Raises the chains' head blocks, then marks the still-pending items among
 /// `ids` completed.
-fn complete(client: &mut SpiClient<'_>, ids: &[i64], elapsed_ms: f64) {
+fn complete(client: &mut SpiClient<'_>, ids: &[i64], heads: &BTreeMap<i32, i64>, elapsed_ms: f64) {
     if ids.is_empty() {
         return;
     }
-    spi_ok(client.update(RAISE_HEADS_SQL, None, &[ids.to_vec().into()]));
+    raise_heads(client, heads);
     spi_ok(client.update(
         "UPDATE balance_queue.balance_update_queue
             SET status = 'completed', processed_at = clock_timestamp(),
@@ -328,6 +327,7 @@ pub fn apply_batch(
     // the key's other pending items too, and defer the recalculation when
     // another session holds some of them (never wait on a queue item).
     let mut recalc_now = Vec::new();
+    let mut heads = std::mem::take(&mut claimed.heads);
     let mut all_ids: BTreeSet<i64> = claimed.delta_ids.iter().copied().collect();
     for (key, ids) in std::mem::take(&mut claimed.recalc) {
         let (chain, contract, holder) = &key;
@@ -347,6 +347,7 @@ pub fn apply_batch(
                 taken.clone().into(),
             ],
         );
+        merge_heads(&mut heads, &extra.heads);
         taken.extend(extra.delta_ids.iter().copied());
         taken.extend(extra.recalc.iter().flat_map(|(_, ids)| ids.iter().copied()));
         let held_elsewhere = !spi_ok(client.select(
@@ -381,7 +382,7 @@ pub fn apply_batch(
     }
     let ids: Vec<i64> = all_ids.into_iter().collect();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    complete(client, &ids, elapsed_ms);
+    complete(client, &ids, &heads, elapsed_ms);
     BatchOutcome {
         processed: ids.len() as i32,
         failed,
@@ -441,11 +442,19 @@ pub fn process_balance_update_queue(
     TableIterator::once((outcome.processed, outcome.failed, avg))
 }
 
+/// Items one key drained outside a batch.
+pub struct Drained {
+    /// Every item taken (the caller completes them).
+    pub ids: Vec<i64>,
+    /// Highest block among them, per chain.
+    pub heads: BTreeMap<i32, i64>,
+}
+
 /// Takes every pending item of one key, waiting for sessions that hold
-/// some, and applies its delta items. Returns all the ids taken (the
-/// caller completes them once the key is recomputed). Used outside any
-/// batch, holding no other lock, so the wait cannot deadlock.
-pub fn drain_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> (Vec<i64>, i32) {
+/// some, and applies its delta items. The caller completes the items once
+/// the key is recomputed. Used outside any batch, holding no other lock, so
+/// the wait cannot deadlock.
+pub fn drain_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> Drained {
     let (chain, contract, holder) = key;
     let claimed = claim(
         client,
@@ -462,14 +471,24 @@ pub fn drain_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> (Vec<i64>, i32
             holder.as_str().into(),
         ],
     );
-    let failed = apply_delta_items(client, &claimed.delta_ids);
+    apply_delta_items(client, &claimed.delta_ids);
     let mut ids = claimed.delta_ids;
     ids.extend(claimed.recalc.into_iter().flat_map(|(_, ids)| ids));
-    (ids, failed)
+    Drained {
+        ids,
+        heads: claimed.heads,
+    }
 }
 
-/// Marks the still-pending items among `ids` completed (public form of
-/// [`complete`] for callers outside a batch).
-pub fn complete_items(client: &mut SpiClient<'_>, ids: &[i64], elapsed_ms: f64) {
-    complete(client, ids, elapsed_ms);
+/// Raises head blocks and marks the still-pending items among `drained`
+/// completed (public form of [`complete`] for callers outside a batch).
+pub fn complete_drained(client: &mut SpiClient<'_>, drained: &Drained, elapsed_ms: f64) {
+    complete(client, &drained.ids, &drained.heads, elapsed_ms);
+}
+
+fn merge_heads(into: &mut BTreeMap<i32, i64>, from: &BTreeMap<i32, i64>) {
+    for (&chain, &block) in from {
+        let head = into.entry(chain).or_insert(block);
+        *head = (*head).max(block);
+    }
 }

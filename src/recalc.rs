@@ -137,9 +137,9 @@ pub fn recalculate_address_balance(
     let started = Instant::now();
     let key: BalanceKey = (p_chain_id, contract, holder);
     let balance = Spi::connect_mut(|client| {
-        let (ids, _failed) = apply::drain_key(client, &key);
+        let drained = apply::drain_key(client, &key);
         let balance = recompute_and_store(client, key.0, &key.1, &key.2);
-        apply::complete_items(client, &ids, started.elapsed().as_secs_f64() * 1000.0);
+        apply::complete_drained(client, &drained, started.elapsed().as_secs_f64() * 1000.0);
         balance
     });
     match balance {

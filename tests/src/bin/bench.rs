@@ -148,10 +148,10 @@ fn seed_plan(client: &mut Client, rows: &[TransferRow], expected: &Expected, cap
         .batch_execute(&format!(
             "CREATE INDEX ON {table} (contract_address, \"from\");
              CREATE INDEX ON {table} (contract_address, \"to\");
-             CREATE TABLE bench_seed.queue (id bigserial PRIMARY KEY, contract_address text, holder_address text,
+             CREATE TABLE bench_seed.queue (id bigserial PRIMARY KEY, contract_address char(42), holder_address char(42),
                                             status text NOT NULL DEFAULT 'pending', created_at timestamptz DEFAULT now());
              CREATE INDEX ON bench_seed.queue (id) WHERE status = 'pending';
-             CREATE TABLE bench_seed.balances (contract_address text, holder_address text, balance numeric,
+             CREATE TABLE bench_seed.balances (contract_address char(42), holder_address char(42), balance numeric,
                                                PRIMARY KEY (contract_address, holder_address));
              CREATE FUNCTION bench_seed.queue_both() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
@@ -188,7 +188,7 @@ fn seed_plan(client: &mut Client, rows: &[TransferRow], expected: &Expected, cap
     let started = Instant::now();
     let mut done = 0i64;
     while started.elapsed() < cap {
-        let n: i32 = client.query_one("SELECT bench_seed.process(1000)", &[]).unwrap().get(0);
+        let n: i32 = client.query_one("SELECT bench_seed.process(100)", &[]).unwrap().get(0);
         if n == 0 {
             break;
         }
@@ -200,7 +200,11 @@ fn seed_plan(client: &mut Client, rows: &[TransferRow], expected: &Expected, cap
         (
             Some(spent),
             String::new(),
-            check(client, expected, "SELECT 1, contract_address, holder_address, balance::text FROM bench_seed.balances"),
+            check(
+                client,
+                expected,
+                "SELECT 1, contract_address::text, holder_address::text, balance::text FROM bench_seed.balances",
+            ),
         )
     } else {
         let rate = done as f64 / spent;
