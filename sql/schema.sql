@@ -387,3 +387,33 @@ SELECT b.chain_id, b.contract_address, b.holder_address,
               GROUP BY 1, 2, 3) p USING (chain_id, contract_address, holder_address);
 COMMENT ON VIEW balance_queue.confirmed_token_balances IS
     'Per key: confirmed_balance (transfers at or below head_block - confirmation_depth), pending_delta (above it) and current_balance, in wei.';
+
+-- ---------------------------------------------------------------------------
+-- A dropped source table (rindexer's drop_each_run drops its schema with
+-- CASCADE) is forgotten, so recalculation and verification never name a
+-- relation that is gone. Its transfers stay counted until the operator
+-- rebuilds the chain: handle_reorg(chain_id, 0) re-derives every balance of
+-- the chain from the sources that remain.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION balance_queue._forget_dropped_sources()
+RETURNS event_trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    forgotten record;
+BEGIN
+    FOR forgotten IN
+        DELETE FROM balance_queue.attached_sources s
+         USING pg_catalog.pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = s.source_table::oid
+        RETURNING d.object_identity, s.chain_id
+    LOOP
+        RAISE WARNING 'balance_queue: attached transfer table % was dropped and is detached', forgotten.object_identity
+            USING HINT = 'Its transfers are still counted. To re-derive balances from the remaining sources, run '
+                         'SELECT * FROM balance_queue.handle_reorg(<chain_id>, 0) for each chain it fed'
+                         || coalesce(' (chain ' || forgotten.chain_id || ')', '') || '.';
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER balance_queue_forget_dropped_sources ON sql_drop
+    EXECUTE FUNCTION balance_queue._forget_dropped_sources();

@@ -268,7 +268,9 @@ fn raise_heads(client: &mut SpiClient<'_>, heads: &BTreeMap<i32, i64>) {
 }
 
 /// Raises the chains' head blocks, then marks the still-pending items among
-/// `ids` completed.
+/// `ids` completed. (The status test is written so the planner looks the
+/// ids up by primary key, not through the pending index: that one covers
+/// the whole backlog.)
 fn complete(client: &mut SpiClient<'_>, ids: &[i64], heads: &BTreeMap<i32, i64>, elapsed_ms: f64) {
     if ids.is_empty() {
         return;
@@ -278,7 +280,7 @@ fn complete(client: &mut SpiClient<'_>, ids: &[i64], heads: &BTreeMap<i32, i64>,
         "UPDATE balance_queue.balance_update_queue
             SET status = 'completed', processed_at = clock_timestamp(),
                 processing_duration_ms = round($2::numeric, 3)
-          WHERE id = ANY($1) AND status = 'pending'",
+          WHERE id = ANY($1) AND status NOT IN ('completed', 'failed')",
         None,
         &[ids.to_vec().into(), elapsed_ms.into()],
     ));
@@ -303,6 +305,23 @@ pub fn apply_batch(
     filter: &ClaimFilter,
 ) -> BatchOutcome {
     let started = Instant::now();
+    // The claim must walk the (priority, id) index and stop after the
+    // batch. Queue statistics lag far behind a growing backlog, and with
+    // them the planner picks a scan that sorts every pending item for each
+    // batch, which makes a backlog quadratic. Steer this statement only.
+    let saved_planner = spi_ok(
+        spi_ok(client.update(
+            "SELECT concat_ws(',', current_setting('enable_bitmapscan'), current_setting('enable_seqscan'),
+                              current_setting('enable_sort')),
+                    set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true),
+                    set_config('enable_sort', 'off', true)",
+            Some(1),
+            &[],
+        ))
+        .first()
+        .get_one::<String>(),
+    )
+    .unwrap_or_else(|| "on,on,on".into());
     let mut claimed = claim(
         client,
         &format!(
@@ -323,6 +342,13 @@ pub fn apply_batch(
             filter.ids.clone().into(),
         ],
     );
+    spi_ok(client.update(
+        "SELECT set_config('enable_bitmapscan', split_part($1, ',', 1), true),
+                set_config('enable_seqscan', split_part($1, ',', 2), true),
+                set_config('enable_sort', split_part($1, ',', 3), true)",
+        None,
+        &[saved_planner.as_str().into()],
+    ));
     // A recalculation must see every earlier change of its key applied: take
     // the key's other pending items too, and defer the recalculation when
     // another session holds some of them (never wait on a queue item).

@@ -428,3 +428,60 @@ fn out_of_order_batches_record_the_highest_block_per_key() {
         assert_eq!(stored[key], *block as i64, "last_updated_block of {key:?}");
     }
 }
+
+#[test]
+fn a_dropped_source_is_forgotten_and_handle_reorg_rebuilds_the_chain() {
+    let mut f = common::attached_rindexer_table("dropped-source");
+    rindexer::create_transfer_table(&mut f.client, "other_indexer");
+    f.client
+        .execute(
+            "SELECT balance_queue.attach_transfer_table('other_indexer.transfer')",
+            &[],
+        )
+        .unwrap();
+    rindexer::write_all(
+        &mut f.client,
+        TABLE,
+        &chain_rows("ethereum", 21, 2_000),
+        1000,
+    )
+    .unwrap();
+    rindexer::write_all(
+        &mut f.client,
+        "other_indexer.transfer",
+        &chain_rows("ethereum", 22, 2_000),
+        1000,
+    )
+    .unwrap();
+    drain(&mut f.client, 5000);
+    // rindexer's drop_each_run: the schema goes with CASCADE.
+    f.client
+        .batch_execute("DROP SCHEMA other_indexer CASCADE")
+        .unwrap();
+    assert_eq!(
+        common::count(
+            &mut f.client,
+            "SELECT 1 FROM balance_queue.attached_sources"
+        ),
+        1
+    );
+    assert!(
+        common::count(
+            &mut f.client,
+            "SELECT * FROM balance_queue.verify_balances(1)"
+        ) > 0,
+        "the dropped table's transfers still count, and verify says so"
+    );
+    f.client
+        .query_one("SELECT * FROM balance_queue.handle_reorg(1, 0)", &[])
+        .unwrap();
+    drain(&mut f.client, 5000);
+    common::assert_matches_sources(&mut f.client, &[TABLE]);
+    assert_eq!(
+        common::count(
+            &mut f.client,
+            "SELECT * FROM balance_queue.verify_balances()"
+        ),
+        0
+    );
+}

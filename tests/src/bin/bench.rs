@@ -51,14 +51,20 @@ fn parse_args() -> Args {
             "--transfers" => a.transfers = value().parse().expect("--transfers N"),
             "--seed-cap" => a.seed_cap = value().parse().expect("--seed-cap S"),
             "--history" => {
-                a.history = value().split(',').map(|s| s.trim().parse().expect("--history N,N")).collect()
+                a.history = value()
+                    .split(',')
+                    .map(|s| s.trim().parse().expect("--history N,N"))
+                    .collect()
             }
             "--rate" => a.rate = value().parse().expect("--rate R"),
             "--minutes" => a.minutes = value().parse().expect("--minutes M"),
             "--out" => a.out = PathBuf::from(value()),
             "-h" | "--help" => {
                 for line in include_str!("bench.rs").lines().skip(3).take(8) {
-                    println!("{}", line.trim_start_matches("//! ").trim_start_matches("//!"));
+                    println!(
+                        "{}",
+                        line.trim_start_matches("//! ").trim_start_matches("//!")
+                    );
                 }
                 std::process::exit(0);
             }
@@ -101,12 +107,19 @@ fn ingest(client: &mut Client, table: &str, rows: &[TransferRow]) -> f64 {
 }
 
 fn scalar(client: &mut Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
 }
 
 fn wait_for_worker(client: &mut Client) -> f64 {
     let started = Instant::now();
-    while scalar(client, "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'") > 0 {
+    while scalar(
+        client,
+        "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'",
+    ) > 0
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     started.elapsed().as_secs_f64()
@@ -137,12 +150,23 @@ fn table_for(client: &mut Client, schema: &str) -> String {
 fn bare_copy(client: &mut Client, rows: &[TransferRow]) -> Outcome {
     let table = table_for(client, "bench_bare");
     let s = ingest(client, &table, rows);
-    Outcome { name: "bare COPY (floor)", ingest_s: s, current_s: Some(0.0), note: String::new(), correctness: "n/a".into() }
+    Outcome {
+        name: "bare COPY (floor)",
+        ingest_s: s,
+        current_s: Some(0.0),
+        note: String::new(),
+        correctness: "n/a".into(),
+    }
 }
 
 /// The seed plan in PL/pgSQL: a row trigger queues both parties; the drain
 /// recalculates each queued balance from the whole history (indexed).
-fn seed_plan(client: &mut Client, rows: &[TransferRow], expected: &Expected, cap: Duration) -> Outcome {
+fn seed_plan(
+    client: &mut Client,
+    rows: &[TransferRow],
+    expected: &Expected,
+    cap: Duration,
+) -> Outcome {
     let table = table_for(client, "bench_seed");
     client
         .batch_execute(&format!(
@@ -188,7 +212,10 @@ fn seed_plan(client: &mut Client, rows: &[TransferRow], expected: &Expected, cap
     let started = Instant::now();
     let mut done = 0i64;
     while started.elapsed() < cap {
-        let n: i32 = client.query_one("SELECT bench_seed.process(100)", &[]).unwrap().get(0);
+        let n: i32 = client
+            .query_one("SELECT bench_seed.process(100)", &[])
+            .unwrap()
+            .get(0);
         if n == 0 {
             break;
         }
@@ -210,11 +237,19 @@ fn seed_plan(client: &mut Client, rows: &[TransferRow], expected: &Expected, cap
         let rate = done as f64 / spent;
         (
             Some(items as f64 / rate.max(1e-9)),
-            format!("drain capped at {spent:.0} s: {done} of {items} items at {rate:.0} items/s, extrapolated"),
+            format!(
+                "drain capped at {spent:.0} s: {done} of {items} items at {rate:.0} items/s, extrapolated"
+            ),
             "not checked (capped); recounts duplicated rows".into(),
         )
     };
-    Outcome { name: "seed plan (PL/pgSQL, recalc from history)", ingest_s, current_s, note, correctness }
+    Outcome {
+        name: "seed plan (PL/pgSQL, recalc from history)",
+        ingest_s,
+        current_s,
+        note,
+        correctness,
+    }
 }
 
 /// A row trigger upserting +value/-value (rindexer `tables:`, most tutorials).
@@ -240,9 +275,18 @@ fn row_upsert(client: &mut Client, rows: &[TransferRow], expected: &Expected) ->
         ))
         .expect("upsert DDL");
     let ingest_s = ingest(client, &table, rows);
-    let correctness =
-        check(client, expected, "SELECT 1, contract_address, holder_address, balance::text FROM bench_upsert.balances");
-    Outcome { name: "row trigger upsert (+value/-value)", ingest_s, current_s: Some(0.0), note: String::new(), correctness }
+    let correctness = check(
+        client,
+        expected,
+        "SELECT 1, contract_address, holder_address, balance::text FROM bench_upsert.balances",
+    );
+    Outcome {
+        name: "row trigger upsert (+value/-value)",
+        ingest_s,
+        current_s: Some(0.0),
+        note: String::new(),
+        correctness,
+    }
 }
 
 fn mv_sql(table: &str, schema: &str) -> String {
@@ -261,20 +305,38 @@ fn mv_sql(table: &str, schema: &str) -> String {
 /// A materialized view of SUM(delta) GROUP BY holder, refreshed after the load.
 fn materialized_view(client: &mut Client, rows: &[TransferRow], expected: &Expected) -> Outcome {
     let table = table_for(client, "bench_mv");
-    client.batch_execute(&mv_sql(&table, "bench_mv")).expect("mv DDL");
+    client
+        .batch_execute(&mv_sql(&table, "bench_mv"))
+        .expect("mv DDL");
     let ingest_s = ingest(client, &table, rows);
     let started = Instant::now();
-    client.batch_execute("REFRESH MATERIALIZED VIEW bench_mv.balances").unwrap();
+    client
+        .batch_execute("REFRESH MATERIALIZED VIEW bench_mv.balances")
+        .unwrap();
     let refresh = started.elapsed().as_secs_f64();
-    let correctness =
-        check(client, expected, "SELECT 1, contract_address, holder_address, balance::text FROM bench_mv.balances");
-    Outcome { name: "materialized view, refreshed", ingest_s, current_s: Some(refresh), note: String::new(), correctness }
+    let correctness = check(
+        client,
+        expected,
+        "SELECT 1, contract_address, holder_address, balance::text FROM bench_mv.balances",
+    );
+    Outcome {
+        name: "materialized view, refreshed",
+        ingest_s,
+        current_s: Some(refresh),
+        note: String::new(),
+        correctness,
+    }
 }
 
 /// balance_queue attached, the background worker draining.
 fn balance_queue(client: &mut Client, rows: &[TransferRow], expected: &Expected) -> Outcome {
     let table = table_for(client, "bench_bq");
-    client.execute("SELECT balance_queue.attach_transfer_table($1::text::regclass)", &[&table]).unwrap();
+    client
+        .execute(
+            "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
+            &[&table],
+        )
+        .unwrap();
     let ingest_s = ingest(client, &table, rows);
     let after = wait_for_worker(client);
     let correctness = check(
@@ -294,27 +356,64 @@ fn balance_queue(client: &mut Client, rows: &[TransferRow], expected: &Expected)
 fn compare(args: &Args) -> String {
     let (_cluster, mut client) = start_cluster("bench-compare");
     let version: String = client.query_one("SHOW server_version", &[]).unwrap().get(0);
-    let shape = workload::Shape { transfers: args.transfers, tokens: 200, holders: 100_000, ..Default::default() };
+    let shape = workload::Shape {
+        transfers: args.transfers,
+        tokens: 200,
+        holders: 100_000,
+        ..Default::default()
+    };
     let rows = workload::generate(&shape);
-    println!("workload: {} transfers, {} tokens, {} holders, batches of {BATCH} (binary COPY) + 1% replayed", rows.len(), shape.tokens, shape.holders);
+    println!(
+        "workload: {} transfers, {} tokens, {} holders, batches of {BATCH} (binary COPY) + 1% replayed",
+        rows.len(),
+        shape.tokens,
+        shape.holders
+    );
     let mut outcomes = vec![bare_copy(&mut client, &rows)];
     let expected = recompute::recompute(&mut client, &[Source::rindexer("bench_bare.transfer")]);
-    println!("{:<48} ingest {:>7.2} s", outcomes[0].name, outcomes[0].ingest_s);
+    println!(
+        "{:<48} ingest {:>7.2} s",
+        outcomes[0].name, outcomes[0].ingest_s
+    );
     type Variant = fn(&mut Client, &[TransferRow], &Expected) -> Outcome;
     let variants: [Variant; 3] = [balance_queue, row_upsert, materialized_view];
     for variant in variants {
         let o = variant(&mut client, &rows, &expected);
-        println!("{:<48} ingest {:>7.2} s, current after {:>8.2} s  {}", o.name, o.ingest_s, o.current_s.unwrap_or(f64::NAN), o.correctness);
+        println!(
+            "{:<48} ingest {:>7.2} s, current after {:>8.2} s  {}",
+            o.name,
+            o.ingest_s,
+            o.current_s.unwrap_or(f64::NAN),
+            o.correctness
+        );
         outcomes.push(o);
     }
-    let o = seed_plan(&mut client, &rows, &expected, Duration::from_secs(args.seed_cap));
-    println!("{:<48} ingest {:>7.2} s, current after {:>8.2} s  {} {}", o.name, o.ingest_s, o.current_s.unwrap_or(f64::NAN), o.correctness, o.note);
+    let o = seed_plan(
+        &mut client,
+        &rows,
+        &expected,
+        Duration::from_secs(args.seed_cap),
+    );
+    println!(
+        "{:<48} ingest {:>7.2} s, current after {:>8.2} s  {} {}",
+        o.name,
+        o.ingest_s,
+        o.current_s.unwrap_or(f64::NAN),
+        o.correctness,
+        o.note
+    );
     outcomes.push(o);
 
     let floor = outcomes[0].ingest_s;
     let bq_end_to_end = outcomes[1].ingest_s + outcomes[1].current_s.unwrap_or(0.0);
     let mut md = String::new();
-    writeln!(md, "Postgres {version}; {} transfers ({} rows with replays); one server, one run.\n", rows.len(), rows.len() + rows.chunks(BATCH).map(|c| c.len() / 100).sum::<usize>()).unwrap();
+    writeln!(
+        md,
+        "Postgres {version}; {} transfers ({} rows with replays); one server, one run.\n",
+        rows.len(),
+        rows.len() + rows.chunks(BATCH).map(|c| c.len() / 100).sum::<usize>()
+    )
+    .unwrap();
     writeln!(md, "| variant | ingest (s) | until current (s) | end to end (s) | transfers/s end to end | × bare COPY | balances |").unwrap();
     writeln!(md, "|---|---:|---:|---:|---:|---:|---|").unwrap();
     for o in &outcomes {
@@ -329,7 +428,11 @@ fn compare(args: &Args) -> String {
             rows.len() as f64 / total,
             total / floor,
             o.correctness,
-            if o.note.is_empty() { String::new() } else { format!("; {}", o.note) }
+            if o.note.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", o.note)
+            }
         )
         .unwrap();
     }
@@ -345,9 +448,19 @@ fn growth(args: &Args) -> String {
     let (_cluster, mut client) = start_cluster("bench-growth");
     let max = *args.history.iter().max().unwrap();
     let step = 10_000;
-    let rows = workload::generate(&workload::Shape { transfers: max + step * args.history.len(), tokens: 500, holders: 500_000, ..Default::default() });
+    let rows = workload::generate(&workload::Shape {
+        transfers: max + step * args.history.len(),
+        tokens: 500,
+        holders: 500_000,
+        ..Default::default()
+    });
     let bq = table_for(&mut client, "growth_bq");
-    client.execute("SELECT balance_queue.attach_transfer_table($1::text::regclass)", &[&bq]).unwrap();
+    client
+        .execute(
+            "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
+            &[&bq],
+        )
+        .unwrap();
     let mv = table_for(&mut client, "growth_mv");
     client.batch_execute(&mv_sql(&mv, "growth_mv")).unwrap();
     let mut points = Vec::new();
@@ -371,16 +484,23 @@ fn growth(args: &Args) -> String {
         let bq_s = started.elapsed().as_secs_f64();
         let started = Instant::now();
         rindexer::write_all(&mut client, &mv, next, BATCH).unwrap();
-        client.batch_execute("REFRESH MATERIALIZED VIEW growth_mv.balances").unwrap();
+        client
+            .batch_execute("REFRESH MATERIALIZED VIEW growth_mv.balances")
+            .unwrap();
         let mv_s = started.elapsed().as_secs_f64();
         loaded += step;
-        println!("history {history:>9}: next {step} transfers: balance_queue {:.3} s, materialized view {:.3} s", bq_s, mv_s);
+        println!(
+            "history {history:>9}: next {step} transfers: balance_queue {:.3} s, materialized view {:.3} s",
+            bq_s, mv_s
+        );
         points.push((history, bq_s, mv_s));
     }
     std::fs::create_dir_all(&args.out).unwrap();
     let chart = args.out.join("growth.png");
     draw_growth(&chart, &points);
-    let mut md = String::from("| history (transfers) | balance_queue: next 10,000 (s) | materialized view refresh (s) | ratio |\n|---:|---:|---:|---:|\n");
+    let mut md = String::from(
+        "| history (transfers) | balance_queue: next 10,000 (s) | materialized view refresh (s) | ratio |\n|---:|---:|---:|---:|\n",
+    );
     for (h, b, m) in &points {
         writeln!(md, "| {h} | {b:.3} | {m:.3} | {:.0}× |", m / b).unwrap();
     }
@@ -390,18 +510,30 @@ fn growth(args: &Args) -> String {
 
 fn draw_growth(path: &PathBuf, points: &[(usize, f64, f64)]) {
     use plotters::prelude::*;
-    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").expect("fonts-dejavu-core (scripts/setup.sh installs it)");
-    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice())).ok();
+    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+        .expect("fonts-dejavu-core (scripts/setup.sh installs it)");
+    plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(font.into_boxed_slice()),
+    )
+    .ok();
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).unwrap();
     let x_max = points.iter().map(|p| p.0).max().unwrap_or(1) as f64 * 1.2;
     let y_max = points.iter().map(|p| p.2.max(p.1)).fold(0.0, f64::max) * 1.5;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Cost of applying the next 10,000 transfers", ("sans-serif", 24))
+        .caption(
+            "Cost of applying the next 10,000 transfers",
+            ("sans-serif", 24),
+        )
         .margin(20)
         .x_label_area_size(45)
         .y_label_area_size(70)
-        .build_cartesian_2d((50_000f64..x_max).log_scale(), (0.001f64..y_max.max(0.01)).log_scale())
+        .build_cartesian_2d(
+            (50_000f64..x_max).log_scale(),
+            (0.001f64..y_max.max(0.01)).log_scale(),
+        )
         .unwrap();
     chart
         .configure_mesh()
@@ -411,18 +543,42 @@ fn draw_growth(path: &PathBuf, points: &[(usize, f64, f64)]) {
         .draw()
         .unwrap();
     chart
-        .draw_series(LineSeries::new(points.iter().map(|p| (p.0 as f64, p.1)), BLUE.stroke_width(3)))
+        .draw_series(LineSeries::new(
+            points.iter().map(|p| (p.0 as f64, p.1)),
+            BLUE.stroke_width(3),
+        ))
         .unwrap()
         .label("balance_queue (ingest + worker)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(3)));
-    chart.draw_series(points.iter().map(|p| Circle::new((p.0 as f64, p.1), 5, BLUE.filled()))).unwrap();
     chart
-        .draw_series(LineSeries::new(points.iter().map(|p| (p.0 as f64, p.2)), RED.stroke_width(3)))
+        .draw_series(
+            points
+                .iter()
+                .map(|p| Circle::new((p.0 as f64, p.1), 5, BLUE.filled())),
+        )
+        .unwrap();
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().map(|p| (p.0 as f64, p.2)),
+            RED.stroke_width(3),
+        ))
         .unwrap()
         .label("materialized view REFRESH")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(3)));
-    chart.draw_series(points.iter().map(|p| Circle::new((p.0 as f64, p.2), 5, RED.filled()))).unwrap();
-    chart.configure_series_labels().background_style(WHITE.mix(0.9)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw().unwrap();
+    chart
+        .draw_series(
+            points
+                .iter()
+                .map(|p| Circle::new((p.0 as f64, p.2), 5, RED.filled())),
+        )
+        .unwrap();
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .unwrap();
     root.present().unwrap();
 }
 
@@ -446,7 +602,6 @@ fn queries(_args: &Args) -> String {
                  (chain_id, contract_address, holder_address, current_balance, last_updated_block, token_decimals, balance_usd)
              SELECT 1, '0x3' || lpad(to_hex(g), 39, '0'), '{whale}', g * 1000000000000000000::numeric, 19000000, 18, g
                FROM generate_series(1, 100) g;
-             VACUUM ANALYZE balance_queue.current_token_balances;
              CREATE FUNCTION pg_temp.latency(q text, n integer) RETURNS double precision[] LANGUAGE plpgsql AS $$
              DECLARE t timestamptz; out double precision[] := '{{}}';
              BEGIN
@@ -459,16 +614,36 @@ fn queries(_args: &Args) -> String {
              END $$;"
         ))
         .unwrap();
+    client
+        .batch_execute("VACUUM ANALYZE balance_queue.current_token_balances")
+        .unwrap();
     let holder = "0x00000000000000000000000000000000000f4240";
     let cases = [
-        ("get_current_balance", format!("SELECT * FROM balance_queue.get_current_balance(1, '{big_token}', '{holder}')"), 1.0),
-        ("get_address_portfolio (100 tokens)", format!("SELECT * FROM balance_queue.get_address_portfolio('{whale}', 0)"), 5.0),
-        ("get_top_holders(…, 100), 1,000,000 holders", format!("SELECT * FROM balance_queue.get_top_holders(1, '{big_token}', 100)"), 5.0),
+        (
+            "get_current_balance",
+            format!(
+                "SELECT * FROM balance_queue.get_current_balance(1, '{big_token}', '{holder}')"
+            ),
+            1.0,
+        ),
+        (
+            "get_address_portfolio (100 tokens)",
+            format!("SELECT * FROM balance_queue.get_address_portfolio('{whale}', 0)"),
+            5.0,
+        ),
+        (
+            "get_top_holders(…, 100), 1,000,000 holders",
+            format!("SELECT * FROM balance_queue.get_top_holders(1, '{big_token}', 100)"),
+            5.0,
+        ),
     ];
-    let mut md = String::from("| query | p50 (ms) | p99 (ms) | target p99 (ms) |\n|---|---:|---:|---:|\n");
+    let mut md =
+        String::from("| query | p50 (ms) | p99 (ms) | target p99 (ms) |\n|---|---:|---:|---:|\n");
     for (name, sql, target) in cases {
-        let mut samples: Vec<f64> =
-            client.query_one("SELECT pg_temp.latency($1, 2000)", &[&sql]).unwrap().get::<_, Vec<f64>>(0);
+        let mut samples: Vec<f64> = client
+            .query_one("SELECT pg_temp.latency($1, 2000)", &[&sql])
+            .unwrap()
+            .get::<_, Vec<f64>>(0);
         samples.drain(..200); // warm-up
         samples.sort_by(f64::total_cmp);
         let p = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
@@ -482,9 +657,19 @@ fn queries(_args: &Args) -> String {
 fn sustained(args: &Args) -> String {
     let (cluster, mut client) = start_cluster("bench-sustained");
     let table = table_for(&mut client, "sustained");
-    client.execute("SELECT balance_queue.attach_transfer_table($1::text::regclass)", &[&table]).unwrap();
+    client
+        .execute(
+            "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
+            &[&table],
+        )
+        .unwrap();
     let total = args.rate * args.minutes as usize * 60;
-    let rows = workload::generate(&workload::Shape { transfers: total, tokens: 200, holders: 100_000, ..Default::default() });
+    let rows = workload::generate(&workload::Shape {
+        transfers: total,
+        tokens: 200,
+        holders: 100_000,
+        ..Default::default()
+    });
     let conn = cluster.conn_string("bench");
     let rate = args.rate;
     let writer = std::thread::spawn(move || {
@@ -505,12 +690,20 @@ fn sustained(args: &Args) -> String {
         }
         started.elapsed().as_secs_f64()
     });
-    let mut md = String::from("| t (s) | pending items | queue table (MB) | worker RSS (MB) | lag p50 (ms) | lag p99 (ms) |\n|---:|---:|---:|---:|---:|---:|\n");
+    let mut md = String::from(
+        "| t (s) | pending items | queue table (MB) | worker RSS (MB) | lag p50 (ms) | lag p99 (ms) |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
     let started = Instant::now();
     let mut lags: Vec<f64> = Vec::new();
     let mut last_sample = 0.0f64;
     let mut last_print = Instant::now();
-    let worker_pid: i32 = client.query_one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'balance_queue worker'", &[]).unwrap().get(0);
+    let worker_pid: i32 = client
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'balance_queue worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     loop {
         std::thread::sleep(Duration::from_millis(1000));
         let now = started.elapsed().as_secs_f64();
@@ -526,19 +719,51 @@ fn sustained(args: &Args) -> String {
             .collect();
         last_sample = now;
         lags.extend(&window);
-        let pending = scalar(&mut client, "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'");
-        let mb = scalar(&mut client, "SELECT pg_total_relation_size('balance_queue.balance_update_queue')") as f64 / 1e6;
+        let pending = scalar(
+            &mut client,
+            "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'",
+        );
+        let mb = scalar(
+            &mut client,
+            "SELECT pg_total_relation_size('balance_queue.balance_update_queue')",
+        ) as f64
+            / 1e6;
         let rss = std::fs::read_to_string(format!("/proc/{worker_pid}/status"))
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0) / 1024.0))
+            .and_then(|s| {
+                s.lines().find(|l| l.starts_with("VmRSS")).map(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .unwrap_or("0")
+                        .parse::<f64>()
+                        .unwrap_or(0.0)
+                        / 1024.0
+                })
+            })
             .unwrap_or(f64::NAN);
         let mut w = window.clone();
         w.sort_by(f64::total_cmp);
-        let pct = |v: &[f64], q: f64| if v.is_empty() { f64::NAN } else { v[((v.len() - 1) as f64 * q) as usize] };
+        let pct = |v: &[f64], q: f64| {
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v[((v.len() - 1) as f64 * q) as usize]
+            }
+        };
         if last_print.elapsed() >= Duration::from_secs(15) || writer.is_finished() {
             last_print = Instant::now();
-            println!("t={now:>5.0}s pending {pending:>7} queue {mb:>7.1} MB worker RSS {rss:>6.1} MB lag p50 {:>7.1} ms p99 {:>7.1} ms", pct(&w, 0.5), pct(&w, 0.99));
-            writeln!(md, "| {now:.0} | {pending} | {mb:.1} | {rss:.1} | {:.1} | {:.1} |", pct(&w, 0.5), pct(&w, 0.99)).unwrap();
+            println!(
+                "t={now:>5.0}s pending {pending:>7} queue {mb:>7.1} MB worker RSS {rss:>6.1} MB lag p50 {:>7.1} ms p99 {:>7.1} ms",
+                pct(&w, 0.5),
+                pct(&w, 0.99)
+            );
+            writeln!(
+                md,
+                "| {now:.0} | {pending} | {mb:.1} | {rss:.1} | {:.1} | {:.1} |",
+                pct(&w, 0.5),
+                pct(&w, 0.99)
+            )
+            .unwrap();
         }
         if writer.is_finished() && pending == 0 {
             break;
@@ -554,7 +779,11 @@ fn sustained(args: &Args) -> String {
 fn main() {
     let args = parse_args();
     std::fs::create_dir_all(&args.out).unwrap();
-    let modes: Vec<&str> = if args.mode == "all" { vec!["compare", "growth", "queries", "sustained"] } else { vec![args.mode.as_str()] };
+    let modes: Vec<&str> = if args.mode == "all" {
+        vec!["compare", "growth", "queries", "sustained"]
+    } else {
+        vec![args.mode.as_str()]
+    };
     for mode in modes {
         println!("== {mode} ==");
         let md = match mode {
