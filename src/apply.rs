@@ -136,23 +136,31 @@ fn apply_deltas_sql() -> String {
     )
 }
 
-/// Marks the batch's items of one out-of-range key failed, naming each row,
-/// and takes their copies back out of the ledger so a retry starts clean.
-/// Returns the number of items failed.
+/// Sets back the batch's items of one out-of-range key, naming each row,
+/// and takes their copies back out of the ledger so the retry starts clean.
+/// The items back off and are retried (another drain may be applying the
+/// rest of a reorg out of order, which puts a balance out of range only for
+/// a moment); after the chain's max_retry_attempts they stay `failed` (an
+/// ERC721 token's ids summed as amounts never come back into range).
+/// Returns each item's id and whether it is now failed.
 fn fail_key_sql() -> String {
     format!(
         "
     WITH failed AS (
         UPDATE balance_queue.balance_update_queue q
-           SET status = 'failed', processed_at = clock_timestamp(),
+           SET retry_count = q.retry_count + 1,
+               status = CASE WHEN q.retry_count + 1 >= $5 THEN 'failed' ELSE 'pending' END,
+               processed_at = CASE WHEN q.retry_count + 1 >= $5 THEN clock_timestamp() END,
+               next_attempt_at = now() + make_interval(secs => $6 / 1000.0 * power(2, q.retry_count)),
                error_message = format(
-                   'transfer (tx_hash %s, log_index %s) not applied: the balance of holder %s for token %s '
-                   'on chain %s would leave -(2^256-1)..2^256-1 (a uint256 overflow; ERC721 token ids '
-                   'summed as amounts do this)',
-                   q.triggered_by_tx, q.triggered_by_log_index, q.holder_address, q.contract_address, q.chain_id)
+                   'transfer (tx_hash %s, log_index %s) not applied after %s attempt(s): the balance of holder %s '
+                   'for token %s on chain %s would leave -(2^256-1)..2^256-1 (a uint256 overflow; ERC721 token '
+                   'ids summed as amounts do this)',
+                   q.triggered_by_tx, q.triggered_by_log_index, q.retry_count + 1, q.holder_address,
+                   q.contract_address, q.chain_id)
          WHERE q.id = ANY($1) AND q.chain_id = $2 AND q.contract_address = $3 AND q.holder_address = $4
            AND q.delta_wei IS NOT NULL
-        RETURNING q.chain_id, q.triggered_by_tx, q.triggered_by_log_index,
+        RETURNING q.id, q.status, q.chain_id, q.triggered_by_tx, q.triggered_by_log_index,
                   q.update_type = 'transfer_in' AS is_inbound, {content} AS content_id, q.source_change
     ), undo AS (
         SELECT chain_id, triggered_by_tx, triggered_by_log_index, is_inbound, content_id,
@@ -167,7 +175,7 @@ fn fail_key_sql() -> String {
            AND l.content_id = undo.content_id
         RETURNING 1
     )
-    SELECT count(*) FROM failed",
+    SELECT id, status = 'failed' FROM failed",
         content = CONTENT_ID
     )
 }
@@ -221,9 +229,10 @@ const CLAIM_COLUMNS: &str =
 
 /// Applies the delta items, fails the out-of-range keys, and returns how
 /// many items failed.
-fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> i32 {
+fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> SetBack {
+    let mut set_back = SetBack::default();
     if ids.is_empty() {
-        return 0;
+        return set_back;
     }
     let out_of_range: Vec<BalanceKey> =
         spi_ok(client.update(&apply_deltas_sql(), None, &[ids.to_vec().into()]))
@@ -235,22 +244,33 @@ fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> i32 {
                 )
             })
             .collect();
-    let mut failed = 0;
+    let backoff_ms = f64::from(crate::gucs::RETRY_BACKOFF_MS.get());
     for (chain_id, contract, holder) in out_of_range {
+        let max_attempts =
+            crate::health::effective_config(client, Some(chain_id)).max_retry_attempts;
         let args = [
             ids.to_vec().into(),
             chain_id.into(),
             contract.as_str().into(),
             holder.as_str().into(),
+            max_attempts.into(),
+            backoff_ms.into(),
         ];
-        let count = spi_ok(
-            spi_ok(client.update(&fail_key_sql(), None, &args))
-                .first()
-                .get_one::<i64>(),
-        );
-        failed += count.unwrap_or(0) as i32;
+        for row in spi_ok(client.update(&fail_key_sql(), None, &args)) {
+            set_back.ids.insert(spi_ok(row.get::<i64>(1)).expect("id"));
+            if spi_ok(row.get::<bool>(2)).unwrap_or(false) {
+                set_back.failed += 1;
+            }
+        }
     }
-    failed
+    set_back
+}
+
+/// Items an apply set back (out of range): to retry, or failed for good.
+#[derive(Default)]
+struct SetBack {
+    ids: BTreeSet<i64>,
+    failed: i32,
 }
 
 /// Raises each chain's head block to the highest block applied. Registry
@@ -399,18 +419,24 @@ pub fn apply_batch(
         all_ids.extend(recalc_ids.iter().copied());
         recalc_now.push((key, recalc_ids));
     }
-    let mut failed = apply_delta_items(client, &claimed.delta_ids);
+    let set_back = apply_delta_items(client, &claimed.delta_ids);
+    let mut failed = set_back.failed;
     for ((chain, contract, holder), ids) in &recalc_now {
         if recalc::recompute_and_store(client, *chain, contract, holder).is_none() {
             recalc::fail_out_of_range(client, ids);
             failed += ids.len() as i32;
         }
     }
-    let ids: Vec<i64> = all_ids.into_iter().collect();
+    // Items set back for a retry stay pending; the others are done.
+    let attempted = all_ids.len() as i32;
+    let ids: Vec<i64> = all_ids
+        .into_iter()
+        .filter(|id| !set_back.ids.contains(id))
+        .collect();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     complete(client, &ids, &heads, elapsed_ms);
     BatchOutcome {
-        processed: ids.len() as i32,
+        processed: attempted,
         failed,
         elapsed_ms,
     }
@@ -428,12 +454,15 @@ pub fn apply_batch(
 /// Sums the effective deltas per (chain id, token contract, holder) and
 /// applies each sum once, counting every transfer side once however many
 /// copies of its row were inserted or deleted. A key whose balance would
-/// leave -(2^256-1)..2^256-1 fails alone: its items become `failed` with a
-/// message naming each row; the rest applies. Items queued without a delta
+/// leave -(2^256-1)..2^256-1 fails alone: its items are set back with a
+/// message naming each row and retried after `balance_queue.retry_backoff`
+/// (another session may still be applying the rest of a reorg), then stay
+/// `failed` after the chain's max_retry_attempts; the rest applies. Items queued without a delta
 /// (update_type `recalculate`, or manual `queue_balance_update` calls)
 /// recompute their balance from the attached sources.
 ///
-/// Returns one row: `processed_count` (items consumed, failed included),
+/// Returns one row: `processed_count` (items taken: applied, failed, or
+/// set back to retry after a backoff),
 /// `error_count` (items that failed), `avg_processing_time_ms` (batch
 /// wall time in milliseconds divided by items processed; 0 when idle).
 ///
@@ -497,8 +526,12 @@ pub fn drain_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> Drained {
             holder.as_str().into(),
         ],
     );
-    apply_delta_items(client, &claimed.delta_ids);
-    let mut ids = claimed.delta_ids;
+    let set_back = apply_delta_items(client, &claimed.delta_ids);
+    let mut ids: Vec<i64> = claimed
+        .delta_ids
+        .into_iter()
+        .filter(|id| !set_back.ids.contains(id))
+        .collect();
     ids.extend(claimed.recalc.into_iter().flat_map(|(_, ids)| ids));
     Drained {
         ids,
