@@ -73,7 +73,9 @@ fn etl_export_fails_only_the_out_of_range_keys() {
     // One batch holds the whole queue, so each key's sum is checked whole.
     // An out-of-range key is retried after the backoff (here none) before
     // its items stay failed.
-    f.client.batch_execute("SET balance_queue.retry_backoff = 0").unwrap();
+    f.client
+        .batch_execute("SET balance_queue.retry_backoff = 0")
+        .unwrap();
     let (processed, failed) = drain(&mut f.client, 100_000);
     assert!(processed > 0 && failed > 0);
 
