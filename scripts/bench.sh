@@ -13,10 +13,4 @@
 #
 # Environment: PG_MAJOR (default 15).
 set -euo pipefail
-ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PG_MAJOR="${PG_MAJOR:-15}"
-[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-
-"$ROOT_DIR/scripts/setup.sh"
-cargo build --release --quiet --bin bench --manifest-path "$ROOT_DIR/tests/Cargo.toml"
-BQ_PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" "$ROOT_DIR/tests/target/release/bench" "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/harness.sh" bench "$@"
