@@ -65,7 +65,22 @@ fn four_sessions_drain_concurrently_without_loss_or_double_counting() {
         .into_iter()
         .map(|d| d.join().expect("drainer: deadlock or error"))
         .sum();
-    let (rest_processed, _) = drain(&mut f.client, 1000);
+    // Out-of-order drains can put the uint256-supply token's largest holder
+    // out of range for a moment; such items come back after the backoff.
+    let mut rest_processed = 0;
+    let started = std::time::Instant::now();
+    while common::count(
+        &mut f.client,
+        "SELECT 1 FROM balance_queue.balance_update_queue WHERE status = 'pending'",
+    ) > 0
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "queue did not drain"
+        );
+        rest_processed += drain(&mut f.client, 1000).0;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     let total_items = common::count(
         &mut f.client,
@@ -76,10 +91,18 @@ fn four_sessions_drain_concurrently_without_loss_or_double_counting() {
         "SELECT 1 FROM balance_queue.balance_update_queue WHERE status = 'completed'",
     );
     assert_eq!(completed, total_items, "every item consumed");
+    let retried: i64 = f
+        .client
+        .query_one(
+            "SELECT coalesce(sum(retry_count), 0)::bigint FROM balance_queue.balance_update_queue",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(
-        processed + rest_processed,
+        processed + rest_processed - retried,
         total_items,
-        "each item consumed by exactly one session"
+        "each item taken by exactly one session (plus one more attempt per retried item)"
     );
 
     let expected = recompute::recompute(&mut f.client, &[Source::rindexer(&f.table)]);
