@@ -397,6 +397,8 @@ COMMENT ON VIEW balance_queue.confirmed_token_balances IS
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION balance_queue._forget_dropped_sources()
 RETURNS event_trigger LANGUAGE plpgsql
+-- Runs for every DROP by any role: it needs the owner's rights.
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -10,10 +10,11 @@ use pgrx::spi::SpiClient;
 pub const NEW_ROWS: &str = "bq_new_rows";
 pub const OLD_ROWS: &str = "bq_old_rows";
 
-const TRIGGERS: [&str; 3] = [
+const TRIGGERS: [&str; 4] = [
     "balance_queue_after_insert",
     "balance_queue_after_delete",
     "balance_queue_after_update",
+    "balance_queue_before_truncate",
 ];
 
 const MAPPING_COLUMNS: &str = "source_table::text, chain_id, from_column, to_column, value_column, \
@@ -85,13 +86,15 @@ pub fn run_counted(client: &mut SpiClient<'_>, insert: &str) -> i64 {
 ///
 /// Installs AFTER INSERT, AFTER DELETE and AFTER UPDATE statement-level
 /// triggers with transition tables, so a COPY of 5,000 rows queues its
-/// changes in one set-based statement. Returns the number of queue items
+/// changes in one set-based statement, and a BEFORE TRUNCATE trigger that
+/// queues the removal of every row. Returns the number of queue items
 /// the backfill wrote (one per holder side; 0 without backfill).
 ///
 /// Errors: 42710 (duplicate_object) when the table is already attached;
 /// 42703 (undefined_column) for a column the table lacks; 22023
 /// (invalid_parameter_value) for a chain id missing from `chain_registry`,
-/// or for no chain id and no network column.
+/// for no chain id and no network column, or for a column of a
+/// user-defined type (the triggers read columns with the owner's rights).
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::too_many_arguments)]
@@ -151,6 +154,27 @@ pub fn attach_transfer_table(
                 Some(1),
                 &[relid.into(), column.into()],
             ));
+            let builtin = spi_ok(client.select(
+                "SELECT 1 FROM pg_catalog.pg_attribute
+                  WHERE attrelid = $1::oid AND attname = $2 AND atttypid < 16384",
+                Some(1),
+                &[relid.into(), column.into()],
+            ));
+            if !present.is_empty() && builtin.is_empty() {
+                // The triggers run as the extension's owner and read every
+                // column as text: a user-defined type could bring its own
+                // cast function along, to be run with those rights.
+                raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!(
+                        "column {column:?} of {} has a user-defined type",
+                        source.name()
+                    ),
+                    Some(
+                        "Attach columns of built-in types (text, char, varchar, numeric, integer types).",
+                    ),
+                );
+            }
             if present.is_empty() {
                 raise(
                     PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
@@ -206,6 +230,13 @@ pub fn attach_transfer_table(
                  REFERENCING OLD TABLE AS {OLD_ROWS} NEW TABLE AS {NEW_ROWS}
                  FOR EACH STATEMENT EXECUTE FUNCTION {function}",
                 TRIGGERS[2]
+            ),
+            // TRUNCATE fires no row events: queue the removal of every row
+            // while they are still there.
+            format!(
+                "CREATE TRIGGER {} BEFORE TRUNCATE ON {table}
+                 FOR EACH STATEMENT EXECUTE FUNCTION {function}",
+                TRIGGERS[3]
             ),
         ] {
             spi_ok(client.update(&ddl, None, &[]));

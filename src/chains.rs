@@ -81,11 +81,12 @@ pub fn add_chain(
                 "CREATE TABLE {qualified} (LIKE balance_queue.current_token_balances
                    INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
             ),
+            // One statement, so no drain's update falls between copy and delete.
             format!(
-                "INSERT INTO {qualified}
-                 SELECT * FROM balance_queue.current_token_balances_default WHERE chain_id = {p_chain_id}"
+                "WITH moved AS (DELETE FROM balance_queue.current_token_balances_default
+                                 WHERE chain_id = {p_chain_id} RETURNING *)
+                 INSERT INTO {qualified} SELECT * FROM moved"
             ),
-            format!("DELETE FROM balance_queue.current_token_balances_default WHERE chain_id = {p_chain_id}"),
             format!(
                 "ALTER TABLE balance_queue.current_token_balances
                    ATTACH PARTITION {qualified} FOR VALUES IN ({p_chain_id})"

@@ -11,12 +11,14 @@ use std::ffi::{CStr, CString};
 
 /// Statement-level trigger installed by `attach_transfer_table`: queues the
 /// rows of the statement's transition tables (NEW rows +1, OLD rows -1) in
-/// one set-based INSERT per table. Not meant to be called directly.
+/// one set-based INSERT per table; before a TRUNCATE, every row of the
+/// table -1. Not meant to be called directly.
 #[pg_trigger]
 fn _enqueue_transfer_rows<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
     let relid = trigger.relid()?;
+    let op = trigger.op()?;
     let old_rows = trigger.old_transition_table_name()?;
     let new_rows = trigger.new_transition_table_name()?;
     Spi::connect_mut(|client| {
@@ -27,6 +29,15 @@ fn _enqueue_transfer_rows<'a>(
         let Some(mapping) = load_mapping(client, relid) else {
             return;
         };
+        if matches!(op, PgTriggerOperation::Truncate) {
+            // BEFORE TRUNCATE: the rows are still there to be taken back.
+            spi_ok(client.update(
+                &mapping.enqueue(&mapping.label, -1, relid.to_u32()),
+                None,
+                &[],
+            ));
+            return;
+        }
         for (rows, change) in [(old_rows, -1), (new_rows, 1)] {
             if let Some(rows) = rows {
                 let insert = mapping.enqueue(&quote_identifier(rows), change, relid.to_u32());
@@ -185,8 +196,10 @@ pub fn row_trigger_mappings(
             continue;
         }
         let columns: Vec<String> = spi_ok(client.select(
+            // Built-in types only: recalculation may run as the worker's
+            // superuser and reads every column through a cast to text.
             "SELECT attname::text FROM pg_catalog.pg_attribute
-              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND atttypid < 16384",
             None,
             &[relid.into()],
         ))

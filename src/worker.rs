@@ -320,6 +320,16 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
         );
+        // The worker runs as the bootstrap superuser and calls the apply
+        // path directly, not through the SQL functions that pin their
+        // search_path: pin it for the whole session, so no object in
+        // `public` can stand in for a pg_catalog one.
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
     }
     log!("balance_queue worker ({kind}) started for database {db}");
     let mut state = WorkerState {

@@ -136,3 +136,34 @@ fn deleting_one_of_two_copies_keeps_the_transfer_counted() {
         "0"
     );
 }
+
+#[test]
+fn truncate_takes_every_row_back() {
+    let mut f = common::attached_rindexer_table("truncate");
+    let rows = workload::generate(&workload::Shape {
+        transfers: 2_000,
+        tokens: 3,
+        holders: 300,
+        ..Default::default()
+    });
+    rindexer::write_all(&mut f.client, &f.table, &rows, 1000).unwrap();
+    drain(&mut f.client, 5000);
+    assert!(
+        common::count(
+            &mut f.client,
+            "SELECT 1 FROM balance_queue.current_token_balances WHERE current_balance <> 0"
+        ) > 0
+    );
+    f.client
+        .batch_execute(&format!("TRUNCATE {}", f.table))
+        .unwrap();
+    drain(&mut f.client, 5000);
+    common::assert_matches_sources(&mut f.client, &[&f.table]);
+    assert_eq!(
+        common::count(
+            &mut f.client,
+            "SELECT 1 FROM balance_queue.current_token_balances WHERE current_balance <> 0"
+        ),
+        0
+    );
+}

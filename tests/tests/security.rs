@@ -49,6 +49,14 @@ fn an_ingest_role_with_only_insert_and_delete_queues_but_cannot_touch_balances()
     drain(&mut f.client, 5000);
     common::assert_matches_sources(&mut f.client, &[&f.table]);
 
+    // Any role's DROP passes the extension's sql_drop event trigger.
+    assert_eq!(
+        common::sqlstate(
+            &mut ingest,
+            "CREATE TEMP TABLE scratch (i int); DROP TABLE scratch"
+        ),
+        "ok"
+    );
     for sql in [
         "INSERT INTO balance_queue.current_token_balances (chain_id, contract_address, holder_address, current_balance) VALUES (1, 'x', 'y', 1)",
         "UPDATE balance_queue.current_token_balances SET current_balance = 0",
@@ -240,6 +248,17 @@ fn hostile_identifiers_are_quoted_never_spliced() {
         ),
         1
     );
+
+    // A column of a user-defined type is refused: the triggers read columns
+    // as text with the extension owner's rights, and a type can bring a cast.
+    let sqlstate = common::sqlstate(
+        &mut f.client,
+        "CREATE TYPE wrapped AS (v numeric);
+         CREATE TABLE typed (LIKE rindexer_test_erc_20.transfer);
+         ALTER TABLE typed DROP COLUMN value, ADD COLUMN value wrapped;
+         SELECT balance_queue.attach_transfer_table('typed')",
+    );
+    assert_eq!(sqlstate, "22023", "a user-defined column type is refused");
 
     // A table whose schema and name need quoting works end to end.
     let schema = "\"s p\"";
