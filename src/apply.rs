@@ -10,6 +10,7 @@
 
 use crate::errors::{invalid_parameter, spi_ok};
 use crate::recalc;
+use once_cell::sync::Lazy;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,8 +42,8 @@ pub fn usd_sql(balance: &str, m: &str) -> String {
 
 /// Applies the delta items `$1` (bigint[]): ledger first, then balances.
 /// Returns the keys whose new balance would leave -(2^256-1)..2^256-1;
-/// their balances are left untouched.
-fn apply_deltas_sql() -> String {
+/// their balances are left untouched. Built once per backend.
+static APPLY_DELTAS_SQL: Lazy<String> = Lazy::new(|| {
     format!(
         "WITH sides AS (
              SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index,
@@ -134,7 +135,7 @@ fn apply_deltas_sql() -> String {
         usd_new = usd_sql("c.delta_wei", "m"),
         usd_sum = usd_sql("b.current_balance + EXCLUDED.current_balance", "m"),
     )
-}
+});
 
 /// Sets back the batch's items of one out-of-range key, naming each row,
 /// and takes their copies back out of the ledger so the retry starts clean.
@@ -143,7 +144,7 @@ fn apply_deltas_sql() -> String {
 /// a moment); after the chain's max_retry_attempts they stay `failed` (an
 /// ERC721 token's ids summed as amounts never come back into range).
 /// Returns each item's id and whether it is now failed.
-fn fail_key_sql() -> String {
+static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
     format!(
         "
     WITH failed AS (
@@ -178,7 +179,7 @@ fn fail_key_sql() -> String {
     SELECT id, status = 'failed' FROM failed",
         content = CONTENT_ID
     )
-}
+});
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -235,7 +236,7 @@ fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> SetBack {
         return set_back;
     }
     let out_of_range: Vec<BalanceKey> =
-        spi_ok(client.update(&apply_deltas_sql(), None, &[ids.to_vec().into()]))
+        spi_ok(client.update(APPLY_DELTAS_SQL.as_str(), None, &[ids.to_vec().into()]))
             .map(|row| {
                 (
                     spi_ok(row.get::<i32>(1)).unwrap_or_default(),
@@ -256,7 +257,7 @@ fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> SetBack {
             max_attempts.into(),
             backoff_ms.into(),
         ];
-        for row in spi_ok(client.update(&fail_key_sql(), None, &args)) {
+        for row in spi_ok(client.update(FAIL_KEY_SQL.as_str(), None, &args)) {
             set_back.ids.insert(spi_ok(row.get::<i64>(1)).expect("id"));
             if spi_ok(row.get::<bool>(2)).unwrap_or(false) {
                 set_back.failed += 1;

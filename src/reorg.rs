@@ -4,13 +4,17 @@
 
 use crate::address::normalize_arg;
 
+use crate::apply::usd_sql;
 use crate::errors::{invalid_parameter, spi_ok};
 use crate::recalc::sources_for_chain;
+use once_cell::sync::Lazy;
 use pgrx::prelude::*;
 
 /// Takes every counted side of `chain_id` at or above `from_block` out of
 /// the ledger and the balances. Returns the number of sides taken back.
-const TAKE_BACK_SQL: &str = "
+static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "
     WITH taken AS (
         UPDATE balance_queue.applied_transfers l
            SET copies = 0, last_change = -l.copies
@@ -42,10 +46,7 @@ const TAKE_BACK_SQL: &str = "
         UPDATE balance_queue.current_token_balances b
            SET current_balance = b.current_balance - e.delta_wei,
                last_updated_time = now(),
-               balance_usd = (SELECT CASE WHEN m.price_usd IS NOT NULL AND m.decimals IS NOT NULL
-                                          THEN round((b.current_balance - e.delta_wei) * m.price_usd
-                                                     / power(10::numeric, m.decimals), 6) END
-                                FROM balance_queue.token_metadata m
+               balance_usd = (SELECT {usd} FROM balance_queue.token_metadata m
                                WHERE m.chain_id = b.chain_id AND m.contract_address = b.contract_address)
           FROM effects e
          WHERE (b.chain_id, b.contract_address, b.holder_address) IN (SELECT * FROM locked)
@@ -53,7 +54,10 @@ const TAKE_BACK_SQL: &str = "
            AND b.holder_address = e.holder_address
         RETURNING 1
     )
-    SELECT count(*) FROM taken WHERE last_change < 0";
+    SELECT count(*) FROM taken WHERE last_change < 0",
+        usd = usd_sql("b.current_balance - e.delta_wei", "m")
+    )
+});
 
 /// Rolls a chain back to just below `p_from_block`, for an indexer that
 /// cannot delete its orphaned rows: takes back the effect of every applied
@@ -106,7 +110,7 @@ pub fn handle_reorg(
         ));
         let taken = spi_ok(
             spi_ok(client.update(
-                TAKE_BACK_SQL,
+                TAKE_BACK_SQL.as_str(),
                 Some(1),
                 &[p_chain_id.into(), p_from_block.into()],
             ))
