@@ -83,7 +83,7 @@ CREATE TABLE balance_queue.balance_update_queue (
     contract_address        text,
     holder_address          text,
     update_type             text NOT NULL
-        CHECK (update_type IN ('transfer_in', 'transfer_out', 'recalculate')),
+        CHECK (update_type IN ('transfer_in', 'transfer_out', 'recalculate', 'source_rows')),
     -- Signed change to the holder's balance in wei (+value in, -value out).
     -- NULL: recompute the balance from the attached sources instead.
     delta_wei               numeric(78,0),
@@ -104,17 +104,30 @@ CREATE TABLE balance_queue.balance_update_queue (
     -- A failed attempt waits until then before it is claimed again (backoff).
     next_attempt_at         timestamptz,
     -- false for bad source rows: nothing to retry until the row is fixed.
-    retryable               boolean NOT NULL DEFAULT true
+    retryable               boolean NOT NULL DEFAULT true,
+    -- update_type 'source_rows': the ids (source_table's integer primary
+    -- key) of rows one INSERT or COPY statement wrote. The rows are read
+    -- back when the item is applied, so ingest writes one item per
+    -- statement and chain instead of one per transfer side.
+    source_row_ids          int8multirange,
+    -- Transfers the item stands for: 1, or the rows in source_row_ids.
+    -- A batch takes items until their row_count reaches the batch size.
+    row_count               integer NOT NULL DEFAULT 1
 );
 -- The drain's claim order; partial, so finished items leave it.
 CREATE INDEX balance_update_queue_pending_idx
     ON balance_queue.balance_update_queue (priority, id) WHERE status = 'pending';
+-- A DELETE, UPDATE or TRUNCATE on a source finds the pending row-id items
+-- it must cut (their rows were never applied). One entry per statement.
+CREATE INDEX balance_update_queue_pending_rows_idx
+    ON balance_queue.balance_update_queue (source_table, id)
+    WHERE status = 'pending' AND source_row_ids IS NOT NULL;
 -- No index on the pending items of one key: recalculation is rare, and
 -- every index here is written for each item the indexer's COPY queues.
 CREATE INDEX balance_update_queue_failed_idx
     ON balance_queue.balance_update_queue (chain_id, id) WHERE status = 'failed';
 COMMENT ON TABLE balance_queue.balance_update_queue IS
-    'Pending balance changes, one item per transfer side; drained by process_balance_update_queue() and the worker. Failed items keep their error_message.';
+    'Pending balance changes: the row ids of one INSERT or COPY statement (source_rows), or one transfer side; drained by process_balance_update_queue() and the worker. Failed items keep their error_message.';
 
 -- ---------------------------------------------------------------------------
 -- Applied-transfer ledger: the apply side's exactly-once state. One row per
@@ -184,6 +197,10 @@ CREATE TABLE balance_queue.attached_sources (
     log_index_column      text NOT NULL,
     block_number_column   text NOT NULL,
     network_column        text,
+    -- The table's single-column integer primary key (rindexer_id): inserted
+    -- rows are queued as id ranges and read back when applied. NULL: each
+    -- inserted row's sides are queued.
+    row_id_column         text,
     attached_at           timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE balance_queue.attached_sources IS
@@ -229,6 +246,7 @@ CREATE TABLE balance_queue.queue_health_metrics (
     id                          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     collected_at                timestamptz NOT NULL DEFAULT now(),
     chain_id                    integer,
+    -- Counts of work: the rows of an id-range item, 1 for any other item.
     pending_count               bigint  NOT NULL DEFAULT 0,
     processing_count            bigint  NOT NULL DEFAULT 0,
     -- Items completed since the previous collection for this chain.
@@ -349,7 +367,7 @@ SELECT s.chain_id, s.chain_name, a.alert_type, a.severity, a.message, a.observed
   FROM balance_queue.queue_health_summary s
  CROSS JOIN LATERAL (VALUES
      ('HIGH_PENDING', 'warning',
-      format('%s items pending on %s', s.pending_count, s.chain_name),
+      format('%s changes pending on %s', s.pending_count, s.chain_name),
       s.pending_count::numeric, 1000::numeric),
      ('STALE_QUEUE', 'critical',
       format('oldest pending item on %s is %s minutes old', s.chain_name, round(s.oldest_pending_age_seconds / 60)),
@@ -408,8 +426,16 @@ BEGIN
         DELETE FROM balance_queue.attached_sources s
          USING pg_catalog.pg_event_trigger_dropped_objects() d
          WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = s.source_table::oid
-        RETURNING d.object_identity, s.chain_id
+        RETURNING d.object_identity, s.chain_id, s.source_table
     LOOP
+        -- Rows queued by id and not yet applied are gone with the table.
+        UPDATE balance_queue.balance_update_queue q
+           SET status = 'completed', processed_at = clock_timestamp(),
+               error_message = 'superseded: the source table was dropped before these rows were applied'
+         WHERE q.id IN (SELECT id FROM balance_queue.balance_update_queue
+                         WHERE status = 'pending' AND source_table = forgotten.source_table
+                           AND source_row_ids IS NOT NULL
+                         ORDER BY id FOR UPDATE);
         RAISE WARNING 'balance_queue: attached transfer table % was dropped and is detached', forgotten.object_identity
             USING HINT = 'Its transfers are still counted. To re-derive balances from the remaining sources, run '
                          'SELECT * FROM balance_queue.handle_reorg(<chain_id>, 0) for each chain it fed'

@@ -10,24 +10,34 @@
 
 use crate::errors::{invalid_parameter, spi_ok};
 use crate::recalc;
+use crate::source_rows;
+use crate::source_sql::SourceMapping;
 use once_cell::sync::Lazy;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-/// The content of a queue item's transfer side (token, holder, signed
-/// amount, block) as a uuid. The ledger counts copies per (chain, tx_hash,
-/// log_index, side, content): copies of one log count once, and a log that
-/// a reorg re-includes with another amount or in another block is another
-/// content, so the old one is taken back and the new one added whatever
-/// order the drains apply them in.
-const CONTENT_ID: &str =
-    "md5(concat_ws('|', contract_address, holder_address, delta_wei, triggered_by_block))::uuid";
+/// The content of a transfer side (token, holder, signed amount, block) as
+/// a uuid. The ledger counts copies per (chain, tx_hash, log_index, side,
+/// content): copies of one log count once, and a log that a reorg
+/// re-includes with another amount or in another block is another content,
+/// so the old one is taken back and the new one added whatever order the
+/// drains apply them in.
+fn content_id(contract: &str, holder: &str, delta: &str, block: &str) -> String {
+    format!("md5(concat_ws('|', {contract}, {holder}, {delta}, {block}))::uuid")
+}
 
 /// 2^256-1: the largest magnitude a balance may have.
 pub const MAX_U256: &str =
     "115792089237316195423570985008687907853269984665640564039457584007913129639935";
+
+/// The error message of a transfer side set back because its key's balance
+/// would leave the uint256 range; format() arguments: tx_hash, log_index,
+/// attempts, holder, token, chain.
+const OUT_OF_RANGE_MESSAGE: &str = "'transfer (tx_hash %s, log_index %s) not applied after %s attempt(s): the balance of holder %s '
+     'for token %s on chain %s would leave -(2^256-1)..2^256-1 (a uint256 overflow; ERC721 token '
+     'ids summed as amounts do this)'";
 
 /// (chain id, token contract, holder): the key of a balance.
 pub type BalanceKey = (i32, String, String);
@@ -40,19 +50,50 @@ pub fn usd_sql(balance: &str, m: &str) -> String {
     )
 }
 
-/// Applies the delta items `$1` (bigint[]): ledger first, then balances.
-/// Returns the keys whose new balance would leave -(2^256-1)..2^256-1;
-/// their balances are left untouched. Built once per backend.
-static APPLY_DELTAS_SQL: Lazy<String> = Lazy::new(|| {
+/// The apply statement for a batch: transfer-side items `$1` (bigint[])
+/// and `source_rows` items `$2` (bigint[]) of `sources`, read back. Bad
+/// rows read back become failed items; every valid side goes through the
+/// ledger, then the balances. Returns rows (kind, chain_id,
+/// contract_address, holder_address, block): kind `out_of_range` for each
+/// key whose new balance would leave -(2^256-1)..2^256-1 (its balance is
+/// left untouched), kind `head` with the highest block applied per chain,
+/// kind `bad_rows` with the number of bad rows read back (in `block`).
+fn apply_sql(sources: &[SourceMapping]) -> String {
+    let bad_rows = (0..sources.len())
+        .map(|i| format!("(SELECT count(*) FROM read_back_failed_{i})"))
+        .chain(std::iter::once("0".to_string()))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let (read_back, read_back_sides) = if sources.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            format!(
+                "{},\n{},\n",
+                source_rows::read_back_ctes(sources),
+                source_rows::read_back_failures(sources)
+            ),
+            format!(
+                " UNION ALL SELECT chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
+                                   delta_wei, block_number, 1
+                              FROM ({}) read_back",
+                source_rows::read_back_sides(sources, "true")
+            ),
+        )
+    };
     format!(
-        "WITH sides AS (
-             SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index,
-                    update_type = 'transfer_in' AS is_inbound, {CONTENT_ID} AS content_id,
-                    contract_address, holder_address, delta_wei, triggered_by_block AS block_number,
-                    sum(source_change)::integer AS change
-               FROM balance_queue.balance_update_queue
-              WHERE id = ANY($1)
-              GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+        "WITH {read_back} sides AS (
+             SELECT chain_id, tx_hash, log_index, is_inbound,
+                    {content} AS content_id,
+                    contract_address, holder_address, delta_wei, block_number,
+                    sum(change)::integer AS change
+               FROM (SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index,
+                            update_type = 'transfer_in' AS is_inbound, contract_address, holder_address,
+                            delta_wei, triggered_by_block AS block_number, source_change::integer AS change
+                       FROM balance_queue.balance_update_queue
+                      WHERE id = ANY($1){read_back_sides}) all_sides
+              GROUP BY chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
+                       delta_wei, block_number
          ), ledger AS (
              INSERT INTO balance_queue.applied_transfers AS l
                  (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
@@ -67,7 +108,7 @@ static APPLY_DELTAS_SQL: Lazy<String> = Lazy::new(|| {
              RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
                        l.holder_address, l.delta_wei, l.block_number, l.copies, l.last_change
          ), heads AS (
-             SELECT s.chain_id,
+             SELECT s.chain_id, max(s.block_number) AS block_number,
                     greatest(coalesce(r.head_block, 0), max(s.block_number)) - r.confirmation_depth AS confirmed_through
                FROM sides s JOIN balance_queue.chain_registry r USING (chain_id)
               GROUP BY s.chain_id, r.head_block, r.confirmation_depth
@@ -127,23 +168,29 @@ static APPLY_DELTAS_SQL: Lazy<String> = Lazy::new(|| {
               WHERE abs(b.current_balance + EXCLUDED.current_balance) <= {MAX_U256}
              RETURNING b.chain_id, b.contract_address, b.holder_address
          )
-         SELECT c.chain_id, c.contract_address, c.holder_address
+         SELECT 'out_of_range', c.chain_id, c.contract_address, c.holder_address, NULL::bigint
            FROM checked c
           WHERE NOT EXISTS (SELECT 1 FROM upserted u
                              WHERE u.chain_id = c.chain_id AND u.contract_address = c.contract_address
-                               AND u.holder_address = c.holder_address)",
+                               AND u.holder_address = c.holder_address)
+         UNION ALL
+         SELECT 'head', chain_id, NULL, NULL, block_number FROM heads
+         UNION ALL
+         SELECT 'bad_rows', NULL, NULL, NULL, {bad_rows}",
+        content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
+        bad_rows = bad_rows,
         usd_new = usd_sql("c.delta_wei", "m"),
         usd_sum = usd_sql("b.current_balance + EXCLUDED.current_balance", "m"),
     )
-});
+}
 
-/// Sets back the batch's items of one out-of-range key, naming each row,
-/// and takes their copies back out of the ledger so the retry starts clean.
-/// The items back off and are retried (another drain may be applying the
-/// rest of a reorg out of order, which puts a balance out of range only for
-/// a moment); after the chain's max_retry_attempts they stay `failed` (an
-/// ERC721 token's ids summed as amounts never come back into range).
-/// Returns each item's id and whether it is now failed.
+/// Sets back the batch's transfer-side items of one out-of-range key,
+/// naming each row, and takes their copies back out of the ledger so the
+/// retry starts clean. The items back off and are retried (another drain
+/// may be applying the rest of a reorg out of order, which puts a balance
+/// out of range only for a moment); after the chain's max_retry_attempts
+/// they stay `failed` (an ERC721 token's ids summed as amounts never come
+/// back into range). Returns each item's id and whether it is now failed.
 static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
     format!(
         "
@@ -153,10 +200,7 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
                status = CASE WHEN q.retry_count + 1 >= $5 THEN 'failed' ELSE 'pending' END,
                processed_at = CASE WHEN q.retry_count + 1 >= $5 THEN clock_timestamp() END,
                next_attempt_at = now() + make_interval(secs => $6 / 1000.0 * power(2, q.retry_count)),
-               error_message = format(
-                   'transfer (tx_hash %s, log_index %s) not applied after %s attempt(s): the balance of holder %s '
-                   'for token %s on chain %s would leave -(2^256-1)..2^256-1 (a uint256 overflow; ERC721 token '
-                   'ids summed as amounts do this)',
+               error_message = format({OUT_OF_RANGE_MESSAGE},
                    q.triggered_by_tx, q.triggered_by_log_index, q.retry_count + 1, q.holder_address,
                    q.contract_address, q.chain_id)
          WHERE q.id = ANY($1) AND q.chain_id = $2 AND q.contract_address = $3 AND q.holder_address = $4
@@ -177,74 +221,243 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
         RETURNING 1
     )
     SELECT id, status = 'failed' FROM failed",
-        content = CONTENT_ID
+        content = content_id(
+            "q.contract_address",
+            "q.holder_address",
+            "q.delta_wei",
+            "q.triggered_by_block"
+        )
     )
 });
+
+/// The rows read back for one out-of-range key leave their `source_rows`
+/// item: each side becomes a transfer-side item that has had one attempt
+/// (pending after the backoff, or failed when max_retry_attempts ($6) is
+/// 1 or less), and its copies go back out of the ledger. From then on it
+/// retries like any set-back item. Returns (failed, spilled) counts.
+fn spill_key_sql(sources: &[SourceMapping]) -> String {
+    format!(
+        "WITH {read_back},
+         key_sides AS ({sides}),
+         spilled AS (
+             INSERT INTO balance_queue.balance_update_queue
+                 (chain_id, contract_address, holder_address, update_type, delta_wei, source_change,
+                  triggered_by_tx, triggered_by_log_index, triggered_by_block, source_table,
+                  status, retry_count, processed_at, next_attempt_at, error_message)
+             SELECT chain_id, contract_address, holder_address,
+                    CASE WHEN is_inbound THEN 'transfer_in' ELSE 'transfer_out' END, delta_wei, 1,
+                    tx_hash, log_index, block_number, source_oid::regclass,
+                    CASE WHEN $6 <= 1 THEN 'failed' ELSE 'pending' END, 1,
+                    CASE WHEN $6 <= 1 THEN clock_timestamp() END,
+                    now() + make_interval(secs => $7 / 1000.0),
+                    format({OUT_OF_RANGE_MESSAGE}, tx_hash, log_index, 1, holder_address, contract_address, chain_id)
+               FROM key_sides
+             RETURNING status
+         ), undo AS (
+             SELECT chain_id, tx_hash, log_index, is_inbound, {content} AS content_id, count(*) AS change
+               FROM key_sides
+              GROUP BY chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
+                       delta_wei, block_number
+         ), reverted AS (
+             UPDATE balance_queue.applied_transfers l
+                SET copies = l.copies - undo.change, last_change = 0
+               FROM undo
+              WHERE l.chain_id = undo.chain_id AND l.tx_hash = undo.tx_hash AND l.log_index = undo.log_index
+                AND l.is_inbound = undo.is_inbound AND l.content_id = undo.content_id
+             RETURNING 1
+         )
+         SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FROM spilled",
+        read_back = source_rows::read_back_ctes(sources),
+        sides = source_rows::read_back_sides(
+            sources,
+            "v.chain_id = $3 AND v.contract_address = $4 AND s.holder_address = $5"
+        ),
+        content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
+    )
+}
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BatchOutcome {
+    /// Items taken.
     pub processed: i32,
+    /// Transfers those items stand for (a `source_rows` item counts its rows).
+    pub transfers: i64,
     pub failed: i32,
     pub elapsed_ms: f64,
 }
 
-/// Items taken for one batch: delta items and recalculation requests.
+/// Items taken for one batch.
 #[derive(Default)]
 struct Claimed {
+    /// Transfer-side items.
     delta_ids: Vec<i64>,
+    /// `source_rows` items and their source table.
+    row_items: Vec<(i64, u32)>,
+    /// Recalculation requests per key.
     recalc: Vec<(BalanceKey, Vec<i64>)>,
     /// Highest block among the claimed items, per chain.
     heads: BTreeMap<i32, i64>,
+    /// Transfers the items stand for.
+    transfers: i64,
 }
 
-fn claim(client: &mut SpiClient<'_>, sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Claimed {
-    let rows = spi_ok(client.update(sql, None, args));
-    let mut claimed = Claimed::default();
-    for row in rows {
+const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL AND source_row_ids IS NULL, chain_id, contract_address, \
+     holder_address, triggered_by_block, source_row_ids IS NOT NULL, row_count, source_table::oid";
+
+impl Claimed {
+    /// Adds one row selected with `CLAIM_COLUMNS`; returns its weight.
+    fn absorb(&mut self, row: &pgrx::spi::SpiHeapTupleData) -> i64 {
         let id = spi_ok(row.get::<i64>(1)).expect("id is NOT NULL");
         let is_recalc = spi_ok(row.get::<bool>(2)).unwrap_or(false);
         if let (Some(chain), Some(block)) = (spi_ok(row.get::<i32>(3)), spi_ok(row.get::<i64>(6))) {
-            merge_heads(&mut claimed.heads, &BTreeMap::from([(chain, block)]));
+            merge_heads(&mut self.heads, &BTreeMap::from([(chain, block)]));
         }
-        if !is_recalc {
-            claimed.delta_ids.push(id);
-            continue;
+        let weight = i64::from(spi_ok(row.get::<i32>(8)).unwrap_or(1).max(1));
+        self.transfers += weight;
+        if spi_ok(row.get::<bool>(7)).unwrap_or(false) {
+            let relid = spi_ok(row.get::<pg_sys::Oid>(9)).map_or(0, |oid| oid.to_u32());
+            self.row_items.push((id, relid));
+        } else if !is_recalc {
+            self.delta_ids.push(id);
+        } else {
+            let key: BalanceKey = (
+                spi_ok(row.get::<i32>(3)).unwrap_or_default(),
+                spi_ok(row.get::<String>(4)).unwrap_or_default(),
+                spi_ok(row.get::<String>(5)).unwrap_or_default(),
+            );
+            match self.recalc.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, ids)) => ids.push(id),
+                None => self.recalc.push((key, vec![id])),
+            }
         }
-        let key: BalanceKey = (
-            spi_ok(row.get::<i32>(3)).unwrap_or_default(),
-            spi_ok(row.get::<String>(4)).unwrap_or_default(),
-            spi_ok(row.get::<String>(5)).unwrap_or_default(),
-        );
-        match claimed.recalc.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, ids)) => ids.push(id),
-            None => claimed.recalc.push((key, vec![id])),
-        }
+        weight
+    }
+}
+
+fn claim(client: &mut SpiClient<'_>, sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Claimed {
+    let mut claimed = Claimed::default();
+    for row in spi_ok(client.update(sql, None, args)) {
+        claimed.absorb(&row);
     }
     claimed.recalc.sort();
     claimed
 }
 
-const CLAIM_COLUMNS: &str =
-    "id, delta_wei IS NULL, chain_id, contract_address, holder_address, triggered_by_block";
+/// Claims due pending items in (priority, id) order, skipping locked ones,
+/// until they stand for `batch_size` transfers (at least one item). Rows
+/// are fetched through a cursor, so FOR UPDATE locks only what is fetched:
+/// a `source_rows` item of 5,000 rows fills a batch of 5,000 on its own.
+fn claim_weighted(
+    client: &mut SpiClient<'_>,
+    batch_size: i32,
+    args: &[pgrx::datum::DatumWithOid<'_>],
+) -> Claimed {
+    let sql = format!(
+        "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+          WHERE status = 'pending'
+            AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+            AND ($1::integer IS NULL OR chain_id = $1)
+            AND coalesce(chain_id <> ALL($2::integer[]), true)
+            AND ($3::bigint[] IS NULL OR id = ANY($3))
+          ORDER BY priority, id
+          FOR UPDATE SKIP LOCKED"
+    );
+    let target = i64::from(batch_size.max(1));
+    let mut claimed = Claimed::default();
+    let mut cursor = client.open_cursor_mut(sql.as_str(), args);
+    let mut heaviest = 1i64;
+    let mut want = 1i64;
+    while claimed.transfers < target {
+        let rows = spi_ok(cursor.fetch(want as _));
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            heaviest = heaviest.max(claimed.absorb(&row));
+        }
+        // Fetch about as many items as should fill the rest of the batch.
+        want = ((target - claimed.transfers) / heaviest).clamp(1, 1000);
+    }
+    drop(cursor);
+    claimed.recalc.sort();
+    claimed
+}
 
-/// Applies the delta items, fails the out-of-range keys, and returns how
-/// many items failed.
-fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> SetBack {
+/// Loads the mapping of each source table with claimed `source_rows`
+/// items. Items of a table no longer attached (detached or dropped while
+/// they waited; both normally supersede them first) are marked failed:
+/// their rows were never counted.
+fn row_sources(client: &mut SpiClient<'_>, items: &[(i64, u32)]) -> (Vec<SourceMapping>, Vec<i64>) {
+    let relids: BTreeSet<u32> = items.iter().map(|(_, relid)| *relid).collect();
+    let mut sources = Vec::new();
+    let mut orphans = Vec::new();
+    for relid in relids {
+        let ids = items.iter().filter(|(_, r)| *r == relid).map(|(id, _)| *id);
+        match crate::attach::load_mapping(client, pg_sys::Oid::from(relid)) {
+            Some(mapping) if mapping.row_id_column.is_some() => sources.push(mapping),
+            _ => orphans.extend(ids),
+        }
+    }
+    if !orphans.is_empty() {
+        spi_ok(client.update(
+            "UPDATE balance_queue.balance_update_queue
+                SET status = 'failed', processed_at = clock_timestamp(), retryable = false,
+                    error_message = format('rows %s of %s not counted: the table is no longer attached',
+                                           source_row_ids, source_table)
+              WHERE id = ANY($1)",
+            None,
+            &[orphans.clone().into()],
+        ));
+    }
+    let ids = items
+        .iter()
+        .filter(|(id, _)| !orphans.contains(id))
+        .map(|(id, _)| *id)
+        .collect();
+    (sources, ids)
+}
+
+/// Applies the transfer-side items `ids` and the `source_rows` items
+/// `row_ids` (rows of `sources`), sets back the out-of-range keys, and
+/// raises `heads` to the highest blocks applied.
+fn apply_delta_items(
+    client: &mut SpiClient<'_>,
+    ids: &[i64],
+    sources: &[SourceMapping],
+    row_ids: &[i64],
+    heads: &mut BTreeMap<i32, i64>,
+) -> SetBack {
     let mut set_back = SetBack::default();
-    if ids.is_empty() {
+    if ids.is_empty() && row_ids.is_empty() {
         return set_back;
     }
-    let out_of_range: Vec<BalanceKey> =
-        spi_ok(client.update(APPLY_DELTAS_SQL.as_str(), None, &[ids.to_vec().into()]))
-            .map(|row| {
-                (
-                    spi_ok(row.get::<i32>(1)).unwrap_or_default(),
-                    spi_ok(row.get::<String>(2)).unwrap_or_default(),
-                    spi_ok(row.get::<String>(3)).unwrap_or_default(),
-                )
-            })
-            .collect();
+    let mut out_of_range: Vec<BalanceKey> = Vec::new();
+    for row in spi_ok(client.update(
+        &apply_sql(sources),
+        None,
+        &[ids.to_vec().into(), row_ids.to_vec().into()],
+    )) {
+        let chain = spi_ok(row.get::<i32>(2)).unwrap_or_default();
+        match spi_ok(row.get::<String>(1)).as_deref() {
+            Some("head") => {
+                if let Some(block) = spi_ok(row.get::<i64>(5)) {
+                    merge_heads(heads, &BTreeMap::from([(chain, block)]));
+                }
+                continue;
+            }
+            Some("bad_rows") => {
+                set_back.failed += spi_ok(row.get::<i64>(5)).unwrap_or(0) as i32;
+                continue;
+            }
+            _ => {}
+        }
+        out_of_range.push((
+            chain,
+            spi_ok(row.get::<String>(3)).unwrap_or_default(),
+            spi_ok(row.get::<String>(4)).unwrap_or_default(),
+        ));
+    }
     let backoff_ms = f64::from(crate::gucs::RETRY_BACKOFF_MS.get());
     for (chain_id, contract, holder) in out_of_range {
         let max_attempts =
@@ -263,6 +476,20 @@ fn apply_delta_items(client: &mut SpiClient<'_>, ids: &[i64]) -> SetBack {
                 set_back.failed += 1;
             }
         }
+        if sources.is_empty() {
+            continue;
+        }
+        let args = [
+            ids.to_vec().into(),
+            row_ids.to_vec().into(),
+            chain_id.into(),
+            contract.as_str().into(),
+            holder.as_str().into(),
+            max_attempts.into(),
+            backoff_ms.into(),
+        ];
+        let spilled = spi_ok(client.update(&spill_key_sql(sources), Some(1), &args));
+        set_back.failed += spi_ok(spilled.first().get_one::<i64>()).unwrap_or(0) as i32;
     }
     set_back
 }
@@ -293,10 +520,10 @@ fn raise_heads(client: &mut SpiClient<'_>, heads: &BTreeMap<i32, i64>) {
 /// ids up by primary key, not through the pending index: that one covers
 /// the whole backlog.)
 fn complete(client: &mut SpiClient<'_>, ids: &[i64], heads: &BTreeMap<i32, i64>, elapsed_ms: f64) {
+    raise_heads(client, heads);
     if ids.is_empty() {
         return;
     }
-    raise_heads(client, heads);
     spi_ok(client.update(
         "UPDATE balance_queue.balance_update_queue
             SET status = 'completed', processed_at = clock_timestamp(),
@@ -318,8 +545,9 @@ pub struct ClaimFilter {
     pub ids: Option<Vec<i64>>,
 }
 
-/// Claims up to `batch_size` due pending items matching `filter` with SKIP
-/// LOCKED and applies them in the current transaction.
+/// Claims due pending items matching `filter` standing for up to
+/// `batch_size` transfers, with SKIP LOCKED, and applies them in the
+/// current transaction.
 pub fn apply_batch(
     client: &mut SpiClient<'_>,
     batch_size: i32,
@@ -343,21 +571,10 @@ pub fn apply_batch(
         .get_one::<String>(),
     )
     .unwrap_or_else(|| "on,on,on".into());
-    let mut claimed = claim(
+    let mut claimed = claim_weighted(
         client,
-        &format!(
-            "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
-              WHERE status = 'pending'
-                AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-                AND ($2::integer IS NULL OR chain_id = $2)
-                AND chain_id <> ALL($3::integer[])
-                AND ($4::bigint[] IS NULL OR id = ANY($4))
-              ORDER BY priority, id
-              LIMIT $1
-              FOR UPDATE SKIP LOCKED"
-        ),
+        batch_size,
         &[
-            batch_size.into(),
             filter.chain_id.into(),
             filter.exclude_chains.clone().into(),
             filter.ids.clone().into(),
@@ -376,6 +593,7 @@ pub fn apply_batch(
     let mut recalc_now = Vec::new();
     let mut heads = std::mem::take(&mut claimed.heads);
     let mut all_ids: BTreeSet<i64> = claimed.delta_ids.iter().copied().collect();
+    all_ids.extend(claimed.row_items.iter().map(|(id, _)| *id));
     for (key, ids) in std::mem::take(&mut claimed.recalc) {
         let (chain, contract, holder) = &key;
         let mut taken: Vec<i64> = all_ids.iter().copied().chain(ids.iter().copied()).collect();
@@ -420,24 +638,31 @@ pub fn apply_batch(
         all_ids.extend(recalc_ids.iter().copied());
         recalc_now.push((key, recalc_ids));
     }
-    let set_back = apply_delta_items(client, &claimed.delta_ids);
+    let (sources, row_ids) = row_sources(client, &claimed.row_items);
+    let set_back = apply_delta_items(client, &claimed.delta_ids, &sources, &row_ids, &mut heads);
     let mut failed = set_back.failed;
+    // Items set back for a retry stay pending; the others are done. The
+    // applied ones are marked before any recomputation, which leaves rows
+    // of still-pending id-range items to their item.
+    let attempted = all_ids.len() as i32;
+    let recalc_ids: BTreeSet<i64> = recalc_now.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
+    let applied: Vec<i64> = all_ids
+        .iter()
+        .copied()
+        .filter(|id| !set_back.ids.contains(id) && !recalc_ids.contains(id))
+        .collect();
+    complete(client, &applied, &heads, started.elapsed().as_secs_f64() * 1000.0);
     for ((chain, contract, holder), ids) in &recalc_now {
         if recalc::recompute_and_store(client, *chain, contract, holder).is_none() {
             recalc::fail_out_of_range(client, ids);
             failed += ids.len() as i32;
         }
     }
-    // Items set back for a retry stay pending; the others are done.
-    let attempted = all_ids.len() as i32;
-    let ids: Vec<i64> = all_ids
-        .into_iter()
-        .filter(|id| !set_back.ids.contains(id))
-        .collect();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    complete(client, &ids, &heads, elapsed_ms);
+    complete(client, &recalc_ids.into_iter().collect::<Vec<_>>(), &BTreeMap::new(), elapsed_ms);
     BatchOutcome {
         processed: attempted,
+        transfers: claimed.transfers,
         failed,
         elapsed_ms,
     }
@@ -445,30 +670,39 @@ pub fn apply_batch(
 
 /// Drains one batch of the queue in the calling transaction.
 ///
-/// * `p_batch_size`: the most items to take (default 100, > 0). Items are
-///   taken lowest `priority` first, then oldest, skipping items another
-///   session holds (SKIP LOCKED), so any number of sessions may drain at
-///   once; no item is applied twice. Items waiting out a retry backoff
+/// * `p_batch_size`: how many transfers to take (default 100, > 0): items
+///   are taken until they stand for that many (an id-range item counts
+///   its rows, any other item 1), at least one item. Items are taken
+///   lowest `priority` first, then oldest, skipping items another session
+///   holds (SKIP LOCKED), so any number of sessions may drain at once; no
+///   item is applied twice. Items waiting out a retry backoff
 ///   (`next_attempt_at` in the future) are left for later.
 /// * `p_chain_id`: only this chain's items; NULL (default) for all.
 ///
-/// Sums the effective deltas per (chain id, token contract, holder) and
-/// applies each sum once, counting every transfer side once however many
-/// copies of its row were inserted or deleted. A key whose balance would
-/// leave -(2^256-1)..2^256-1 fails alone: its items are set back with a
-/// message naming each row and retried after `balance_queue.retry_backoff`
+/// Rows queued by id are read back from their table by primary key and
+/// checked; a bad row becomes a `failed` item naming it. Sums the
+/// effective deltas per (chain id, token contract, holder) and applies
+/// each sum once, counting every transfer side once however many copies
+/// of its row were inserted or deleted. A key whose balance would leave
+/// -(2^256-1)..2^256-1 fails alone: its sides are set back with a message
+/// naming each row and retried after `balance_queue.retry_backoff`
 /// (another session may still be applying the rest of a reorg), then stay
-/// `failed` after the chain's max_retry_attempts; the rest applies. Items queued without a delta
-/// (update_type `recalculate`, or manual `queue_balance_update` calls)
-/// recompute their balance from the attached sources.
+/// `failed` after the chain's max_retry_attempts; the rest applies. Items
+/// queued without a delta (update_type `recalculate`, or manual
+/// `queue_balance_update` calls) recompute their balance from the
+/// attached sources.
+///
+/// Runs with the extension owner's rights (SECURITY DEFINER), as the
+/// triggers do: it reads the attached tables' rows back, which the caller
+/// may not be allowed to select.
 ///
 /// Returns one row: `processed_count` (items taken: applied, failed, or
-/// set back to retry after a backoff),
-/// `error_count` (items that failed), `avg_processing_time_ms` (batch
-/// wall time in milliseconds divided by items processed; 0 when idle).
+/// set back to retry after a backoff), `error_count` (bad rows found and
+/// transfer sides that failed), `avg_processing_time_ms` (batch wall time
+/// in milliseconds divided by items processed; 0 when idle).
 ///
 /// Errors: 22023 (invalid_parameter_value) when `p_batch_size` <= 0.
-#[pg_extern]
+#[pg_extern(security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn process_balance_update_queue(
     p_batch_size: default!(i32, 100),
@@ -498,21 +732,72 @@ pub fn process_balance_update_queue(
     TableIterator::once((outcome.processed, outcome.failed, avg))
 }
 
+/// Splits the pending id-range item `id` into one transfer-side item per
+/// holder side of its rows (bad rows become failed items naming them) and
+/// marks it completed with `reason`. The worker does this when applying
+/// the item alone raised an error, so that the sides that raise it back
+/// off and fail alone while the statement's other transfers apply.
+/// Returns the number of items written, or `None` when `id` is not a
+/// pending id-range item of an attached table.
+pub fn split_row_item(client: &mut SpiClient<'_>, id: i64, reason: &str) -> Option<i64> {
+    let relid = spi_ok(
+        spi_ok(client.select(
+            "SELECT source_table::oid FROM balance_queue.balance_update_queue
+              WHERE id = $1 AND status = 'pending' AND source_row_ids IS NOT NULL",
+            Some(1),
+            &[id.into()],
+        ))
+        .first()
+        .get_one::<pg_sys::Oid>(),
+    )?;
+    let mapping = crate::attach::load_mapping(client, relid)?;
+    mapping.row_id_column.as_ref()?;
+    let sources = [mapping];
+    let sql = format!(
+        "WITH {read_back},
+         queued AS ({enqueue} RETURNING 1),
+         split AS (
+             UPDATE balance_queue.balance_update_queue
+                SET status = 'completed', processed_at = clock_timestamp(),
+                    error_message = format('split into %s transfer-side items after: %s',
+                                           (SELECT count(*) FROM queued), $3::text)
+              WHERE id = ANY($2)
+             RETURNING 1
+         )
+         SELECT count(*) FROM queued",
+        read_back = source_rows::read_back_ctes(&sources),
+        enqueue = sources[0].enqueue_validated("read_back_0", 1, sources[0].relid, ""),
+    );
+    spi_ok(
+        spi_ok(client.update(
+            &sql,
+            Some(1),
+            &[vec![id].into(), vec![id].into(), reason.into()],
+        ))
+        .first()
+        .get_one::<i64>(),
+    )
+}
+
 /// Items one key drained outside a batch.
 pub struct Drained {
-    /// Every item taken (the caller completes them).
+    /// Recalculation items taken (the caller completes them once the key
+    /// is recomputed).
     pub ids: Vec<i64>,
-    /// Highest block among them, per chain.
+    /// Highest block among the items, per chain.
     pub heads: BTreeMap<i32, i64>,
 }
 
-/// Takes every pending item of one key, waiting for sessions that hold
-/// some, and applies its delta items. The caller completes the items once
-/// the key is recomputed. Used outside any batch, holding no other lock, so
-/// the wait cannot deadlock.
+/// Takes every pending item of one key and every pending id-range item
+/// that can hold rows of its chain, waiting for sessions that hold some,
+/// applies them and marks them completed, so a recomputation from the
+/// sources that follows counts every row once. Returns the key's
+/// recalculation items for the caller to complete. Used outside any batch,
+/// holding no other lock, so the waits cannot deadlock.
 pub fn drain_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> Drained {
     let (chain, contract, holder) = key;
-    let claimed = claim(
+    let started = Instant::now();
+    let mut claimed = claim(
         client,
         &format!(
             "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
@@ -527,17 +812,30 @@ pub fn drain_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> Drained {
             holder.as_str().into(),
         ],
     );
-    let set_back = apply_delta_items(client, &claimed.delta_ids);
-    let mut ids: Vec<i64> = claimed
+    let rows = claim(
+        client,
+        &format!(
+            "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+              WHERE status = 'pending' AND source_row_ids IS NOT NULL
+                AND (chain_id = $1 OR chain_id IS NULL)
+              ORDER BY id
+              FOR UPDATE"
+        ),
+        &[(*chain).into()],
+    );
+    claimed.row_items = rows.row_items;
+    let mut heads = claimed.heads;
+    let (sources, row_ids) = row_sources(client, &claimed.row_items);
+    let set_back = apply_delta_items(client, &claimed.delta_ids, &sources, &row_ids, &mut heads);
+    let done: Vec<i64> = claimed
         .delta_ids
         .into_iter()
+        .chain(row_ids)
         .filter(|id| !set_back.ids.contains(id))
         .collect();
-    ids.extend(claimed.recalc.into_iter().flat_map(|(_, ids)| ids));
-    Drained {
-        ids,
-        heads: claimed.heads,
-    }
+    complete(client, &done, &heads, started.elapsed().as_secs_f64() * 1000.0);
+    let ids = claimed.recalc.into_iter().flat_map(|(_, ids)| ids).collect();
+    Drained { ids, heads }
 }
 
 /// Raises head blocks and marks the still-pending items among `drained`

@@ -18,7 +18,8 @@ const TRIGGERS: [&str; 4] = [
 ];
 
 const MAPPING_COLUMNS: &str = "source_table::text, chain_id, from_column, to_column, value_column, \
-     contract_column, tx_hash_column, log_index_column, block_number_column, network_column";
+     contract_column, tx_hash_column, log_index_column, block_number_column, network_column, \
+     row_id_column, source_table::oid AS relid";
 
 fn mapping_from_row(row: &pgrx::spi::SpiHeapTupleData) -> SourceMapping {
     let text = |i: usize| spi_ok(row.get::<String>(i)).unwrap_or_default();
@@ -33,6 +34,10 @@ fn mapping_from_row(row: &pgrx::spi::SpiHeapTupleData) -> SourceMapping {
         log_index_column: text(8),
         block_number_column: text(9),
         network_column: spi_ok(row.get::<String>(10)),
+        row_id_column: spi_ok(row.get::<String>(11)),
+        relid: spi_ok(row.get::<pg_sys::Oid>(12))
+            .map(|oid| oid.to_u32())
+            .unwrap_or_default(),
     }
 }
 
@@ -87,8 +92,12 @@ pub fn run_counted(client: &mut SpiClient<'_>, insert: &str) -> i64 {
 /// Installs AFTER INSERT, AFTER DELETE and AFTER UPDATE statement-level
 /// triggers with transition tables, so a COPY of 5,000 rows queues its
 /// changes in one set-based statement, and a BEFORE TRUNCATE trigger that
-/// queues the removal of every row. Returns the number of queue items
-/// the backfill wrote (one per holder side; 0 without backfill).
+/// queues the removal of every row. When the table's primary key is one
+/// integer column (rindexer's `rindexer_id`), inserted rows are queued as
+/// id ranges, one item per statement and chain, and read back when applied;
+/// otherwise each row's holder sides are queued. Returns what the backfill
+/// queued: the number of rows for a table queued by id, else the number of
+/// holder-side items (0 without backfill).
 ///
 /// Errors: 42710 (duplicate_object) when the table is already attached;
 /// 42703 (undefined_column) for a column the table lacks; 22023
@@ -185,12 +194,13 @@ pub fn attach_transfer_table(
                 );
             }
         }
+        let row_id_column = crate::source_rows::integer_primary_key(client, relid);
         spi_ok(
             client.update(
                 "INSERT INTO balance_queue.attached_sources
                  (source_table, chain_id, from_column, to_column, value_column, contract_column,
-                  tx_hash_column, log_index_column, block_number_column, network_column)
-             VALUES ($1::oid::regclass, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                  tx_hash_column, log_index_column, block_number_column, network_column, row_id_column)
+             VALUES ($1::oid::regclass, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 None,
                 &[
                     relid.into(),
@@ -208,6 +218,7 @@ pub fn attach_transfer_table(
                         network_column
                     })
                     .into(),
+                    row_id_column.into(),
                 ],
             ),
         );
@@ -241,10 +252,22 @@ pub fn attach_transfer_table(
         ] {
             spi_ok(client.update(&ddl, None, &[]));
         }
-        if backfill {
-            run_counted(client, &mapping.enqueue(table, 1, relid.to_u32()))
-        } else {
-            0
+        match (backfill, &mapping.row_id_column) {
+            (false, _) => 0,
+            (true, Some(_)) => spi_ok(
+                spi_ok(client.update(
+                    &format!(
+                        "WITH queued AS ({}) SELECT coalesce(sum(row_count), 0)::bigint FROM queued",
+                        crate::source_rows::queue_rows_sql(&mapping, table)
+                    ),
+                    Some(1),
+                    &[],
+                ))
+                .first()
+                .get_one::<i64>(),
+            )
+            .unwrap_or(0),
+            (true, None) => run_counted(client, &mapping.enqueue(table, 1, relid.to_u32())),
         }
     })
 }
@@ -274,6 +297,12 @@ pub fn detach_transfer_table(source: PgRelation) -> i64 {
                 &[],
             ));
         }
+        // Rows still waiting in an id-range item were never counted.
+        crate::source_rows::supersede_pending_rows(
+            client,
+            relid.to_u32(),
+            "superseded: the table was detached before these rows were applied",
+        );
         let queued = run_counted(client, &mapping.enqueue(&mapping.label, -1, relid.to_u32()));
         spi_ok(client.update(
             "DELETE FROM balance_queue.attached_sources WHERE source_table = $1::oid",

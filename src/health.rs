@@ -11,7 +11,8 @@ use pgrx::prelude::*;
 /// then drops rows older than `balance_queue.health_retention` hours.
 ///
 /// Per chain: `pending_count`, `processing_count`, `completed_count`
-/// (completed since the previous collection), `completed_last_hour` (sum of
+/// (completed since the previous collection) count work, not items: the
+/// rows of an id-range item, 1 for any other item; `completed_last_hour` (sum of
 /// those over the last hour), `failed_last_hour`, `avg_processing_time_ms`
 /// of the newly completed items, and `oldest_pending_age_seconds`.
 /// The worker runs it every `balance_queue.health_interval` seconds.
@@ -29,10 +30,11 @@ pub fn collect_queue_health_metrics() -> i64 {
                   ORDER BY chain_id, collected_at DESC
              ), per_chain AS (
                  SELECT q.chain_id,
-                        count(*) FILTER (WHERE q.status = 'pending') AS pending_count,
-                        count(*) FILTER (WHERE q.status = 'processing') AS processing_count,
-                        count(*) FILTER (WHERE q.status = 'completed'
-                                           AND q.processed_at > coalesce(l.collected_at, '-infinity'))
+                        -- work, not items: an id-range item counts its rows
+                        coalesce(sum(q.row_count) FILTER (WHERE q.status = 'pending'), 0) AS pending_count,
+                        coalesce(sum(q.row_count) FILTER (WHERE q.status = 'processing'), 0) AS processing_count,
+                        coalesce(sum(q.row_count) FILTER (WHERE q.status = 'completed'
+                                           AND q.processed_at > coalesce(l.collected_at, '-infinity')), 0)
                             AS completed_count,
                         count(*) FILTER (WHERE q.status = 'failed' AND q.processed_at > now() - interval '1 hour')
                             AS failed_last_hour,

@@ -22,6 +22,7 @@ mod queries;
 mod recalc;
 mod reorg;
 mod row_check;
+mod source_rows;
 mod source_sql;
 mod triggers;
 mod uint256;

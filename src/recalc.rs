@@ -13,7 +13,8 @@ use std::time::Instant;
 /// holder $3 for token $2 on chain $1: from every source of the chain
 /// (attached tables and tables wired with the seed's row trigger), each
 /// (tx_hash, log_index, side) and content once however many copies exist,
-/// as the ledger counts them. With no
+/// as the ledger counts them. Rows still waiting in a pending id-range item
+/// are left to it (it adds them when applied). With no
 /// source left (all dropped), from the applied-transfer ledger.
 fn counted_sides_sql(client: &SpiClient<'_>, chain_id: i32) -> String {
     let mappings = sources_for_chain(client, chain_id);
@@ -25,7 +26,7 @@ fn counted_sides_sql(client: &SpiClient<'_>, chain_id: i32) -> String {
     }
     let union = mappings
         .iter()
-        .map(|m| m.sides_of_holder(&m.label))
+        .map(|m| m.sides_of_holder(&crate::source_rows::counted_relation(m)))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     format!(
@@ -112,9 +113,10 @@ pub fn fail_out_of_range(client: &mut SpiClient<'_>, ids: &[i64]) {
 /// ERC20 (EIP-20 Transfer semantics). The sources are the tables attached
 /// with `attach_transfer_table` and those wired with the seed's
 /// `trigger_queue_balance_update`; with none left, the applied-transfer
-/// ledger. Pending queue items of this key are applied first (waiting for
-/// a drain that holds some), so the stored value and the queue stay
-/// consistent.
+/// ledger. Pending queue items of this key, and pending id-range items of
+/// the chain's tables (rows queued by `rindexer_id`, whose holders are not
+/// known until read), are applied first, waiting for a drain that holds
+/// some, so the stored value and the queue stay consistent.
 ///
 /// Returns the balance in wei (NUMERIC, signed).
 ///

@@ -120,20 +120,11 @@ pub fn handle_reorg(
         .unwrap_or(0);
         let mut requeued = 0;
         for source in sources_for_chain(client, p_chain_id) {
-            let relid = spi_ok(
-                spi_ok(client.select(
-                    "SELECT $1::regclass::oid",
-                    Some(1),
-                    &[source.label.as_str().into()],
-                ))
-                .first()
-                .get_one::<pg_sys::Oid>(),
-            )
-            .expect("source oid");
+            // Rows still waiting in an id-range item are left to it.
             let insert = source.enqueue_where(
-                &source.label,
+                &crate::source_rows::counted_relation(&source),
                 1,
-                relid.to_u32(),
+                source.relid,
                 &format!("AND v.error IS NULL AND v.chain_id = {p_chain_id} AND v.block_number >= {p_from_block}"),
             );
             requeued += crate::attach::run_counted(client, &insert);

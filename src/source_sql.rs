@@ -22,10 +22,15 @@ pub struct SourceMapping {
     pub log_index_column: String,
     pub block_number_column: String,
     pub network_column: Option<String>,
+    /// The table's single-column integer primary key when inserted rows
+    /// are queued by id (see `source_rows`); `None`: queued by content.
+    pub row_id_column: Option<String>,
+    /// The source table's oid (0 for a transition table or a literal row).
+    pub relid: u32,
 }
 
 impl SourceMapping {
-    fn col(&self, name: &str) -> String {
+    pub(crate) fn col(&self, name: &str) -> String {
         format!("r.{}::text", quote_identifier(name))
     }
 
@@ -105,6 +110,23 @@ impl SourceMapping {
         source_oid: u32,
         condition: &str,
     ) -> String {
+        self.enqueue_validated(
+            &format!("({})", self.validated_rows(relation)),
+            source_change,
+            source_oid,
+            condition,
+        )
+    }
+
+    /// [`Self::enqueue_where`] over `validated`, a relation already shaped
+    /// like [`Self::validated_rows`] (a CTE name or a subquery).
+    pub fn enqueue_validated(
+        &self,
+        validated: &str,
+        source_change: i16,
+        source_oid: u32,
+        condition: &str,
+    ) -> String {
         let only_valid = if source_change < 0 {
             "AND v.error IS NULL"
         } else {
@@ -114,23 +136,23 @@ impl SourceMapping {
             "INSERT INTO balance_queue.balance_update_queue
                  (chain_id, contract_address, holder_address, update_type, delta_wei, source_change,
                   triggered_by_tx, triggered_by_log_index, triggered_by_block, source_table,
-                  status, error_message, retryable)
+                  status, processed_at, error_message, retryable)
              SELECT v.chain_id, v.contract_address, s.holder_address, s.update_type,
                     CASE WHEN v.error IS NULL THEN s.delta_wei END, {source_change},
                     v.tx_hash, v.log_index, v.block_number, {source_oid}::oid::regclass,
                     CASE WHEN v.error IS NULL THEN 'pending' ELSE 'failed' END,
+                    CASE WHEN v.error IS NOT NULL THEN clock_timestamp() END,
                     CASE WHEN v.error IS NOT NULL THEN
                          format('row of %s (tx_hash %s, log_index %s) not counted: %s',
                                 {label}, coalesce(v.tx_hash, 'NULL'), coalesce(v.log_index_raw, 'NULL'), v.error) END,
                     v.error IS NULL
-               FROM ({rows}) v
+               FROM {validated} v
               CROSS JOIN LATERAL (VALUES ('transfer_out', v.from_address, -v.value_wei),
                                          ('transfer_in', v.to_address, v.value_wei))
                          AS s(update_type, holder_address, delta_wei)
               WHERE CASE WHEN v.error IS NULL
                          THEN s.holder_address <> '{zero}'
                          ELSE s.update_type = 'transfer_in' END {only_valid} {condition}",
-            rows = self.validated_rows(relation),
             label = quote_literal(&self.label),
             zero = crate::address::ZERO_ADDRESS,
         )
@@ -142,17 +164,7 @@ impl SourceMapping {
     /// delta_wei (signed, wei), block_number. The zero address is never a
     /// holder.
     pub fn sides(&self, relation: &str, condition: &str) -> String {
-        format!(
-            "SELECT v.chain_id, v.contract_address, s.holder_address, v.tx_hash, v.log_index,
-                    s.is_inbound, s.delta_wei, v.block_number
-               FROM ({rows}) v
-              CROSS JOIN LATERAL (VALUES (false, v.from_address, -v.value_wei),
-                                         (true, v.to_address, v.value_wei))
-                         AS s(is_inbound, holder_address, delta_wei)
-              WHERE v.error IS NULL AND s.holder_address <> '{zero}' AND {condition}",
-            rows = self.validated_rows(relation),
-            zero = crate::address::ZERO_ADDRESS,
-        )
+        sides_of_validated(&format!("({})", self.validated_rows(relation)), condition)
     }
 
     /// [`Self::sides`] of holder $3 for token $2 on chain $1.
@@ -162,4 +174,19 @@ impl SourceMapping {
             "v.chain_id = $1 AND v.contract_address = $2 AND s.holder_address = $3",
         )
     }
+}
+
+/// [`SourceMapping::sides`] over `validated`, a relation already shaped
+/// like [`SourceMapping::validated_rows`] (a CTE name or a subquery).
+pub fn sides_of_validated(validated: &str, condition: &str) -> String {
+    format!(
+        "SELECT v.chain_id, v.contract_address, s.holder_address, v.tx_hash, v.log_index,
+                s.is_inbound, s.delta_wei, v.block_number
+           FROM {validated} v
+          CROSS JOIN LATERAL (VALUES (false, v.from_address, -v.value_wei),
+                                     (true, v.to_address, v.value_wei))
+                     AS s(is_inbound, holder_address, delta_wei)
+          WHERE v.error IS NULL AND s.holder_address <> '{zero}' AND {condition}",
+        zero = crate::address::ZERO_ADDRESS,
+    )
 }

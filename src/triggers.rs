@@ -4,15 +4,19 @@
 
 use crate::attach::load_mapping;
 use crate::errors::{invalid_parameter, spi_ok};
+use crate::source_rows;
 use crate::source_sql::SourceMapping;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use std::ffi::{CStr, CString};
 
-/// Statement-level trigger installed by `attach_transfer_table`: queues the
-/// rows of the statement's transition tables (NEW rows +1, OLD rows -1) in
-/// one set-based INSERT per table; before a TRUNCATE, every row of the
-/// table -1. Not meant to be called directly.
+/// Statement-level trigger installed by `attach_transfer_table`. NEW rows
+/// of a table with an integer primary key are queued as id ranges (one
+/// item per chain, read back when applied); otherwise each row's sides are
+/// queued (+1). OLD rows are taken back (-1), except those still waiting
+/// in a pending id-range item, which are cut out of it. Before a TRUNCATE,
+/// every row is taken back. Each step is one set-based statement over the
+/// transition table. Not meant to be called directly.
 #[pg_trigger]
 fn _enqueue_transfer_rows<'a>(
     trigger: &'a PgTrigger<'a>,
@@ -29,20 +33,36 @@ fn _enqueue_transfer_rows<'a>(
         let Some(mapping) = load_mapping(client, relid) else {
             return;
         };
+        let relid = relid.to_u32();
         if matches!(op, PgTriggerOperation::Truncate) {
-            // BEFORE TRUNCATE: the rows are still there to be taken back.
-            spi_ok(client.update(
-                &mapping.enqueue(&mapping.label, -1, relid.to_u32()),
-                None,
-                &[],
-            ));
+            // BEFORE TRUNCATE: the rows are still there to be taken back;
+            // those still waiting in a source_rows item were never counted.
+            source_rows::supersede_pending_rows(
+                client,
+                relid,
+                "superseded: the table was truncated before these rows were applied",
+            );
+            spi_ok(client.update(&mapping.enqueue(&mapping.label, -1, relid), None, &[]));
             return;
         }
-        for (rows, change) in [(old_rows, -1), (new_rows, 1)] {
-            if let Some(rows) = rows {
-                let insert = mapping.enqueue(&quote_identifier(rows), change, relid.to_u32());
-                spi_ok(client.update(&insert, None, &[]));
-            }
+        if let Some(old_rows) = old_rows {
+            let old_rows = quote_identifier(old_rows);
+            let removed = match mapping.row_id_column {
+                Some(_) => {
+                    let cut = source_rows::cut_pending_rows(client, &mapping, &old_rows);
+                    source_rows::without_cut_rows(&mapping, &old_rows, cut.as_deref())
+                }
+                None => old_rows,
+            };
+            spi_ok(client.update(&mapping.enqueue(&removed, -1, relid), None, &[]));
+        }
+        if let Some(new_rows) = new_rows {
+            let new_rows = quote_identifier(new_rows);
+            let insert = match mapping.row_id_column {
+                Some(_) => source_rows::queue_rows_sql(&mapping, &new_rows),
+                None => mapping.enqueue(&new_rows, 1, relid),
+            };
+            spi_ok(client.update(&insert, None, &[]));
         }
     });
     Ok(None)
@@ -151,6 +171,8 @@ fn trigger_queue_balance_update<'a>(
         log_index_column: "log_index".into(),
         block_number_column: "block_number".into(),
         network_column: Some("network".into()),
+        row_id_column: None,
+        relid: relid.to_u32(),
     };
     Spi::connect_mut(|client| {
         for (tuple, change) in rows {
@@ -250,6 +272,8 @@ pub fn row_trigger_mappings(
             log_index_column: log_index,
             block_number_column: block,
             network_column: if fixed_chain.is_some() { None } else { network },
+            row_id_column: None,
+            relid: relid.to_u32(),
         });
     }
     mappings

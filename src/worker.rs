@@ -154,7 +154,7 @@ fn isolate_failures(group: &Group, batch_error: &str) {
             spi_ok(client.select(
                 "SELECT id FROM balance_queue.balance_update_queue
                   WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-                    AND ($2::integer IS NULL OR chain_id = $2) AND chain_id <> ALL($3::integer[])
+                    AND ($2::integer IS NULL OR chain_id = $2) AND coalesce(chain_id <> ALL($3::integer[]), true)
                   ORDER BY priority, id LIMIT $1",
                 None,
                 &[
@@ -176,10 +176,18 @@ fn isolate_failures(group: &Group, batch_error: &str) {
             ids: Some(vec![id]),
             ..group.filter.clone()
         };
-        if let Err(message) =
+        let Err(message) =
             in_transaction(|| Spi::connect_mut(|client| apply::apply_batch(client, 1, &single)))
-        {
-            record_failure(id, &message, group.config.max_retry_attempts);
+        else {
+            continue;
+        };
+        // An id-range item stands for a whole statement's rows: split it
+        // into transfer sides, which the next passes isolate one by one.
+        match in_transaction(|| {
+            Spi::connect_mut(|client| apply::split_row_item(client, id, &message))
+        }) {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => record_failure(id, &message, group.config.max_retry_attempts),
         }
     }
 }
@@ -289,7 +297,7 @@ fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
                 apply::apply_batch(client, group.config.batch_size, &group.filter)
             })
         }) {
-            Ok(outcome) if outcome.processed >= group.config.batch_size => {
+            Ok(outcome) if outcome.transfers >= i64::from(group.config.batch_size) => {
                 // A full batch: more is waiting, come back after the interval.
                 sleep = sleep.min(interval);
             }

@@ -259,7 +259,10 @@ fn reload_changes_the_batch_size_the_worker_uses() {
     let rows: Vec<TransferRow> = (0..60)
         .map(|n| transfer(MINTER, &holder(n + 1), 5, n, "ethereum"))
         .collect();
-    rindexer::write_batch(&mut c, TABLE, &rows).unwrap();
+    // One statement per transfer: one id-range item of one row each.
+    for row in &rows {
+        rindexer::write_batch(&mut c, TABLE, std::slice::from_ref(row)).unwrap();
+    }
     alter_system(
         &mut c,
         &["balance_queue.batch_size = 7", "balance_queue.enabled = on"],
@@ -270,7 +273,7 @@ fn reload_changes_the_batch_size_the_worker_uses() {
     // Items completed by one batch share the batch transaction's xmin.
     let largest_batch = scalar_i64(
         &mut c,
-        "SELECT max(n) FROM (SELECT count(*) AS n FROM balance_queue.balance_update_queue
+        "SELECT max(n) FROM (SELECT sum(row_count) AS n FROM balance_queue.balance_update_queue
                               WHERE status = 'completed' GROUP BY xmin::text) b",
     );
     assert_eq!(
@@ -464,14 +467,16 @@ fn health_metrics_summary_alerts_and_cleanup() {
         "oldest pending is two hours old"
     );
 
+    // 51 bad rows (log_index 'abc') become 51 failed items when drained.
+    let bad: Vec<TransferRow> = (0..51)
+        .map(|n| {
+            let mut row = transfer(MINTER, &holder(n + 5000), 1, n, "ethereum");
+            row.log_index = "abc".into();
+            row
+        })
+        .collect();
+    rindexer::write_batch(&mut f.client, &f.table, &bad).unwrap();
     balance_queue_harness::drain(&mut f.client, 5000);
-    f.client
-        .execute(
-            "UPDATE balance_queue.balance_update_queue SET status = 'failed', processed_at = now()
-              WHERE id IN (SELECT id FROM balance_queue.balance_update_queue ORDER BY id LIMIT 51)",
-            &[],
-        )
-        .unwrap();
     f.client
         .query_one("SELECT balance_queue.collect_queue_health_metrics()", &[])
         .unwrap();
@@ -493,7 +498,8 @@ fn health_metrics_summary_alerts_and_cleanup() {
             row.get::<_, i64>(1),
             row.get::<_, i64>(2)
         ),
-        (0, 1200 - 51, 51)
+        (0, 1200 + 51, 51),
+        "completed counts every row read back, the bad ones too"
     );
 
     // Cleanup removes completed items once counted and past retention.
@@ -504,7 +510,7 @@ fn health_metrics_summary_alerts_and_cleanup() {
         &mut f.client,
         "SELECT balance_queue.cleanup_completed_updates()",
     );
-    assert_eq!(removed, 1200 - 51);
+    assert_eq!(removed, 2, "the two id-range items");
     assert_eq!(
         scalar_i64(
             &mut f.client,

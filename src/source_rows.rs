@@ -1,0 +1,250 @@
+//! Inserted rows queued by id. For a table whose primary key is one integer
+//! column (rindexer's `rindexer_id SERIAL PRIMARY KEY`), an INSERT or COPY
+//! queues one `source_rows` item per statement and chain holding the ids it
+//! wrote, and the apply path reads those rows back by primary key. Ingest
+//! then costs one small write per statement instead of two queue rows per
+//! transfer (shared/notes/design.md measured the latter at about 12× the
+//! indexer's own COPY, even set-based).
+//!
+//! Rows are read when their item is applied, not when they were inserted,
+//! so a row deleted or updated before then was never counted and must not
+//! be taken back: DELETE and UPDATE first cut their rows' ids out of the
+//! pending items (waiting for a drain that holds one; once it commits those
+//! rows count as applied) and queue the removal of the other rows only.
+//! TRUNCATE and detaching supersede every pending item of the table.
+
+use crate::errors::spi_ok;
+use crate::source_sql::{SourceMapping, sides_of_validated};
+use pgrx::prelude::*;
+use pgrx::spi::{SpiClient, quote_identifier, quote_literal};
+
+/// The table's primary key column when it is a single integer column
+/// (smallint, integer or bigint), else `None`.
+pub fn integer_primary_key(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Option<String> {
+    spi_ok(client.select(
+        "SELECT a.attname::text
+           FROM pg_catalog.pg_index i
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+          WHERE i.indrelid = $1 AND i.indisprimary AND i.indnkeyatts = 1
+            AND a.atttypid IN ('pg_catalog.int2'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype,
+                               'pg_catalog.int8'::pg_catalog.regtype)",
+        Some(1),
+        &[relid.into()],
+    ))
+    .first()
+    .get_one::<String>()
+    .ok()
+    .flatten()
+}
+
+fn row_id(mapping: &SourceMapping, alias: &str) -> String {
+    let column = mapping
+        .row_id_column
+        .as_deref()
+        .expect("only tables queued by id have a row id column");
+    format!("{alias}.{}::bigint", quote_identifier(column))
+}
+
+/// An INSERT queueing the rows of `relation` by id: one `source_rows` item
+/// per chain (rows of an unknown network share one item without a chain;
+/// they are recorded as bad rows when read back). Returns `row_count` per item.
+pub fn queue_rows_sql(mapping: &SourceMapping, relation: &str) -> String {
+    let (chain, join) = match (mapping.chain_id, &mapping.network_column) {
+        (Some(chain_id), _) => (chain_id.to_string(), String::new()),
+        (None, Some(network)) => (
+            "c.chain_id".to_string(),
+            format!(
+                " LEFT JOIN balance_queue.chain_registry c ON c.network_name = {}",
+                mapping.col(network)
+            ),
+        ),
+        (None, None) => ("NULL::integer".to_string(), String::new()),
+    };
+    format!(
+        "INSERT INTO balance_queue.balance_update_queue
+             (chain_id, update_type, source_table, source_row_ids, row_count)
+         SELECT {chain}, 'source_rows', {relid}::oid::regclass,
+                range_agg(int8range({id}, {id}, '[]')), count(*)
+           FROM {relation} r{join}
+          GROUP BY 1
+         RETURNING row_count",
+        relid = mapping.relid,
+        id = row_id(mapping, "r"),
+    )
+}
+
+/// Cuts the ids of `old_rows` (a transition table of deleted or updated
+/// rows) out of the table's pending `source_rows` items, waiting for a
+/// drain that holds one. Returns the ids cut (rows never counted, as an
+/// int8multirange literal), or `None` when none were.
+pub fn cut_pending_rows(
+    client: &mut SpiClient<'_>,
+    mapping: &SourceMapping,
+    old_rows: &str,
+) -> Option<String> {
+    let gone = spi_ok(
+        spi_ok(client.select(
+            &format!(
+                "SELECT range_agg(int8range({id}, {id}, '[]'))::text FROM {old_rows} r",
+                id = row_id(mapping, "r")
+            ),
+            Some(1),
+            &[],
+        ))
+        .first()
+        .get_one::<String>(),
+    )?;
+    spi_ok(
+        spi_ok(client.update(
+            "WITH hit AS (
+                 SELECT q.id, q.source_row_ids * $1::int8multirange AS cut
+                   FROM balance_queue.balance_update_queue q
+                  WHERE q.status = 'pending' AND q.source_table = $2::oid::regclass
+                    AND q.source_row_ids IS NOT NULL AND q.source_row_ids && $1::int8multirange
+                  ORDER BY q.id
+                    FOR UPDATE
+             ), cut AS (
+                 UPDATE balance_queue.balance_update_queue q
+                    SET source_row_ids = q.source_row_ids - $1::int8multirange,
+                        row_count = q.row_count
+                            - (SELECT coalesce(sum(upper(c) - lower(c)), 0) FROM unnest(hit.cut) c)::integer,
+                        status = CASE WHEN isempty(q.source_row_ids - $1::int8multirange)
+                                      THEN 'completed' ELSE q.status END,
+                        processed_at = CASE WHEN isempty(q.source_row_ids - $1::int8multirange)
+                                            THEN clock_timestamp() END,
+                        error_message = CASE WHEN isempty(q.source_row_ids - $1::int8multirange)
+                                             THEN 'superseded: every row was deleted or updated before it was applied' END
+                   FROM hit
+                  WHERE q.id = hit.id
+                 RETURNING hit.cut
+             )
+             SELECT range_agg(c)::text FROM cut, unnest(cut.cut) c",
+            Some(1),
+            &[gone.as_str().into(), pg_sys::Oid::from(mapping.relid).into()],
+        ))
+        .first()
+        .get_one::<String>(),
+    )
+}
+
+/// `relation` without the rows whose ids are in `cut` (from [`cut_pending_rows`]).
+pub fn without_cut_rows(mapping: &SourceMapping, relation: &str, cut: Option<&str>) -> String {
+    match cut {
+        None => relation.to_string(),
+        Some(cut) => format!(
+            "(SELECT r.* FROM {relation} r WHERE NOT ({id} <@ {cut}::int8multirange))",
+            id = row_id(mapping, "r"),
+            cut = quote_literal(cut),
+        ),
+    }
+}
+
+/// Marks every pending `source_rows` item of the table completed with
+/// `reason` (its rows were never counted and are about to go), waiting for
+/// a drain that holds one. Returns how many were superseded.
+pub fn supersede_pending_rows(client: &mut SpiClient<'_>, relid: u32, reason: &str) -> i64 {
+    spi_ok(
+        spi_ok(client.update(
+            "WITH superseded AS (
+                 UPDATE balance_queue.balance_update_queue q
+                    SET status = 'completed', processed_at = clock_timestamp(), error_message = $2
+                  WHERE q.id IN (SELECT id FROM balance_queue.balance_update_queue
+                                  WHERE status = 'pending' AND source_table = $1::oid::regclass
+                                    AND source_row_ids IS NOT NULL
+                                  ORDER BY id FOR UPDATE)
+                 RETURNING 1
+             )
+             SELECT count(*) FROM superseded",
+            Some(1),
+            &[pg_sys::Oid::from(relid).into(), reason.into()],
+        ))
+        .first()
+        .get_one::<i64>(),
+    )
+    .unwrap_or(0)
+}
+
+/// The table's rows that the apply path has counted or will count through
+/// a transfer-side item: every row except those waiting in a pending
+/// `source_rows` item (recalculation and handle_reorg must leave those to
+/// their item, or they would count twice).
+pub fn counted_relation(mapping: &SourceMapping) -> String {
+    if mapping.row_id_column.is_none() {
+        return mapping.label.clone();
+    }
+    format!(
+        "(SELECT r.* FROM {label} r
+           WHERE NOT coalesce({id} <@ (SELECT range_agg(ids)
+                                         FROM balance_queue.balance_update_queue q,
+                                              unnest(q.source_row_ids) ids
+                                        WHERE q.status = 'pending'
+                                          AND q.source_table = {relid}::oid::regclass), false))",
+        label = mapping.label,
+        id = row_id(mapping, "r"),
+        relid = mapping.relid,
+    )
+}
+
+/// The rows of `sources` that the batch's `source_rows` items (ids in
+/// parameter `$2`) stand for, read back by primary key, validated once per
+/// batch as CTEs `read_back_0`, `read_back_1`, ... (one per source, in
+/// order; see [`SourceMapping::validated_rows`]).
+pub fn read_back_ctes(sources: &[SourceMapping]) -> String {
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            // LATERAL: one primary-key range scan per id range, whatever
+            // the (absent) statistics of the queue say.
+            let rows = format!(
+                "(SELECT t.* FROM (SELECT unnest(q.source_row_ids) AS ids
+                                     FROM balance_queue.balance_update_queue q
+                                    WHERE q.id = ANY($2) AND q.source_table = {relid}::oid::regclass) a
+                   CROSS JOIN LATERAL (SELECT * FROM {label} s
+                                        WHERE {id} >= lower(a.ids) AND {id} < upper(a.ids)) t)",
+                relid = m.relid,
+                label = m.label,
+                id = row_id(m, "s"),
+            );
+            format!("read_back_{i} AS MATERIALIZED ({})", m.validated_rows(&rows))
+        })
+        .collect::<Vec<_>>()
+        .join(",\n")
+}
+
+/// CTEs recording each bad row read back as a `failed` item naming it.
+pub fn read_back_failures(sources: &[SourceMapping]) -> String {
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            format!(
+                "read_back_failed_{i} AS ({} RETURNING 1)",
+                m.enqueue_validated(
+                    &format!("read_back_{i}"),
+                    1,
+                    m.relid,
+                    "AND v.error IS NOT NULL"
+                )
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",\n")
+}
+
+/// The valid transfer sides read back matching `condition` (see
+/// [`sides_of_validated`]), with each one's `source_oid`, as one UNION ALL.
+pub fn read_back_sides(sources: &[SourceMapping], condition: &str) -> String {
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            format!(
+                "SELECT x.*, {}::oid AS source_oid FROM ({}) x",
+                m.relid,
+                sides_of_validated(&format!("read_back_{i}"), condition)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
