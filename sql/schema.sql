@@ -65,10 +65,12 @@ CREATE INDEX current_token_balances_holder_idx
 -- Top holders of one token.
 CREATE INDEX current_token_balances_top_holders_idx
     ON balance_queue.current_token_balances (chain_id, contract_address, current_balance DESC);
+-- Balances by symbol and by USD value: partial, so the many balances of
+-- tokens without metadata cost the apply path no index writes here.
 CREATE INDEX current_token_balances_symbol_idx
-    ON balance_queue.current_token_balances (token_symbol);
+    ON balance_queue.current_token_balances (token_symbol) WHERE token_symbol IS NOT NULL;
 CREATE INDEX current_token_balances_usd_idx
-    ON balance_queue.current_token_balances (balance_usd DESC NULLS LAST);
+    ON balance_queue.current_token_balances (balance_usd DESC NULLS LAST) WHERE balance_usd IS NOT NULL;
 COMMENT ON TABLE balance_queue.current_token_balances IS
     'Current ERC20 balance per (chain_id, contract_address, holder_address) in wei, maintained incrementally from the queue. Signed: never clamped.';
 

@@ -143,10 +143,20 @@ fn apply_sql(sources: &[SourceMapping]) -> String {
               WHERE (copies > 0) <> (copies - last_change > 0)
               GROUP BY 1, 2, 3
          ), checked AS (
-             SELECT e.*, abs(coalesce(b.current_balance, 0) + e.delta_wei) <= {MAX_U256} AS in_range
+             -- Whether a new balance would stay in range: the upsert's
+             -- conflict clause checks existing keys, so only a delta beyond
+             -- the range on its own needs the current balance (ERC721 ids
+             -- summed as amounts). No lookup per key: that would depend on
+             -- the planner picking the primary key over the top-holders
+             -- index, which it does not on a table not yet analysed.
+             SELECT e.*,
+                    CASE WHEN abs(e.delta_wei) <= {MAX_U256} THEN true
+                         WHEN abs(e.delta_wei) > 2 * {MAX_U256} THEN false
+                         ELSE abs(coalesce((SELECT b.current_balance FROM balance_queue.current_token_balances b
+                                             WHERE b.chain_id = e.chain_id AND b.contract_address = e.contract_address
+                                               AND b.holder_address = e.holder_address), 0)
+                                  + e.delta_wei) <= {MAX_U256} END AS in_range
                FROM effects e
-               LEFT JOIN balance_queue.current_token_balances b
-                 USING (chain_id, contract_address, holder_address)
          ), upserted AS (
              INSERT INTO balance_queue.current_token_balances AS b
                  (chain_id, contract_address, holder_address, current_balance, last_updated_block,

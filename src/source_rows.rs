@@ -37,12 +37,19 @@ pub fn integer_primary_key(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Option
     .flatten()
 }
 
+/// The row id column of `alias`, as bigint for range functions.
 fn row_id(mapping: &SourceMapping, alias: &str) -> String {
+    format!("{}::bigint", row_id_column(mapping, alias))
+}
+
+/// The row id column of `alias` as stored: compared uncast, so the primary
+/// key index serves the comparison (integer and bigint share an operator family).
+fn row_id_column(mapping: &SourceMapping, alias: &str) -> String {
     let column = mapping
         .row_id_column
         .as_deref()
         .expect("only tables queued by id have a row id column");
-    format!("{alias}.{}::bigint", quote_identifier(column))
+    format!("{alias}.{}", quote_identifier(column))
 }
 
 /// An INSERT queueing the rows of `relation` by id: one `source_rows` item
@@ -194,17 +201,19 @@ pub fn read_back_ctes(sources: &[SourceMapping]) -> String {
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            // LATERAL: one primary-key range scan per id range, whatever
-            // the (absent) statistics of the queue say.
+            // LATERAL with an OFFSET 0 fence: one primary-key range scan
+            // per id range. Flattened, the planner joins against a scan of
+            // the whole source table, whose cost grows with history.
             let rows = format!(
                 "(SELECT t.* FROM (SELECT unnest(q.source_row_ids) AS ids
                                      FROM balance_queue.balance_update_queue q
                                     WHERE q.id = ANY($2) AND q.source_table = {relid}::oid::regclass) a
                    CROSS JOIN LATERAL (SELECT * FROM {label} s
-                                        WHERE {id} >= lower(a.ids) AND {id} < upper(a.ids)) t)",
+                                        WHERE {id} >= lower(a.ids) AND {id} < upper(a.ids)
+                                       OFFSET 0) t)",
                 relid = m.relid,
                 label = m.label,
-                id = row_id(m, "s"),
+                id = row_id_column(m, "s"),
             );
             format!("read_back_{i} AS MATERIALIZED ({})", m.validated_rows(&rows))
         })

@@ -338,6 +338,14 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
             pg_sys::GucContext::PGC_SUSET,
             pg_sys::GucSource::PGC_S_OVERRIDE,
         );
+        // A batch statement's estimated cost crosses jit_above_cost, and
+        // compiling it would cost more than running it.
+        pg_sys::SetConfigOption(
+            c"jit".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
     }
     log!("balance_queue worker ({kind}) started for database {db}");
     let mut state = WorkerState {
