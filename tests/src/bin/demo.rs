@@ -7,7 +7,7 @@
 //!   --csv PATH          load a rindexer CSV export instead of the generated workload
 //!   --transfers N       generated transfers (default 100000)
 //!   --batch N           rows per rindexer batch (default 5000; >100 uses binary COPY)
-//!   --drain-batch N     items per process_balance_update_queue call (default 5000)
+//!   --drain-batch N     transfers per process_balance_update_queue call (default 5000)
 //!   --replay-percent P  re-send the first P% of each batch, as rindexer does after a crash (default 2)
 
 use balance_queue_harness::cluster::Cluster;
@@ -144,10 +144,11 @@ fn main() {
     let (processed, failed) = drain(&mut client, args.drain_batch);
     let drain_secs = started.elapsed().as_secs_f64();
     println!(
-        "drain        {processed} items ({failed} failed) in batches of {}: {:.2} s ({})",
+        "drain        {processed} items ({failed} failed) standing for {} rows, in batches of {} transfers: {:.2} s ({})",
+        sent + replayed,
         args.drain_batch,
         drain_secs,
-        rate(processed as usize, drain_secs)
+        rate(sent + replayed, drain_secs)
     );
     println!(
         "end to end   {:.2} s from first row to current balances",
