@@ -397,15 +397,27 @@ fn claim_weighted(
 /// Loads the mapping of each source table with claimed `source_rows`
 /// items. Items of a table no longer attached (detached or dropped while
 /// they waited; both normally supersede them first) are marked failed:
-/// their rows were never counted.
+/// their rows were never counted. So are items of a table without the
+/// extension's insert trigger: the drain reads rows back with the
+/// extension owner's rights, so it reads only tables whose owner let the
+/// trigger be created (a row in `attached_sources` alone is not enough).
 fn row_sources(client: &mut SpiClient<'_>, items: &[(i64, u32)]) -> (Vec<SourceMapping>, Vec<i64>) {
     let relids: BTreeSet<u32> = items.iter().map(|(_, relid)| *relid).collect();
     let mut sources = Vec::new();
     let mut orphans = Vec::new();
     for relid in relids {
         let ids = items.iter().filter(|(_, r)| *r == relid).map(|(id, _)| *id);
-        match crate::attach::load_mapping(client, pg_sys::Oid::from(relid)) {
-            Some(mapping) if mapping.row_id_column.is_some() => sources.push(mapping),
+        let oid = pg_sys::Oid::from(relid);
+        let triggered = !spi_ok(client.select(
+            "SELECT 1 FROM pg_catalog.pg_trigger
+              WHERE tgrelid = $1 AND NOT tgisinternal
+                AND tgfoid = 'balance_queue._enqueue_transfer_rows()'::pg_catalog.regprocedure",
+            Some(1),
+            &[oid.into()],
+        ))
+        .is_empty();
+        match crate::attach::load_mapping(client, oid) {
+            Some(mapping) if triggered && mapping.row_id_column.is_some() => sources.push(mapping),
             _ => orphans.extend(ids),
         }
     }
@@ -413,7 +425,8 @@ fn row_sources(client: &mut SpiClient<'_>, items: &[(i64, u32)]) -> (Vec<SourceM
         spi_ok(client.update(
             "UPDATE balance_queue.balance_update_queue
                 SET status = 'failed', processed_at = clock_timestamp(), retryable = false,
-                    error_message = format('rows %s of %s not counted: the table is no longer attached',
+                    error_message = format('rows %s of %s not counted: the table is no longer attached '
+                                           '(or was never attached with attach_transfer_table)',
                                            source_row_ids, source_table)
               WHERE id = ANY($1)",
             None,
@@ -760,9 +773,10 @@ pub fn split_row_item(client: &mut SpiClient<'_>, id: i64, reason: &str) -> Opti
         .first()
         .get_one::<pg_sys::Oid>(),
     )?;
-    let mapping = crate::attach::load_mapping(client, relid)?;
-    mapping.row_id_column.as_ref()?;
-    let sources = [mapping];
+    let (sources, ids) = row_sources(client, &[(id, relid.to_u32())]);
+    if ids.is_empty() {
+        return None;
+    }
     let sql = format!(
         "WITH {read_back},
          queued AS ({enqueue} RETURNING 1),

@@ -254,19 +254,7 @@ pub fn attach_transfer_table(
         }
         match (backfill, &mapping.row_id_column) {
             (false, _) => 0,
-            (true, Some(_)) => spi_ok(
-                spi_ok(client.update(
-                    &format!(
-                        "WITH queued AS ({}) SELECT coalesce(sum(row_count), 0)::bigint FROM queued",
-                        crate::source_rows::queue_rows_sql(&mapping, table)
-                    ),
-                    Some(1),
-                    &[],
-                ))
-                .first()
-                .get_one::<i64>(),
-            )
-            .unwrap_or(0),
+            (true, Some(_)) => crate::source_rows::queue_rows(client, &mapping, table),
             (true, None) => run_counted(client, &mapping.enqueue(table, 1, relid.to_u32())),
         }
     })

@@ -2,7 +2,8 @@
 //! into Postgres (rindexer), kept by a queue inside Postgres.
 //!
 //! Module map: `source_sql` (what a valid transfer row is), `attach` and
-//! `triggers` (ingest: queue changes, never block), `apply` and `recalc`
+//! `triggers` (ingest: queue changes, never block), `source_rows` (rows
+//! queued by id and read back when applied), `apply` and `recalc`
 //! (exactly-once apply path), `queries` (reading balances), `format` and
 //! `uint256` (exact amounts), `chains` (registry and partitions),
 //! `worker` and `gucs` (the background worker and its settings), `health`

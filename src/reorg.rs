@@ -69,8 +69,10 @@ static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
 /// * `p_chain_id`: EIP-155 chain id; `p_from_block`: the first orphaned
 ///   block (>= 0).
 ///
-/// Pending queue items of the chain at or above the block are consumed
-/// (the re-queued rows supersede them), waiting for a drain that holds some.
+/// Pending transfer-side items of the chain at or above the block are
+/// consumed (the re-queued rows supersede them), waiting for a drain that
+/// holds some. Rows still waiting in a pending id-range item are not
+/// re-queued: their item applies them once.
 /// Returns one row: `sides_taken_back` (counted transfer sides removed) and
 /// `items_requeued` (queue items written from the sources).
 ///

@@ -52,10 +52,27 @@ fn row_id_column(mapping: &SourceMapping, alias: &str) -> String {
     format!("{alias}.{}", quote_identifier(column))
 }
 
-/// An INSERT queueing the rows of `relation` by id: one `source_rows` item
-/// per chain (rows of an unknown network share one item without a chain;
-/// they are recorded as bad rows when read back). Returns `row_count` per item.
-pub fn queue_rows_sql(mapping: &SourceMapping, relation: &str) -> String {
+/// Queues the rows of `relation` (the table itself, or a transition table)
+/// by id: one `source_rows` item per chain (rows of an unknown network
+/// share one item without a chain; they are recorded as bad rows when read
+/// back). Returns the number of rows queued.
+pub fn queue_rows(client: &mut SpiClient<'_>, mapping: &SourceMapping, relation: &str) -> i64 {
+    spi_ok(
+        spi_ok(client.update(
+            &format!(
+                "WITH queued AS ({}) SELECT coalesce(sum(row_count), 0)::bigint FROM queued",
+                queue_rows_sql(mapping, relation)
+            ),
+            Some(1),
+            &[],
+        ))
+        .first()
+        .get_one::<i64>(),
+    )
+    .unwrap_or(0)
+}
+
+fn queue_rows_sql(mapping: &SourceMapping, relation: &str) -> String {
     let (chain, join) = match (mapping.chain_id, &mapping.network_column) {
         (Some(chain_id), _) => (chain_id.to_string(), String::new()),
         (None, Some(network)) => (

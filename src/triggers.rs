@@ -58,11 +58,14 @@ fn _enqueue_transfer_rows<'a>(
         }
         if let Some(new_rows) = new_rows {
             let new_rows = quote_identifier(new_rows);
-            let insert = match mapping.row_id_column {
-                Some(_) => source_rows::queue_rows_sql(&mapping, &new_rows),
-                None => mapping.enqueue(&new_rows, 1, relid),
-            };
-            spi_ok(client.update(&insert, None, &[]));
+            match mapping.row_id_column {
+                Some(_) => {
+                    source_rows::queue_rows(client, &mapping, &new_rows);
+                }
+                None => {
+                    spi_ok(client.update(&mapping.enqueue(&new_rows, 1, relid), None, &[]));
+                }
+            }
         }
     });
     Ok(None)

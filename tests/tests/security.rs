@@ -116,6 +116,41 @@ fn reader_and_admin_roles_open_exactly_their_jobs() {
     drain(&mut bob, 5000);
     common::assert_matches_sources(&mut f.client, &[&f.table, "bobs.transfer"]);
 
+    // The drain reads rows back with the owner's rights. An admin who
+    // forges an attachment of a table it may not read (a row in
+    // attached_sources and a queue item naming the table by oid, but no
+    // trigger on it) gets nothing read.
+    rindexer::create_transfer_table(&mut f.client, "secret");
+    rindexer::write_all(&mut f.client, "secret.transfer", &rows(50, 9), 50).unwrap();
+    assert_eq!(
+        common::sqlstate(&mut bob, "SELECT 1 FROM secret.transfer"),
+        "42501"
+    );
+    bob.batch_execute(
+        "INSERT INTO balance_queue.attached_sources (source_table, from_column, to_column, value_column,
+             contract_column, tx_hash_column, log_index_column, block_number_column, network_column, row_id_column)
+         SELECT c.oid::regclass, 'from', 'to', 'value', 'contract_address', 'tx_hash',
+                'log_index', 'block_number', 'network', 'rindexer_id'
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'secret' AND c.relname = 'transfer';
+         INSERT INTO balance_queue.balance_update_queue (chain_id, update_type, source_table, source_row_ids, row_count)
+         SELECT 1, 'source_rows', source_table, '{[1,1000)}', 999
+           FROM balance_queue.attached_sources WHERE source_table::text = 'secret.transfer';",
+    )
+    .unwrap();
+    drain(&mut bob, 5000);
+    let message: String = f
+        .client
+        .query_one(
+            "SELECT error_message FROM balance_queue.balance_update_queue
+              WHERE source_table::text = 'secret.transfer' AND status = 'failed'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(message.contains("not counted"), "{message}");
+    common::assert_matches_sources(&mut f.client, &[&f.table, "bobs.transfer"]);
+
     let mut alice = connect_as(&f, "alice");
     let holder: String = f
         .client

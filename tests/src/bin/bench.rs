@@ -762,7 +762,7 @@ fn sustained(args: &Args) -> String {
     let mut md = String::from(
         // Worker memory is its private resident memory (RssAnon): VmRSS also
         // counts every shared buffer the worker has touched.
-        "| t (s) | pending items | queue table (MB) | worker private memory, RssAnon (MB) | lag p50 (ms) | lag p99 (ms) |\n|---:|---:|---:|---:|---:|---:|\n",
+        "| t (s) | pending transfers | queue table (MB) | worker private memory, RssAnon (MB) | lag p50 (ms) | lag p99 (ms) |\n|---:|---:|---:|---:|---:|---:|\n",
     );
     let started = Instant::now();
     let mut lags: Vec<f64> = Vec::new();
@@ -778,21 +778,23 @@ fn sustained(args: &Args) -> String {
     loop {
         std::thread::sleep(Duration::from_millis(1000));
         let now = started.elapsed().as_secs_f64();
+        // One lag per transfer: an id-range item stands for its rows.
         let window: Vec<f64> = client
             .query(
-                "SELECT (extract(epoch FROM processed_at - created_at) * 1000)::float8 FROM balance_queue.balance_update_queue
+                "SELECT (extract(epoch FROM processed_at - created_at) * 1000)::float8, row_count
+                   FROM balance_queue.balance_update_queue
                   WHERE status = 'completed' AND processed_at > now() - make_interval(secs => $1)",
                 &[&(now - last_sample + 0.001)],
             )
             .unwrap()
             .into_iter()
-            .map(|r| r.get::<_, f64>(0))
+            .flat_map(|r| std::iter::repeat_n(r.get::<_, f64>(0), r.get::<_, i32>(1).max(1) as usize))
             .collect();
         last_sample = now;
         lags.extend(&window);
         let pending = scalar(
             &mut client,
-            "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'",
+            "SELECT coalesce(sum(row_count), 0)::bigint FROM balance_queue.balance_update_queue WHERE status = 'pending'",
         );
         let mb = scalar(
             &mut client,
