@@ -668,13 +668,21 @@ pub fn apply_batch(
     // applied ones are marked before any recomputation, which leaves rows
     // of still-pending id-range items to their item.
     let attempted = all_ids.len() as i32;
-    let recalc_ids: BTreeSet<i64> = recalc_now.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
+    let recalc_ids: BTreeSet<i64> = recalc_now
+        .iter()
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .collect();
     let applied: Vec<i64> = all_ids
         .iter()
         .copied()
         .filter(|id| !set_back.ids.contains(id) && !recalc_ids.contains(id))
         .collect();
-    complete(client, &applied, &heads, started.elapsed().as_secs_f64() * 1000.0);
+    complete(
+        client,
+        &applied,
+        &heads,
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
     for ((chain, contract, holder), ids) in &recalc_now {
         if recalc::recompute_and_store(client, *chain, contract, holder).is_none() {
             recalc::fail_out_of_range(client, ids);
@@ -682,7 +690,12 @@ pub fn apply_batch(
         }
     }
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    complete(client, &recalc_ids.into_iter().collect::<Vec<_>>(), &BTreeMap::new(), elapsed_ms);
+    complete(
+        client,
+        &recalc_ids.into_iter().collect::<Vec<_>>(),
+        &BTreeMap::new(),
+        elapsed_ms,
+    );
     BatchOutcome {
         processed: attempted,
         transfers: claimed.transfers,
@@ -857,8 +870,17 @@ pub fn drain_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> Drained {
         .chain(row_ids)
         .filter(|id| !set_back.ids.contains(id))
         .collect();
-    complete(client, &done, &heads, started.elapsed().as_secs_f64() * 1000.0);
-    let ids = claimed.recalc.into_iter().flat_map(|(_, ids)| ids).collect();
+    complete(
+        client,
+        &done,
+        &heads,
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
+    let ids = claimed
+        .recalc
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
     Drained { ids, heads }
 }
 

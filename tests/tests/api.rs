@@ -17,7 +17,12 @@ const ZERO: &str = "0x0000000000000000000000000000000000000000";
 fn text(client: &mut Client, sql: &str) -> String {
     client
         .query_one(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {}", e.as_db_error().map_or(e.to_string(), |d| d.to_string())))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{sql}: {}",
+                e.as_db_error().map_or(e.to_string(), |d| d.to_string())
+            )
+        })
         .get(0)
 }
 

@@ -81,7 +81,11 @@ fn check_bad_rows_path(name: &str, good_rows: usize) {
 
     // Rows queued by rindexer_id are checked when the drain reads them back.
     let (_, drain_failed) = drain(&mut f.client, 1000);
-    assert_eq!(drain_failed, bad.len() as i64, "the drain reports each bad row");
+    assert_eq!(
+        drain_failed,
+        bad.len() as i64,
+        "the drain reports each bad row"
+    );
     let failed = f
         .client
         .query(

@@ -379,7 +379,11 @@ fn reset_balance_queue(client: &mut Client) {
 
 /// balance_queue with the worker paused during ingest: the triggers' own
 /// cost on the indexer's COPY, then one worker draining the whole backlog.
-fn balance_queue_backlog(client: &mut Client, rows: &[TransferRow], expected: &Expected) -> Outcome {
+fn balance_queue_backlog(
+    client: &mut Client,
+    rows: &[TransferRow],
+    expected: &Expected,
+) -> Outcome {
     reset_balance_queue(client);
     let table = table_for(client, "bench_bq_backlog");
     client
@@ -788,7 +792,9 @@ fn sustained(args: &Args) -> String {
             )
             .unwrap()
             .into_iter()
-            .flat_map(|r| std::iter::repeat_n(r.get::<_, f64>(0), r.get::<_, i32>(1).max(1) as usize))
+            .flat_map(|r| {
+                std::iter::repeat_n(r.get::<_, f64>(0), r.get::<_, i32>(1).max(1) as usize)
+            })
             .collect();
         last_sample = now;
         lags.extend(&window);

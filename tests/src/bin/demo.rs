@@ -14,7 +14,7 @@ use balance_queue_harness::cluster::Cluster;
 use balance_queue_harness::recompute::{self, Source};
 use balance_queue_harness::rindexer::{self, TransferRow};
 use balance_queue_harness::{data, drain, workload};
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -191,7 +191,8 @@ fn main() {
 /// Registers token metadata for the tokens in the workload, as a user
 /// would, so balances print in whole tokens.
 fn register_tokens(client: &mut postgres::Client, rows: &[TransferRow]) {
-    let tokens: HashSet<&str> = rows.iter().map(|r| r.contract_address.as_str()).collect();
+    // Sorted, so a token gets the same demo symbol on every run.
+    let tokens: BTreeSet<&str> = rows.iter().map(|r| r.contract_address.as_str()).collect();
     for (i, token) in tokens.into_iter().enumerate() {
         let (symbol, name) = if token == "0xae78736cd615f374d3085123a210448e74fc6393" {
             ("rETH".to_string(), "Rocket Pool ETH".to_string())
