@@ -66,10 +66,10 @@ impl SourceMapping {
         // row is checked once rather than once per reference to `error`.
         format!(
             "SELECT w.chain_id, w.network, w.error, w.log_index_raw, w.value_raw,
-                    lower(w.contract_raw) AS contract_address,
-                    lower(w.from_raw) AS from_address,
-                    lower(w.to_raw) AS to_address,
-                    lower(w.tx_hash_raw) AS tx_hash,
+                    lower(w.contract_raw) COLLATE \"C\" AS contract_address,
+                    lower(w.from_raw) COLLATE \"C\" AS from_address,
+                    lower(w.to_raw) COLLATE \"C\" AS to_address,
+                    lower(w.tx_hash_raw) COLLATE \"C\" AS tx_hash,
                     CASE WHEN w.error IS NULL THEN w.value_raw::numeric END AS value_wei,
                     CASE WHEN w.error IS NULL THEN w.log_index_raw::bigint END AS log_index,
                     CASE WHEN w.error IS NULL THEN w.block_raw::bigint END AS block_number
