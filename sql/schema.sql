@@ -124,11 +124,11 @@ CREATE TABLE balance_queue.balance_update_queue (
 -- The drain's claim order; partial, so finished items leave it.
 CREATE INDEX balance_update_queue_pending_idx
     ON balance_queue.balance_update_queue (priority, id) WHERE status = 'pending';
--- A DELETE, UPDATE or TRUNCATE on a source finds the pending row-id items
+-- A DELETE, UPDATE or TRUNCATE on a source finds the waiting row-id items
 -- it must cut (their rows were never applied). One entry per statement.
-CREATE INDEX balance_update_queue_pending_rows_idx
+CREATE INDEX balance_update_queue_waiting_rows_idx
     ON balance_queue.balance_update_queue (source_table, id)
-    WHERE status = 'pending' AND source_row_ids IS NOT NULL;
+    WHERE status <> 'completed' AND source_row_ids IS NOT NULL;
 -- No index on the pending items of one key: recalculation is rare, and
 -- every index here is written for each item the indexer's COPY queues.
 CREATE INDEX balance_update_queue_failed_idx
@@ -440,7 +440,7 @@ BEGIN
            SET status = 'completed', processed_at = clock_timestamp(),
                error_message = 'superseded: the source table was dropped before these rows were applied'
          WHERE q.id IN (SELECT id FROM balance_queue.balance_update_queue
-                         WHERE status = 'pending' AND source_table = forgotten.source_table
+                         WHERE status <> 'completed' AND source_table = forgotten.source_table
                            AND source_row_ids IS NOT NULL
                          ORDER BY id FOR UPDATE);
         RAISE WARNING 'balance_queue: attached transfer table % was dropped and is detached', forgotten.object_identity

@@ -370,6 +370,7 @@ fn claim_weighted(
             AND ($1::integer IS NULL OR chain_id = $1)
             AND coalesce(chain_id <> ALL($2::integer[]), true)
             AND ($3::bigint[] IS NULL OR id = ANY($3))
+            AND (source_row_ids IS NULL OR source_table::oid = ANY($4::oid[]))
           ORDER BY priority, id
           FOR UPDATE SKIP LOCKED"
     );
@@ -398,9 +399,10 @@ fn claim_weighted(
 /// items. Items of a table no longer attached (detached or dropped while
 /// they waited; both normally supersede them first) are marked failed:
 /// their rows were never counted. So are items of a table without the
-/// extension's insert trigger: the drain reads rows back with the
-/// extension owner's rights, so it reads only tables whose owner let the
-/// trigger be created (a row in `attached_sources` alone is not enough).
+/// extension's insert trigger, or with a column of a user-defined type: the
+/// drain reads rows back with the extension owner's rights, so it reads only
+/// tables whose owner let the trigger be created (a row in
+/// `attached_sources` alone is not enough), and only built-in types' casts.
 fn row_sources(client: &mut SpiClient<'_>, items: &[(i64, u32)]) -> (Vec<SourceMapping>, Vec<i64>) {
     let relids: BTreeSet<u32> = items.iter().map(|(_, relid)| *relid).collect();
     let mut sources = Vec::new();
@@ -417,7 +419,13 @@ fn row_sources(client: &mut SpiClient<'_>, items: &[(i64, u32)]) -> (Vec<SourceM
         ))
         .is_empty();
         match crate::attach::load_mapping(client, oid) {
-            Some(mapping) if triggered && mapping.row_id_column.is_some() => sources.push(mapping),
+            Some(mapping)
+                if triggered
+                    && mapping.row_id_column.is_some()
+                    && builtin_columns(client, oid, &mapping) =>
+            {
+                sources.push(mapping)
+            }
             _ => orphans.extend(ids),
         }
     }
@@ -426,7 +434,8 @@ fn row_sources(client: &mut SpiClient<'_>, items: &[(i64, u32)]) -> (Vec<SourceM
             "UPDATE balance_queue.balance_update_queue
                 SET status = 'failed', processed_at = clock_timestamp(), retryable = false,
                     error_message = format('rows %s of %s not counted: the table is no longer attached '
-                                           '(or was never attached with attach_transfer_table)',
+                                           '(or was never attached with attach_transfer_table, or now has a '
+                                           'column of a user-defined type)',
                                            source_row_ids, source_table)
               WHERE id = ANY($1)",
             None,
@@ -439,6 +448,34 @@ fn row_sources(client: &mut SpiClient<'_>, items: &[(i64, u32)]) -> (Vec<SourceM
         .map(|(id, _)| *id)
         .collect();
     (sources, ids)
+}
+
+/// Whether every column the mapping reads is of a built-in type. Checked
+/// on every read, not only at attach: the table's owner may since have
+/// changed a column to a type whose cast to text is its own code.
+fn builtin_columns(client: &SpiClient<'_>, relid: pg_sys::Oid, mapping: &SourceMapping) -> bool {
+    let columns: Vec<String> = [
+        Some(&mapping.from_column),
+        Some(&mapping.to_column),
+        Some(&mapping.value_column),
+        Some(&mapping.contract_column),
+        Some(&mapping.tx_hash_column),
+        Some(&mapping.log_index_column),
+        Some(&mapping.block_number_column),
+        mapping.network_column.as_ref(),
+        mapping.row_id_column.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    spi_ok(client.select(
+        "SELECT 1 FROM pg_catalog.pg_attribute
+          WHERE attrelid = $1 AND attname = ANY($2) AND atttypid >= 16384",
+        Some(1),
+        &[relid.into(), columns.into()],
+    ))
+    .is_empty()
 }
 
 /// Applies the transfer-side items `ids` and the `source_rows` items
@@ -577,6 +614,7 @@ pub fn apply_batch(
     filter: &ClaimFilter,
 ) -> BatchOutcome {
     let started = Instant::now();
+    let readable = source_rows::try_lock_row_sources(client);
     // The claim must walk the (priority, id) index and stop after the
     // batch. Queue statistics lag far behind a growing backlog, and with
     // them the planner picks a scan that sorts every pending item for each
@@ -601,6 +639,11 @@ pub fn apply_batch(
             filter.chain_id.into(),
             filter.exclude_chains.clone().into(),
             filter.ids.clone().into(),
+            readable
+                .iter()
+                .map(|&relid| pg_sys::Oid::from(relid))
+                .collect::<Vec<_>>()
+                .into(),
         ],
     );
     spi_ok(client.update(
@@ -773,19 +816,27 @@ pub fn process_balance_update_queue(
 /// marks it completed with `reason`. The worker does this when applying
 /// the item alone raised an error, so that the sides that raise it back
 /// off and fail alone while the statement's other transfers apply.
-/// Returns the number of items written, or `None` when `id` is not a
+/// Returns the number of items written (0 when its table is locked by a
+/// TRUNCATE or DROP: the item stays pending), or `None` when `id` is not a
 /// pending id-range item of an attached table.
 pub fn split_row_item(client: &mut SpiClient<'_>, id: i64, reason: &str) -> Option<i64> {
+    let readable = source_rows::try_lock_row_sources(client);
+    // Lock the item (a drain may hold it; once it commits the item is no
+    // longer pending and there is nothing to split).
     let relid = spi_ok(
-        spi_ok(client.select(
+        spi_ok(client.update(
             "SELECT source_table::oid FROM balance_queue.balance_update_queue
-              WHERE id = $1 AND status = 'pending' AND source_row_ids IS NOT NULL",
+              WHERE id = $1 AND status = 'pending' AND source_row_ids IS NOT NULL
+                FOR UPDATE",
             Some(1),
             &[id.into()],
         ))
         .first()
         .get_one::<pg_sys::Oid>(),
     )?;
+    if !readable.contains(&relid.to_u32()) {
+        return Some(0); // its table is being truncated or dropped: later
+    }
     let (sources, ids) = row_sources(client, &[(id, relid.to_u32())]);
     if ids.is_empty() {
         return None;
@@ -798,7 +849,7 @@ pub fn split_row_item(client: &mut SpiClient<'_>, id: i64, reason: &str) -> Opti
                 SET status = 'completed', processed_at = clock_timestamp(),
                     error_message = format('split into %s transfer-side items after: %s',
                                            (SELECT count(*) FROM queued), $3::text)
-              WHERE id = ANY($2)
+              WHERE id = ANY($2) AND status = 'pending'
              RETURNING 1
          )
          SELECT count(*) FROM queued",
@@ -834,6 +885,7 @@ pub struct Drained {
 pub fn drain_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> Drained {
     let (chain, contract, holder) = key;
     let started = Instant::now();
+    source_rows::lock_row_sources(client);
     let mut claimed = claim(
         client,
         &format!(

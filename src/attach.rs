@@ -286,12 +286,17 @@ pub fn detach_transfer_table(source: PgRelation) -> i64 {
             ));
         }
         // Rows still waiting in an id-range item were never counted.
-        crate::source_rows::supersede_pending_rows(
+        let never_counted = crate::source_rows::supersede_pending_rows(
             client,
             relid.to_u32(),
             "superseded: the table was detached before these rows were applied",
         );
-        let queued = run_counted(client, &mapping.enqueue(&mapping.label, -1, relid.to_u32()));
+        let counted = crate::source_rows::without_cut_rows(
+            &mapping,
+            &mapping.label,
+            never_counted.as_deref(),
+        );
+        let queued = run_counted(client, &mapping.enqueue(&counted, -1, relid.to_u32()));
         spi_ok(client.update(
             "DELETE FROM balance_queue.attached_sources WHERE source_table = $1::oid",
             None,

@@ -54,6 +54,27 @@ pub fn recompute_and_store(
     contract: &str,
     holder: &str,
 ) -> Option<String> {
+    // Lock the balance row first (creating it if absent), waiting for a
+    // drain that is changing it: once that drain commits, its rows count
+    // and the recomputation below (a later statement, a later snapshot)
+    // sees them; a drain that comes later adds on top of what is stored.
+    let created = !spi_ok(client.update(
+        "INSERT INTO balance_queue.current_token_balances AS b
+             (chain_id, contract_address, holder_address, current_balance)
+         VALUES ($1, $2, $3, 0)
+         ON CONFLICT (chain_id, contract_address, holder_address) DO NOTHING
+         RETURNING 1",
+        Some(1),
+        &[chain_id.into(), contract.into(), holder.into()],
+    ))
+    .is_empty();
+    spi_ok(client.update(
+        "SELECT 1 FROM balance_queue.current_token_balances
+          WHERE chain_id = $1 AND contract_address = $2 AND holder_address = $3
+            FOR UPDATE",
+        None,
+        &[chain_id.into(), contract.into(), holder.into()],
+    ));
     let sides = counted_sides_sql(client, chain_id);
     let sql = format!(
         "WITH truth AS (
@@ -77,14 +98,24 @@ pub fn recompute_and_store(
          RETURNING current_balance::text",
         usd = usd_sql("t.balance", "m"),
     );
-    let rows = spi_ok(client.update(
+    let stored = spi_ok(client.update(
         &sql,
         Some(1),
         &[chain_id.into(), contract.into(), holder.into()],
-    ));
-    rows.into_iter()
-        .next()
-        .and_then(|row| spi_ok(row.get::<String>(1)))
+    ))
+    .into_iter()
+    .next()
+    .and_then(|row| spi_ok(row.get::<String>(1)));
+    if stored.is_none() && created {
+        // Out of range: nothing is stored, not even the placeholder.
+        spi_ok(client.update(
+            "DELETE FROM balance_queue.current_token_balances
+              WHERE chain_id = $1 AND contract_address = $2 AND holder_address = $3",
+            None,
+            &[chain_id.into(), contract.into(), holder.into()],
+        ));
+    }
+    stored
 }
 
 /// Marks recalculation items failed: their recomputed balance is out of range.

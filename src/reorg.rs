@@ -98,6 +98,11 @@ pub fn handle_reorg(
                 "chain_id {p_chain_id} is not in balance_queue.chain_registry"
             ));
         }
+        // Wait for drains holding id-range items of the chain, and keep
+        // others off them: once they commit their rows count (and are taken
+        // back and re-queued below); the rest stay waiting for their item.
+        crate::source_rows::lock_row_sources(client);
+        crate::source_rows::lock_waiting_rows_of_chain(client, p_chain_id);
         // Consume the chain's pending items from the block on, waiting for
         // drains that hold some: the rows they came from are re-read below.
         spi_ok(client.update(

@@ -11,7 +11,18 @@
 //! be taken back: DELETE and UPDATE first cut their rows' ids out of the
 //! pending items (waiting for a drain that holds one; once it commits those
 //! rows count as applied) and queue the removal of the other rows only.
-//! TRUNCATE and detaching supersede every pending item of the table.
+//! TRUNCATE and detaching supersede every waiting item of the table and
+//! take back only the other rows.
+//!
+//! An item "waits" until it is completed: pending, or failed (the worker
+//! could neither apply nor split it; `retry_failed_updates` puts it back).
+//! Its rows count nowhere until then.
+//!
+//! A drain reads source tables while holding queue items, and TRUNCATE or
+//! DROP lock the table before they supersede items: to keep that order from
+//! deadlocking, every reader takes ACCESS SHARE on the id-keyed sources
+//! before it claims any item; the drain only where it need not wait
+//! ([`try_lock_row_sources`]), skipping the items of the other tables.
 
 use crate::errors::spi_ok;
 use crate::source_sql::{SourceMapping, sides_of_validated};
@@ -53,9 +64,10 @@ fn row_id_column(mapping: &SourceMapping, alias: &str) -> String {
 }
 
 /// Queues the rows of `relation` (the table itself, or a transition table)
-/// by id: one `source_rows` item per chain (rows of an unknown network
-/// share one item without a chain; they are recorded as bad rows when read
-/// back). Returns the number of rows queued.
+/// by id: one `source_rows` item per chain and block of
+/// [`ROWS_PER_ITEM`] ids (rows of an unknown network share items without a
+/// chain; they are recorded as bad rows when read back), so no item, not
+/// even a backfill's, outgrows a batch. Returns the number of rows queued.
 pub fn queue_rows(client: &mut SpiClient<'_>, mapping: &SourceMapping, relation: &str) -> i64 {
     spi_ok(
         spi_ok(client.update(
@@ -71,6 +83,10 @@ pub fn queue_rows(client: &mut SpiClient<'_>, mapping: &SourceMapping, relation:
     )
     .unwrap_or(0)
 }
+
+/// Ids per `source_rows` item at most: rindexer's largest batch, and the
+/// worker's default batch size.
+pub const ROWS_PER_ITEM: i64 = 5000;
 
 fn queue_rows_sql(mapping: &SourceMapping, relation: &str) -> String {
     let (chain, join) = match (mapping.chain_id, &mapping.network_column) {
@@ -90,7 +106,7 @@ fn queue_rows_sql(mapping: &SourceMapping, relation: &str) -> String {
          SELECT {chain}, 'source_rows', {relid}::oid::regclass,
                 range_agg(int8range({id}, {id}, '[]')), count(*)
            FROM {relation} r{join}
-          GROUP BY 1
+          GROUP BY 1, {id} / {ROWS_PER_ITEM}
          RETURNING row_count",
         relid = mapping.relid,
         id = row_id(mapping, "r"),
@@ -123,7 +139,7 @@ pub fn cut_pending_rows(
             "WITH hit AS (
                  SELECT q.id, q.source_row_ids * $1::int8multirange AS cut
                    FROM balance_queue.balance_update_queue q
-                  WHERE q.status = 'pending' AND q.source_table = $2::oid::regclass
+                  WHERE q.status <> 'completed' AND q.source_table = $2::oid::regclass
                     AND q.source_row_ids IS NOT NULL AND q.source_row_ids && $1::int8multirange
                   ORDER BY q.id
                     FOR UPDATE
@@ -163,35 +179,89 @@ pub fn without_cut_rows(mapping: &SourceMapping, relation: &str, cut: Option<&st
     }
 }
 
-/// Marks every pending `source_rows` item of the table completed with
+/// Marks every waiting `source_rows` item of the table completed with
 /// `reason` (its rows were never counted and are about to go), waiting for
-/// a drain that holds one. Returns how many were superseded.
-pub fn supersede_pending_rows(client: &mut SpiClient<'_>, relid: u32, reason: &str) -> i64 {
+/// a drain that holds one. Returns the ids they held (an int8multirange
+/// literal, for [`without_cut_rows`]), or `None` when there were none.
+pub fn supersede_pending_rows(client: &mut SpiClient<'_>, relid: u32, reason: &str) -> Option<String> {
     spi_ok(
         spi_ok(client.update(
             "WITH superseded AS (
                  UPDATE balance_queue.balance_update_queue q
                     SET status = 'completed', processed_at = clock_timestamp(), error_message = $2
                   WHERE q.id IN (SELECT id FROM balance_queue.balance_update_queue
-                                  WHERE status = 'pending' AND source_table = $1::oid::regclass
+                                  WHERE status <> 'completed' AND source_table = $1::oid::regclass
                                     AND source_row_ids IS NOT NULL
                                   ORDER BY id FOR UPDATE)
-                 RETURNING 1
+                 RETURNING q.source_row_ids
              )
-             SELECT count(*) FROM superseded",
+             SELECT range_agg(r)::text FROM superseded, unnest(superseded.source_row_ids) r",
             Some(1),
             &[pg_sys::Oid::from(relid).into(), reason.into()],
         ))
         .first()
-        .get_one::<i64>(),
+        .get_one::<String>(),
     )
-    .unwrap_or(0)
+}
+
+fn row_source_relids(client: &SpiClient<'_>) -> Vec<pg_sys::Oid> {
+    spi_ok(client.select(
+        "SELECT source_table::oid FROM balance_queue.attached_sources
+          WHERE row_id_column IS NOT NULL ORDER BY 1",
+        None,
+        &[],
+    ))
+    .filter_map(|row| spi_ok(row.get::<pg_sys::Oid>(1)))
+    .collect()
+}
+
+/// Takes ACCESS SHARE on every attached table queued by id, in oid order,
+/// until the end of the transaction, waiting if needed. For explicit calls
+/// (recalculation, handle_reorg). It conflicts only with ACCESS EXCLUSIVE,
+/// never with the indexer's INSERT, COPY or DELETE.
+pub fn lock_row_sources(client: &SpiClient<'_>) {
+    for relid in row_source_relids(client) {
+        // A table dropped meanwhile leaves a lock on a free oid: harmless.
+        unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    }
+}
+
+/// [`lock_row_sources`] without waiting, for the drain: returns the tables
+/// locked. A table under TRUNCATE, DROP or DROP EXTENSION (ACCESS
+/// EXCLUSIVE held or requested) is skipped, and so are its items in this
+/// batch; so the drain never waits on a source table while holding items or
+/// extension tables that such a statement may be waiting for.
+pub fn try_lock_row_sources(client: &SpiClient<'_>) -> Vec<u32> {
+    row_source_relids(client)
+        .into_iter()
+        .filter(|&relid| unsafe {
+            pg_sys::ConditionalLockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
+        })
+        .map(|relid| relid.to_u32())
+        .collect()
+}
+
+/// Locks the waiting `source_rows` items that can hold rows of `chain_id`,
+/// in id order, waiting for drains that hold some: once they commit, their
+/// rows count, and no other drain can apply these items until this
+/// transaction ends. Returns their ids.
+pub fn lock_waiting_rows_of_chain(client: &mut SpiClient<'_>, chain_id: i32) -> Vec<i64> {
+    spi_ok(client.update(
+        "SELECT id FROM balance_queue.balance_update_queue
+          WHERE status <> 'completed' AND source_row_ids IS NOT NULL
+            AND (chain_id = $1 OR chain_id IS NULL)
+          ORDER BY id FOR UPDATE",
+        None,
+        &[chain_id.into()],
+    ))
+    .filter_map(|row| spi_ok(row.get::<i64>(1)))
+    .collect()
 }
 
 /// The table's rows that the apply path has counted or will count through
-/// a transfer-side item: every row except those waiting in a pending
-/// `source_rows` item (recalculation and handle_reorg must leave those to
-/// their item, or they would count twice).
+/// a transfer-side item: every row except those waiting in a `source_rows`
+/// item (recalculation and handle_reorg must leave those to their item, or
+/// they would count twice).
 pub fn counted_relation(mapping: &SourceMapping) -> String {
     if mapping.row_id_column.is_none() {
         return mapping.label.clone();
@@ -201,7 +271,7 @@ pub fn counted_relation(mapping: &SourceMapping) -> String {
            WHERE NOT coalesce({id} <@ (SELECT range_agg(ids)
                                          FROM balance_queue.balance_update_queue q,
                                               unnest(q.source_row_ids) ids
-                                        WHERE q.status = 'pending'
+                                        WHERE q.status <> 'completed' AND q.source_row_ids IS NOT NULL
                                           AND q.source_table = {relid}::oid::regclass), false))",
         label = mapping.label,
         id = row_id(mapping, "r"),

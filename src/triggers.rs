@@ -37,12 +37,14 @@ fn _enqueue_transfer_rows<'a>(
         if matches!(op, PgTriggerOperation::Truncate) {
             // BEFORE TRUNCATE: the rows are still there to be taken back;
             // those still waiting in a source_rows item were never counted.
-            source_rows::supersede_pending_rows(
+            let never_counted = source_rows::supersede_pending_rows(
                 client,
                 relid,
                 "superseded: the table was truncated before these rows were applied",
             );
-            spi_ok(client.update(&mapping.enqueue(&mapping.label, -1, relid), None, &[]));
+            let counted =
+                source_rows::without_cut_rows(&mapping, &mapping.label, never_counted.as_deref());
+            spi_ok(client.update(&mapping.enqueue(&counted, -1, relid), None, &[]));
             return;
         }
         if let Some(old_rows) = old_rows {

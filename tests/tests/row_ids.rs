@@ -147,3 +147,66 @@ fn a_delete_waits_for_the_drain_holding_its_rows() {
     drain(&mut writer, 1000);
     common::assert_matches_sources(&mut writer, &[&f.table]);
 }
+
+#[test]
+fn truncate_and_detach_take_back_only_the_rows_counted() {
+    let mut f = common::attached_rindexer_table("row-ids-truncate");
+    let t = f.table.clone();
+    let rows = workload::generate(&workload::Shape {
+        transfers: 2_000,
+        tokens: 3,
+        holders: 300,
+        ..Default::default()
+    });
+    let negative_copies = "SELECT 1 FROM balance_queue.applied_transfers WHERE copies < 0";
+
+    // Two statements; only the first one's rows are applied, then TRUNCATE.
+    rindexer::write_all(&mut f.client, &t, &rows, 1000).unwrap();
+    f.client
+        .query_one(
+            "SELECT * FROM balance_queue.process_balance_update_queue(1000)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(pending_items(&mut f.client), (1, 1000));
+    f.client.batch_execute(&format!("TRUNCATE {t}")).unwrap();
+    drain(&mut f.client, 5000);
+    common::assert_matches_sources(&mut f.client, &[&t]);
+    assert_eq!(
+        common::count(&mut f.client, negative_copies),
+        0,
+        "the rows never applied were not taken back"
+    );
+    // rindexer re-indexes the same logs: every one counts again.
+    rindexer::write_all(&mut f.client, &t, &rows, 1000).unwrap();
+    drain(&mut f.client, 5000);
+    common::assert_matches_sources(&mut f.client, &[&t]);
+
+    // The same through detach and a re-attach with backfill.
+    let more = workload::generate(&workload::Shape {
+        transfers: 1_000,
+        tokens: 3,
+        holders: 300,
+        seed: 11,
+        ..Default::default()
+    });
+    rindexer::write_all(&mut f.client, &t, &more, 1000).unwrap();
+    f.client
+        .query_one("SELECT balance_queue.detach_transfer_table($1::text::regclass)", &[&t])
+        .unwrap();
+    drain(&mut f.client, 5000);
+    assert_eq!(common::count(&mut f.client, negative_copies), 0);
+    assert_eq!(
+        common::count(
+            &mut f.client,
+            "SELECT 1 FROM balance_queue.current_token_balances WHERE current_balance <> 0"
+        ),
+        0,
+        "a detached table's rows leave the balances"
+    );
+    f.client
+        .query_one("SELECT balance_queue.attach_transfer_table($1::text::regclass)", &[&t])
+        .unwrap();
+    drain(&mut f.client, 5000);
+    common::assert_matches_sources(&mut f.client, &[&t]);
+}
