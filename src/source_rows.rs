@@ -183,7 +183,11 @@ pub fn without_cut_rows(mapping: &SourceMapping, relation: &str, cut: Option<&st
 /// `reason` (its rows were never counted and are about to go), waiting for
 /// a drain that holds one. Returns the ids they held (an int8multirange
 /// literal, for [`without_cut_rows`]), or `None` when there were none.
-pub fn supersede_pending_rows(client: &mut SpiClient<'_>, relid: u32, reason: &str) -> Option<String> {
+pub fn supersede_pending_rows(
+    client: &mut SpiClient<'_>,
+    relid: u32,
+    reason: &str,
+) -> Option<String> {
     spi_ok(
         spi_ok(client.update(
             "WITH superseded AS (

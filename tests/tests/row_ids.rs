@@ -192,7 +192,10 @@ fn truncate_and_detach_take_back_only_the_rows_counted() {
     });
     rindexer::write_all(&mut f.client, &t, &more, 1000).unwrap();
     f.client
-        .query_one("SELECT balance_queue.detach_transfer_table($1::text::regclass)", &[&t])
+        .query_one(
+            "SELECT balance_queue.detach_transfer_table($1::text::regclass)",
+            &[&t],
+        )
         .unwrap();
     drain(&mut f.client, 5000);
     assert_eq!(common::count(&mut f.client, negative_copies), 0);
@@ -205,7 +208,10 @@ fn truncate_and_detach_take_back_only_the_rows_counted() {
         "a detached table's rows leave the balances"
     );
     f.client
-        .query_one("SELECT balance_queue.attach_transfer_table($1::text::regclass)", &[&t])
+        .query_one(
+            "SELECT balance_queue.attach_transfer_table($1::text::regclass)",
+            &[&t],
+        )
         .unwrap();
     drain(&mut f.client, 5000);
     common::assert_matches_sources(&mut f.client, &[&t]);
