@@ -39,6 +39,18 @@ const OUT_OF_RANGE_MESSAGE: &str = "'transfer (tx_hash %s, log_index %s) not app
      'for token %s on chain %s would leave -(2^256-1)..2^256-1 (a uint256 overflow; ERC721 token '
      'ids summed as amounts do this)'";
 
+/// A CTE `reverted` taking the copies counted in CTE `undo` (chain_id,
+/// tx_hash, log_index, is_inbound, content_id, change) back out of the
+/// ledger, for sides set back so that their retry starts clean.
+const REVERT_LEDGER: &str = "reverted AS (
+        UPDATE balance_queue.applied_transfers l
+           SET copies = l.copies - undo.change, last_change = 0
+          FROM undo
+         WHERE l.chain_id = undo.chain_id AND l.tx_hash = undo.tx_hash AND l.log_index = undo.log_index
+           AND l.is_inbound = undo.is_inbound AND l.content_id = undo.content_id
+        RETURNING 1
+    )";
+
 /// (chain id, token contract, holder): the key of a balance.
 pub type BalanceKey = (i32, String, String);
 
@@ -218,18 +230,10 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
         RETURNING q.id, q.status, q.chain_id, q.triggered_by_tx, q.triggered_by_log_index,
                   q.update_type = 'transfer_in' AS is_inbound, {content} AS content_id, q.source_change
     ), undo AS (
-        SELECT chain_id, triggered_by_tx, triggered_by_log_index, is_inbound, content_id,
-               sum(source_change) AS change
+        SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index, is_inbound,
+               content_id, sum(source_change) AS change
           FROM failed GROUP BY 1, 2, 3, 4, 5
-    ), reverted AS (
-        UPDATE balance_queue.applied_transfers l
-           SET copies = l.copies - undo.change, last_change = 0
-          FROM undo
-         WHERE l.chain_id = undo.chain_id AND l.tx_hash = undo.triggered_by_tx
-           AND l.log_index = undo.triggered_by_log_index AND l.is_inbound = undo.is_inbound
-           AND l.content_id = undo.content_id
-        RETURNING 1
-    )
+    ), {REVERT_LEDGER}
     SELECT id, status = 'failed' FROM failed",
         content = content_id(
             "q.contract_address",
@@ -268,14 +272,7 @@ fn spill_key_sql(sources: &[SourceMapping]) -> String {
                FROM key_sides
               GROUP BY chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
                        delta_wei, block_number
-         ), reverted AS (
-             UPDATE balance_queue.applied_transfers l
-                SET copies = l.copies - undo.change, last_change = 0
-               FROM undo
-              WHERE l.chain_id = undo.chain_id AND l.tx_hash = undo.tx_hash AND l.log_index = undo.log_index
-                AND l.is_inbound = undo.is_inbound AND l.content_id = undo.content_id
-             RETURNING 1
-         )
+         ), {REVERT_LEDGER}
          SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FROM spilled",
         read_back = source_rows::read_back_ctes(sources),
         sides = source_rows::read_back_sides(

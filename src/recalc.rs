@@ -103,7 +103,6 @@ pub fn recompute_and_store(
         Some(1),
         &[chain_id.into(), contract.into(), holder.into()],
     ))
-    .into_iter()
     .next()
     .and_then(|row| spi_ok(row.get::<String>(1)));
     if stored.is_none() && created {

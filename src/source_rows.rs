@@ -137,7 +137,8 @@ pub fn cut_pending_rows(
     spi_ok(
         spi_ok(client.update(
             "WITH hit AS (
-                 SELECT q.id, q.source_row_ids * $1::int8multirange AS cut
+                 SELECT q.id, q.source_row_ids * $1::int8multirange AS cut,
+                        q.source_row_ids - $1::int8multirange AS rest
                    FROM balance_queue.balance_update_queue q
                   WHERE q.status <> 'completed' AND q.source_table = $2::oid::regclass
                     AND q.source_row_ids IS NOT NULL AND q.source_row_ids && $1::int8multirange
@@ -145,14 +146,11 @@ pub fn cut_pending_rows(
                     FOR UPDATE
              ), cut AS (
                  UPDATE balance_queue.balance_update_queue q
-                    SET source_row_ids = q.source_row_ids - $1::int8multirange,
-                        row_count = q.row_count
-                            - (SELECT coalesce(sum(upper(c) - lower(c)), 0) FROM unnest(hit.cut) c)::integer,
-                        status = CASE WHEN isempty(q.source_row_ids - $1::int8multirange)
-                                      THEN 'completed' ELSE q.status END,
-                        processed_at = CASE WHEN isempty(q.source_row_ids - $1::int8multirange)
-                                            THEN clock_timestamp() END,
-                        error_message = CASE WHEN isempty(q.source_row_ids - $1::int8multirange)
+                    SET source_row_ids = hit.rest,
+                        row_count = (SELECT coalesce(sum(upper(r) - lower(r)), 0) FROM unnest(hit.rest) r)::integer,
+                        status = CASE WHEN isempty(hit.rest) THEN 'completed' ELSE q.status END,
+                        processed_at = CASE WHEN isempty(hit.rest) THEN clock_timestamp() END,
+                        error_message = CASE WHEN isempty(hit.rest)
                                              THEN 'superseded: every row was deleted or updated before it was applied' END
                    FROM hit
                   WHERE q.id = hit.id
@@ -248,18 +246,16 @@ pub fn try_lock_row_sources(client: &SpiClient<'_>) -> Vec<u32> {
 /// Locks the waiting `source_rows` items that can hold rows of `chain_id`,
 /// in id order, waiting for drains that hold some: once they commit, their
 /// rows count, and no other drain can apply these items until this
-/// transaction ends. Returns their ids.
-pub fn lock_waiting_rows_of_chain(client: &mut SpiClient<'_>, chain_id: i32) -> Vec<i64> {
+/// transaction ends.
+pub fn lock_waiting_rows_of_chain(client: &mut SpiClient<'_>, chain_id: i32) {
     spi_ok(client.update(
-        "SELECT id FROM balance_queue.balance_update_queue
+        "SELECT 1 FROM balance_queue.balance_update_queue
           WHERE status <> 'completed' AND source_row_ids IS NOT NULL
             AND (chain_id = $1 OR chain_id IS NULL)
           ORDER BY id FOR UPDATE",
         None,
         &[chain_id.into()],
-    ))
-    .filter_map(|row| spi_ok(row.get::<i64>(1)))
-    .collect()
+    ));
 }
 
 /// The table's rows that the apply path has counted or will count through
