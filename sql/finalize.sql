@@ -1,18 +1,54 @@
--- Chains preloaded into the registry, each with its balance partition.
--- Confirmation depths in blocks, from common practice (see README):
--- Ethereum 64 (two epochs, the Casper FFG finality horizon); Polygon PoS 256
--- (reorgs of 157 blocks are on record); OP-stack L2s (Optimism, Base,
--- Superseed, Worldchain, Ink) 30 and Arbitrum 24, near Ponder's and
--- rindexer's reorg-safe distances; Sonic 10 (BFT finality in about a second).
-SELECT balance_queue.add_chain(1,     'ethereum',   'Ethereum',   64);
-SELECT balance_queue.add_chain(42161, 'arbitrum',   'Arbitrum',   24);
-SELECT balance_queue.add_chain(8453,  'base',       'Base',       30);
-SELECT balance_queue.add_chain(137,   'polygon',    'Polygon',    256);
-SELECT balance_queue.add_chain(10,    'optimism',   'Optimism',   30);
-SELECT balance_queue.add_chain(146,   'sonic',      'Sonic',      10);
-SELECT balance_queue.add_chain(5330,  'superseed',  'Superseed',  30);
-SELECT balance_queue.add_chain(480,   'worldchain', 'Worldchain', 30);
-SELECT balance_queue.add_chain(57073, 'ink',        'Ink',        30);
+-- Every chain of the reference data (sql/reference_data.sql) gets its
+-- balance partition; add_chain keeps the row as it is.
+SELECT balance_queue.add_chain(chain_id, network_name, display_name, confirmation_depth)
+  FROM balance_queue.chain_registry ORDER BY chain_id;
+
+-- ---------------------------------------------------------------------------
+-- pg_dump and pg_restore. CREATE EXTENSION preloads reference rows (chains,
+-- stable tokens, the plan's processing configuration), and pg_dump keeps
+-- these tables' rows as user data, since users change them (head blocks,
+-- depths, prices, added chains). A restore runs CREATE EXTENSION first, so
+-- the preloaded rows are back before the dumped ones arrive: an INSERT
+-- whose key is present already updates that row instead (every column but
+-- identity and generated ones), so the dumped, possibly edited row wins and
+-- `pg_restore --exit-on-error` succeeds. Inside an extension script it
+-- stands aside: there the reference data's ON CONFLICT rules keep users'
+-- edits. TG_ARGV[0] is the key condition between the present row `t` and
+-- the new one `$1`.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION balance_queue._upsert_reference_row()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    columns text;
+    updated bigint;
+BEGIN
+    IF balance_queue._running_extension_script() THEN
+        RETURN NEW;
+    END IF;
+    SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO columns
+      FROM pg_catalog.pg_attribute
+     WHERE attrelid = TG_RELID AND attnum > 0 AND NOT attisdropped
+       AND attidentity = '' AND attgenerated = '';
+    EXECUTE format('UPDATE %I.%I AS t SET (%s) = (SELECT %s FROM (SELECT ($1).*) AS n) WHERE %s',
+                   TG_TABLE_SCHEMA, TG_TABLE_NAME, columns, columns, TG_ARGV[0])
+      USING NEW;
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    IF updated > 0 THEN
+        RETURN NULL; -- updated in place: skip the insert
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER chain_registry_upsert BEFORE INSERT ON balance_queue.chain_registry
+    FOR EACH ROW EXECUTE FUNCTION balance_queue._upsert_reference_row('t.chain_id = ($1).chain_id');
+CREATE TRIGGER token_metadata_upsert BEFORE INSERT ON balance_queue.token_metadata
+    FOR EACH ROW EXECUTE FUNCTION balance_queue._upsert_reference_row(
+        't.chain_id = ($1).chain_id AND t.contract_address = ($1).contract_address');
+CREATE TRIGGER queue_processing_config_upsert BEFORE INSERT ON balance_queue.queue_processing_config
+    FOR EACH ROW EXECUTE FUNCTION balance_queue._upsert_reference_row(
+        'coalesce(t.chain_id, 0) = coalesce(($1).chain_id, 0)');
 
 -- ---------------------------------------------------------------------------
 -- Security. Everything is closed to PUBLIC; two roles open what each job

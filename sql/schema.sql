@@ -21,7 +21,11 @@ CREATE TABLE balance_queue.chain_registry (
     confirmation_depth  integer NOT NULL DEFAULT 64 CHECK (confirmation_depth >= 0),
     -- Highest block applied for this chain (the apply path raises it).
     head_block          bigint,
-    created_at          timestamptz NOT NULL DEFAULT now()
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.2.0, so last: an upgraded table keeps the columns' order.
+    is_testnet          boolean NOT NULL DEFAULT false,
+    -- The symbol of the chain's gas token (ETH, POL, S, ...).
+    native_currency_symbol text
 );
 COMMENT ON TABLE balance_queue.chain_registry IS
     'EVM chains known to balance_queue: chain id, rindexer network name, confirmation depth in blocks. Add rows with balance_queue.add_chain().';
@@ -40,6 +44,7 @@ CREATE TABLE balance_queue.token_metadata (
     -- USD per whole token; balance_usd is computed from it. NULL: unknown.
     price_usd         numeric,
     updated_at        timestamptz NOT NULL DEFAULT now(),
+    created_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (chain_id, contract_address)
 );
 COMMENT ON TABLE balance_queue.token_metadata IS
@@ -222,16 +227,40 @@ COMMENT ON TABLE balance_queue.attached_sources IS
 CREATE TABLE balance_queue.queue_processing_config (
     id                      integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     chain_id                integer,
+    -- Queue items per batch, as in the plan; a batch (one transaction) also
+    -- stops at balance_queue.batch_size transfers.
     batch_size              integer CHECK (batch_size > 0),
-    processing_interval_ms  integer CHECK (processing_interval_ms >= 0),
+    -- Least seconds between two batches of the chain while its batches come
+    -- back short (an idle chain is polled this often); a full batch means a
+    -- backlog, and the next follows at once. 0 or NULL: every
+    -- balance_queue.naptime.
+    processing_interval_seconds integer CHECK (processing_interval_seconds >= 0),
     max_retry_attempts      integer CHECK (max_retry_attempts >= 0),
     enabled                 boolean NOT NULL DEFAULT true,
-    updated_at              timestamptz NOT NULL DEFAULT now()
+    updated_at              timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.2.0, so last: an upgraded table keeps the columns' order.
+    -- Pending items older than this many hours are drained ahead of newer
+    -- ones (their priority is raised to 0). NULL or 0: no boost.
+    priority_boost_threshold_hours integer CHECK (priority_boost_threshold_hours >= 0),
+    created_at              timestamptz NOT NULL DEFAULT now()
 );
 -- One row per chain, and one default row (chain_id NULL); 0 is no chain id.
 CREATE UNIQUE INDEX queue_processing_config_chain_idx
     ON balance_queue.queue_processing_config ((coalesce(chain_id, 0)));
-INSERT INTO balance_queue.queue_processing_config (chain_id) VALUES (NULL);
+-- The default row, and the plan's rows for its nine chains
+-- (000-queue-based-balance-plan.md, Phase 4.1).
+INSERT INTO balance_queue.queue_processing_config
+    (chain_id, batch_size, processing_interval_seconds, priority_boost_threshold_hours)
+VALUES (NULL,  NULL, NULL, 1),
+       (1,     200,  3,    NULL),  -- Ethereum
+       (42161, 150,  3,    NULL),  -- Arbitrum
+       (8453,  150,  3,    NULL),  -- Base
+       (137,   200,  3,    NULL),  -- Polygon
+       (10,    150,  3,    NULL),  -- Optimism
+       (146,   100,  5,    NULL),  -- Sonic
+       (5330,  100,  5,    NULL),  -- Superseed
+       (480,   100,  5,    NULL),  -- World Chain
+       (57073, 100,  5,    NULL);  -- Ink
 
 -- ---------------------------------------------------------------------------
 -- Daily snapshots and queue health history (filled by the worker).
@@ -243,8 +272,13 @@ CREATE TABLE balance_queue.daily_balance_snapshots (
     holder_address    text COLLATE "C"          NOT NULL,
     balance           numeric(78,0) NOT NULL,
     balance_usd       numeric,
+    -- The block the balance was last changed at.
     block_number      bigint,
     created_at        timestamptz   NOT NULL DEFAULT now(),
+    -- Added in 0.2.0, so last. The chain's head block (highest applied)
+    -- when the snapshot was taken: the balance is as of that block.
+    snapshot_block    bigint,
+    token_symbol      text,
     PRIMARY KEY (chain_id, contract_address, holder_address, snapshot_date)
 );
 CREATE INDEX daily_balance_snapshots_date_idx
@@ -252,20 +286,23 @@ CREATE INDEX daily_balance_snapshots_date_idx
 
 CREATE TABLE balance_queue.queue_health_metrics (
     id                          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    collected_at                timestamptz NOT NULL DEFAULT now(),
+    recorded_at                 timestamptz NOT NULL DEFAULT now(),
     chain_id                    integer,
     -- Counts of work: the rows of an id-range item, 1 for any other item.
     pending_count               bigint  NOT NULL DEFAULT 0,
     processing_count            bigint  NOT NULL DEFAULT 0,
     -- Items completed since the previous collection for this chain.
     completed_count             bigint  NOT NULL DEFAULT 0,
-    completed_last_hour         bigint  NOT NULL DEFAULT 0,
-    failed_last_hour            bigint  NOT NULL DEFAULT 0,
+    completed_count_last_hour   bigint  NOT NULL DEFAULT 0,
+    -- Items that ended failed in the last hour.
+    error_count_last_hour       bigint  NOT NULL DEFAULT 0,
     avg_processing_time_ms      numeric,
-    oldest_pending_age_seconds  numeric
+    oldest_pending_age_seconds  numeric,
+    -- Added in 0.2.0, so last: the plan's unit, derived from the seconds.
+    oldest_pending_age_minutes  integer GENERATED ALWAYS AS (floor(oldest_pending_age_seconds / 60)::integer) STORED
 );
-CREATE INDEX queue_health_metrics_collected_idx
-    ON balance_queue.queue_health_metrics (chain_id, collected_at);
+CREATE INDEX queue_health_metrics_recorded_idx
+    ON balance_queue.queue_health_metrics (chain_id, recorded_at);
 
 -- Completed queue items kept when balance_queue.archive_completed is on.
 CREATE TABLE balance_queue.balance_update_queue_archive
@@ -296,30 +333,10 @@ CREATE TRIGGER token_metadata_refresh_balances
     FOR EACH ROW EXECUTE FUNCTION balance_queue._refresh_balances_from_metadata();
 
 -- ---------------------------------------------------------------------------
--- Stable tokens preloaded on Ethereum, Arbitrum, Base, Polygon and Optimism
--- (addresses from each token issuer's published contract lists).
--- ---------------------------------------------------------------------------
-INSERT INTO balance_queue.token_metadata
-    (chain_id, contract_address, symbol, name, decimals, is_stable_token, coingecko_id, price_usd)
-VALUES
-    (1,     '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48', 'USDC',   'USD Coin',            6,  true, 'usd-coin',  1),
-    (1,     '0xdac17f958d2ee523a2206206994597c13d831ec7', 'USDT',   'Tether USD',          6,  true, 'tether',    1),
-    (1,     '0x6b175474e89094c44da98b954eedeac495271d0f', 'DAI',    'Dai Stablecoin',      18, true, 'dai',       1),
-    (42161, '0xaf88d065e77c8cc2239327c5edb3a432268e5831', 'USDC',   'USD Coin',            6,  true, 'usd-coin',  1),
-    (42161, '0xfd086bc7cd5c481dcc9c85ebe478a1c0b69fcbb9', 'USDT',   'Tether USD',          6,  true, 'tether',    1),
-    (42161, '0xda10009cbd5d07dd0cecc66161fc93d7c9000da1', 'DAI',    'Dai Stablecoin',      18, true, 'dai',       1),
-    (8453,  '0x833589fcd6edb6e08f4c7c32d4f71b54bda02913', 'USDC',   'USD Coin',            6,  true, 'usd-coin',  1),
-    (8453,  '0x50c5725949a6f0c72e6c4a641f24049a917db0cb', 'DAI',    'Dai Stablecoin',      18, true, 'dai',       1),
-    (137,   '0x3c499c542cef5e3811e1192ce70d8cc03d5c3359', 'USDC',   'USD Coin',            6,  true, 'usd-coin',  1),
-    (137,   '0xc2132d05d31c914a87c6611c10748aeb04b58e8f', 'USDT',   'Tether USD',          6,  true, 'tether',    1),
-    (137,   '0x8f3cf7ad23cd3cadbd9735aff958023239c6a063', 'DAI',    'Dai Stablecoin',      18, true, 'dai',       1),
-    (10,    '0x0b2c639c533813f4aa9d7837caf62653d097ff85', 'USDC',   'USD Coin',            6,  true, 'usd-coin',  1),
-    (10,    '0x94b008aa00579c1307b0ef2c499ad98a8ce58e58', 'USDT',   'Tether USD',          6,  true, 'tether',    1),
-    (10,    '0xda10009cbd5d07dd0cecc66161fc93d7c9000da1', 'DAI',    'Dai Stablecoin',      18, true, 'dai',       1);
-
--- ---------------------------------------------------------------------------
 -- pg_dump keeps user data: the rows users add or the extension computes.
--- The preloaded reference rows are dumped too (they may have been edited).
+-- The preloaded reference rows are dumped too (they may have been edited);
+-- on restore they are laid over the preloaded ones (see
+-- _upsert_reference_row in finalize.sql).
 -- ---------------------------------------------------------------------------
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.chain_registry', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.token_metadata', '');
@@ -341,55 +358,59 @@ SELECT pg_catalog.pg_extension_config_dump(
     pg_catalog.pg_get_serial_sequence('balance_queue.queue_health_metrics', 'id')::regclass, '');
 
 -- ---------------------------------------------------------------------------
--- Queue health, as operators read it: the latest collection per chain.
--- Status by severity: ERRORS (over 50 failed in the last hour), DELAYED
--- (oldest pending over 60 minutes), HIGH_LOAD (over 1,000 pending), HEALTHY.
+-- Queue health, as operators read it: the latest collection per chain, with
+-- the plan's columns and status rules (000-queue-based-balance-plan.md,
+-- Phase 4), tested in this order: HIGH_LOAD (over 1,000 pending), DELAYED
+-- (oldest pending over 60 minutes), ERRORS (over 50 failed in the last
+-- hour), else HEALTHY. chain_name is the rindexer network name, as in the
+-- plan ('ethereum', 'arbitrum', ...).
 -- ---------------------------------------------------------------------------
 CREATE VIEW balance_queue.queue_health_summary AS
 SELECT m.chain_id,
-       coalesce(c.display_name, 'chain ' || m.chain_id) AS chain_name,
-       c.network_name,
+       coalesce(c.network_name, 'chain ' || m.chain_id) AS chain_name,
        m.pending_count,
        m.processing_count,
-       m.completed_last_hour,
-       m.failed_last_hour,
-       m.avg_processing_time_ms,
-       m.oldest_pending_age_seconds,
+       m.completed_count_last_hour,
+       m.error_count_last_hour,
+       round(m.avg_processing_time_ms, 2) AS avg_processing_time_ms,
+       m.oldest_pending_age_minutes,
        CASE
-           WHEN m.failed_last_hour > 50 THEN 'ERRORS'
-           WHEN m.oldest_pending_age_seconds > 3600 THEN 'DELAYED'
            WHEN m.pending_count > 1000 THEN 'HIGH_LOAD'
+           WHEN m.oldest_pending_age_minutes > 60 THEN 'DELAYED'
+           WHEN m.error_count_last_hour > 50 THEN 'ERRORS'
            ELSE 'HEALTHY'
-       END AS status,
-       m.collected_at
+       END AS health_status,
+       m.recorded_at,
+       c.display_name,
+       m.oldest_pending_age_seconds
   FROM (SELECT DISTINCT ON (chain_id) *
           FROM balance_queue.queue_health_metrics
-         ORDER BY chain_id, collected_at DESC, id DESC) m
+         ORDER BY chain_id, recorded_at DESC, id DESC) m
   LEFT JOIN balance_queue.chain_registry c USING (chain_id);
 COMMENT ON VIEW balance_queue.queue_health_summary IS
-    'Latest queue health per chain (collect_queue_health_metrics(), run by the worker every balance_queue.health_interval) with a status: ERRORS, DELAYED, HIGH_LOAD or HEALTHY.';
+    'Latest queue health per chain (collect_queue_health_metrics(), run by the worker every balance_queue.health_interval) with the plan''s health_status: HIGH_LOAD, DELAYED, ERRORS or HEALTHY.';
 
--- The seed plan's alert queries, one row per firing alert.
+-- The plan's alert queries, one row per firing alert.
 CREATE VIEW balance_queue.queue_alerts AS
-SELECT s.chain_id, s.chain_name, a.alert_type, a.severity, a.message, a.observed, a.threshold, s.collected_at
+SELECT s.chain_id, s.chain_name, a.alert_type, a.severity, a.message, a.observed, a.threshold, s.recorded_at
   FROM balance_queue.queue_health_summary s
  CROSS JOIN LATERAL (VALUES
      ('HIGH_PENDING', 'warning',
       format('%s changes pending on %s', s.pending_count, s.chain_name),
       s.pending_count::numeric, 1000::numeric),
      ('STALE_QUEUE', 'critical',
-      format('oldest pending item on %s is %s minutes old', s.chain_name, round(s.oldest_pending_age_seconds / 60)),
-      s.oldest_pending_age_seconds, 3600::numeric),
+      format('oldest pending item on %s is %s minutes old', s.chain_name, s.oldest_pending_age_minutes),
+      s.oldest_pending_age_minutes::numeric, 60::numeric),
      ('HIGH_FAILURE_RATE', 'critical',
-      format('%s items failed on %s in the last hour', s.failed_last_hour, s.chain_name),
-      s.failed_last_hour::numeric, 50::numeric),
+      format('%s items failed on %s in the last hour', s.error_count_last_hour, s.chain_name),
+      s.error_count_last_hour::numeric, 50::numeric),
      ('SLOW_PROCESSING', 'warning',
-      format('items on %s take %s ms on average', s.chain_name, round(s.avg_processing_time_ms, 1)),
+      format('items on %s take %s ms on average', s.chain_name, s.avg_processing_time_ms),
       s.avg_processing_time_ms, 1000::numeric)
  ) AS a(alert_type, severity, message, observed, threshold)
  WHERE a.observed > a.threshold;
 COMMENT ON VIEW balance_queue.queue_alerts IS
-    'Firing queue alerts per chain: HIGH_PENDING (> 1000 pending), STALE_QUEUE (oldest pending > 1 h), HIGH_FAILURE_RATE (> 50 failed in 1 h), SLOW_PROCESSING (> 1000 ms per item).';
+    'Firing queue alerts per chain: HIGH_PENDING (> 1000 pending), STALE_QUEUE (oldest pending > 60 min), HIGH_FAILURE_RATE (> 50 failed in 1 h), SLOW_PROCESSING (> 1000 ms per item).';
 
 -- ---------------------------------------------------------------------------
 -- Confirmed state (the seed's dual-state design): per key, the balance from
@@ -453,3 +474,4 @@ END
 $$;
 CREATE EVENT TRIGGER balance_queue_forget_dropped_sources ON sql_drop
     EXECUTE FUNCTION balance_queue._forget_dropped_sources();
+

@@ -290,6 +290,8 @@ pub struct BatchOutcome {
     pub processed: i32,
     /// Transfers those items stand for (a `source_rows` item counts its rows).
     pub transfers: i64,
+    /// The batch took as much as it could: more is probably waiting.
+    pub full: bool,
     pub failed: i32,
     pub elapsed_ms: f64,
 }
@@ -307,6 +309,8 @@ struct Claimed {
     heads: BTreeMap<i32, i64>,
     /// Transfers the items stand for.
     transfers: i64,
+    /// Items taken.
+    items: i64,
 }
 
 const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL AND source_row_ids IS NULL, chain_id, contract_address, \
@@ -352,12 +356,14 @@ fn claim(client: &mut SpiClient<'_>, sql: &str, args: &[pgrx::datum::DatumWithOi
 }
 
 /// Claims due pending items in (priority, id) order, skipping locked ones,
-/// until they stand for `batch_size` transfers (at least one item). Rows
+/// until they stand for `batch_size` transfers (at least one item) or
+/// number `max_items`, whichever comes first. Rows
 /// are fetched through a cursor, so FOR UPDATE locks only what is fetched:
 /// a `source_rows` item of 5,000 rows fills a batch of 5,000 on its own.
 fn claim_weighted(
     client: &mut SpiClient<'_>,
     batch_size: i32,
+    max_items: Option<i32>,
     args: &[pgrx::datum::DatumWithOid<'_>],
 ) -> Claimed {
     let sql = format!(
@@ -372,20 +378,24 @@ fn claim_weighted(
           FOR UPDATE SKIP LOCKED"
     );
     let target = i64::from(batch_size.max(1));
+    let item_cap = max_items.map_or(i64::MAX, |n| i64::from(n.max(1)));
     let mut claimed = Claimed::default();
     let mut cursor = client.open_cursor_mut(sql.as_str(), args);
     let mut heaviest = 1i64;
     let mut want = 1i64;
-    while claimed.transfers < target {
+    while claimed.transfers < target && claimed.items < item_cap {
         let rows = spi_ok(cursor.fetch(want as _));
         if rows.is_empty() {
             break;
         }
         for row in rows {
             heaviest = heaviest.max(claimed.absorb(&row));
+            claimed.items += 1;
         }
         // Fetch about as many items as should fill the rest of the batch.
-        want = ((target - claimed.transfers) / heaviest).clamp(1, 1000);
+        want = ((target - claimed.transfers) / heaviest)
+            .min(item_cap - claimed.items)
+            .clamp(1, 1000);
     }
     drop(cursor);
     claimed.recalc.sort();
@@ -600,6 +610,9 @@ pub struct ClaimFilter {
     pub exclude_chains: Vec<i32>,
     /// Only these items.
     pub ids: Option<Vec<i64>>,
+    /// At most this many items per batch (a chain's `batch_size` in
+    /// `queue_processing_config`, counted in queue items as in the plan).
+    pub max_items: Option<i32>,
 }
 
 /// Claims due pending items matching `filter` standing for up to
@@ -632,6 +645,7 @@ pub fn apply_batch(
     let mut claimed = claim_weighted(
         client,
         batch_size,
+        filter.max_items,
         &[
             filter.chain_id.into(),
             filter.exclude_chains.clone().into(),
@@ -738,6 +752,10 @@ pub fn apply_batch(
     );
     BatchOutcome {
         processed: attempted,
+        full: claimed.transfers >= i64::from(batch_size.max(1))
+            || filter
+                .max_items
+                .is_some_and(|n| claimed.items >= i64::from(n)),
         transfers: claimed.transfers,
         failed,
         elapsed_ms,

@@ -4,9 +4,8 @@ use crate::errors::{invalid_parameter, spi_ok};
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
-/// Registers an EVM chain, or updates its network name, display name and
-/// confirmation depth, and makes sure `current_token_balances` has a
-/// partition for it.
+/// Registers an EVM chain, or updates its network name, display name,
+/// confirmation depth, testnet flag and native currency.
 ///
 /// * `p_chain_id`: the EIP-155 chain id (1 for Ethereum mainnet), > 0.
 /// * `p_network_name`: the network name rindexer writes into the `network`
@@ -14,9 +13,17 @@ use pgrx::spi::quote_identifier;
 /// * `p_display_name`: a human name; defaults to the network name.
 /// * `p_confirmation_depth`: blocks below the chain's head after which a
 ///   transfer is final, >= 0.
+/// * `p_is_testnet`, `p_native_currency_symbol` (the gas token, e.g. `ETH`):
+///   NULL keeps what the chain has (false and NULL for a new chain).
 ///
-/// Returns the partition's name (`balance_queue.current_token_balances_<chain_id>`).
-/// Balances of this chain already held by the default partition move into it.
+/// Returns the partition of `current_token_balances` that holds the chain's
+/// balances. The chains the extension preloads each have their own
+/// (`balance_queue.current_token_balances_<chain_id>`, created by the
+/// extension's scripts, which call this function); a chain added later
+/// shares `balance_queue.current_token_balances_default`. A partition
+/// created outside the extension's scripts would break `pg_restore`: the
+/// dump would create its primary key, which attaching it to the restored
+/// parent had created already.
 ///
 /// Errors: 22023 (invalid_parameter_value) for a chain id <= 0, an empty
 /// network name or a negative depth; 23505 (unique_violation) when the
@@ -28,6 +35,8 @@ pub fn add_chain(
     p_network_name: &str,
     p_display_name: default!(Option<&str>, "NULL"),
     p_confirmation_depth: default!(i32, 64),
+    p_is_testnet: default!(Option<bool>, "NULL"),
+    p_native_currency_symbol: default!(Option<&str>, "NULL"),
 ) -> String {
     if p_chain_id <= 0 {
         invalid_parameter(format!(
@@ -45,22 +54,43 @@ pub fn add_chain(
     let partition = format!("current_token_balances_{p_chain_id}");
     let qualified = format!("balance_queue.{}", quote_identifier(&partition));
     Spi::connect_mut(|client| {
-        spi_ok(client.update(
-            "INSERT INTO balance_queue.chain_registry
-                 (chain_id, network_name, display_name, confirmation_depth)
-             VALUES ($1, $2, coalesce($3, $2), $4)
-             ON CONFLICT (chain_id) DO UPDATE
-                SET network_name = EXCLUDED.network_name,
-                    display_name = coalesce($3, balance_queue.chain_registry.display_name),
-                    confirmation_depth = EXCLUDED.confirmation_depth",
+        let args = [
+            p_chain_id.into(),
+            p_network_name.into(),
+            p_display_name.into(),
+            p_confirmation_depth.into(),
+            p_is_testnet.into(),
+            p_native_currency_symbol.into(),
+        ];
+        // Update, else insert: an INSERT of a chain id already present would
+        // be turned into a whole-row update by the registry's restore trigger
+        // (_upsert_reference_row), which would reset its head block.
+        let updated = spi_ok(client.update(
+            "UPDATE balance_queue.chain_registry
+                SET network_name = $2,
+                    display_name = coalesce($3, display_name),
+                    confirmation_depth = $4,
+                    is_testnet = coalesce($5, is_testnet),
+                    native_currency_symbol = coalesce($6, native_currency_symbol)
+              WHERE chain_id = $1
+             RETURNING 1",
             None,
-            &[
-                p_chain_id.into(),
-                p_network_name.into(),
-                p_display_name.into(),
-                p_confirmation_depth.into(),
-            ],
-        ));
+            &args,
+        ))
+        .len();
+        if updated == 0 {
+            spi_ok(client.update(
+                "INSERT INTO balance_queue.chain_registry
+                     (chain_id, network_name, display_name, confirmation_depth, is_testnet,
+                      native_currency_symbol)
+                 VALUES ($1, $2, coalesce($3, $2), $4, coalesce($5, false), $6)",
+                None,
+                &args,
+            ));
+        }
+        if !unsafe { pg_sys::creating_extension } {
+            return;
+        }
         let absent = spi_ok(client.select(
             "SELECT 1 FROM pg_catalog.pg_inherits i
                JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
@@ -95,17 +125,47 @@ pub fn add_chain(
         for statement in &statements {
             spi_ok(client.update(statement, None, &[]));
         }
-        // Inside CREATE EXTENSION the partition is an extension member: mark
-        // its rows as user data so pg_dump keeps them.
-        if unsafe { pg_sys::creating_extension } {
-            spi_ok(client.update(
-                &format!("SELECT pg_catalog.pg_extension_config_dump('{qualified}', '')"),
-                None,
-                &[],
-            ));
-        }
+        // The partition is an extension member: mark its rows as user data
+        // so pg_dump keeps them.
+        spi_ok(client.update(
+            &format!("SELECT pg_catalog.pg_extension_config_dump('{qualified}', '')"),
+            None,
+            &[],
+        ));
     });
-    qualified
+    if unsafe { pg_sys::creating_extension } {
+        qualified
+    } else {
+        partition_of(p_chain_id)
+    }
+}
+
+/// The partition of `current_token_balances` holding `chain_id`'s rows:
+/// its own, else the default partition.
+fn partition_of(chain_id: i32) -> String {
+    Spi::get_one_with_args::<String>(
+        "SELECT coalesce(
+                    (SELECT c.oid::regclass::text
+                       FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                      WHERE i.inhparent = 'balance_queue.current_token_balances'::regclass
+                        AND c.relname = 'current_token_balances_' || $1),
+                    'balance_queue.current_token_balances_default')",
+        &[chain_id.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "balance_queue.current_token_balances_default".into())
+}
+
+/// Whether this session is running an extension script (`CREATE
+/// EXTENSION`, or `ALTER EXTENSION ... UPDATE`). The reference tables'
+/// restore trigger (`_upsert_reference_row`) stands aside then, so the
+/// reference data's own `ON CONFLICT` rules decide, and an upgrade never
+/// overwrites a user's edits.
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _running_extension_script() -> bool {
+    unsafe { pg_sys::creating_extension }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -115,11 +175,12 @@ mod tests {
 
     #[pg_test]
     fn preloaded_chains_have_partitions() {
-        let chains = Spi::get_one::<i64>(
-            "SELECT count(*) FROM balance_queue.chain_registry
-              WHERE chain_id IN (1, 42161, 8453, 137, 10, 146, 5330, 480, 57073)",
+        let chains = Spi::get_one::<i64>("SELECT count(*) FROM balance_queue.chain_registry");
+        assert_eq!(
+            chains,
+            Ok(Some(34)),
+            "the 34 chains of @eco-foundation/chains 2.0.4"
         );
-        assert_eq!(chains, Ok(Some(9)));
         let partitions = Spi::get_one::<i64>(
             "SELECT count(*) FROM pg_inherits
               WHERE inhparent = 'balance_queue.current_token_balances'::regclass",
@@ -133,7 +194,12 @@ mod tests {
     }
 
     #[pg_test]
-    fn add_chain_moves_rows_out_of_the_default_partition() {
+    fn a_chain_added_later_shares_the_default_partition() {
+        let name = Spi::get_one::<String>("SELECT balance_queue.add_chain(999, 'devnet')");
+        assert_eq!(
+            name,
+            Ok(Some("balance_queue.current_token_balances_default".into()))
+        );
         Spi::run(
             "INSERT INTO balance_queue.current_token_balances
                  (chain_id, contract_address, holder_address, current_balance)
@@ -141,19 +207,31 @@ mod tests {
                           '0x2222222222222222222222222222222222222222', 42)",
         )
         .unwrap();
-        let name = Spi::get_one::<String>("SELECT balance_queue.add_chain(999, 'testnet')");
-        assert_eq!(
-            name,
-            Ok(Some("balance_queue.current_token_balances_999".into()))
-        );
-        let in_partition = Spi::get_one::<i64>(
-            "SELECT count(*) FROM balance_queue.current_token_balances_999 WHERE current_balance = 42",
-        );
-        assert_eq!(in_partition, Ok(Some(1)));
         let in_default = Spi::get_one::<i64>(
             "SELECT count(*) FROM balance_queue.current_token_balances_default WHERE chain_id = 999",
         );
-        assert_eq!(in_default, Ok(Some(0)));
+        assert_eq!(in_default, Ok(Some(1)));
+        // A preloaded chain has its own.
+        let ethereum = Spi::get_one::<String>("SELECT balance_queue.add_chain(1, 'ethereum')");
+        assert_eq!(
+            ethereum,
+            Ok(Some("balance_queue.current_token_balances_1".into()))
+        );
+    }
+
+    #[pg_test]
+    fn add_chain_keeps_what_it_is_not_given() {
+        Spi::run("UPDATE balance_queue.chain_registry SET head_block = 77 WHERE chain_id = 10")
+            .unwrap();
+        Spi::run("SELECT balance_queue.add_chain(10, 'optimism', NULL, 40)").unwrap();
+        let row = Spi::get_three::<String, i32, i64>(
+            "SELECT display_name || '/' || native_currency_symbol || '/' || is_testnet, confirmation_depth, head_block
+               FROM balance_queue.chain_registry WHERE chain_id = 10",
+        );
+        assert_eq!(
+            row,
+            Ok((Some("OP Mainnet/ETH/false".into()), Some(40), Some(77)))
+        );
     }
 
     #[pg_test(error = "p_chain_id 0 must be a positive EIP-155 chain id")]

@@ -14,7 +14,7 @@ pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static DATABASES: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
-/// `balance_queue.batch_size`: queue items per worker batch (one transaction).
+/// `balance_queue.batch_size`: transfers per worker batch (one transaction).
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(5000);
 
 /// `balance_queue.naptime`: milliseconds the worker sleeps when the queue is idle.
@@ -68,8 +68,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"balance_queue.batch_size",
-        c"Queue items per worker batch.",
-        c"Each batch is one transaction. A queue_processing_config row overrides it per chain.",
+        c"Transfers per worker batch.",
+        c"Each batch is one transaction. A chain's queue_processing_config.batch_size caps the queue items of its batches too.",
         &BATCH_SIZE,
         1,
         1_000_000,
@@ -79,7 +79,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"balance_queue.naptime",
         c"Milliseconds the worker sleeps when the queue is idle.",
-        c"Also the longest a newly committed transfer waits before the worker looks.",
+        c"Also the longest a newly committed transfer waits before the worker looks, unless its chain's queue_processing_config.processing_interval_seconds is longer.",
         &NAPTIME_MS,
         1,
         60_000,

@@ -12,9 +12,11 @@ use pgrx::prelude::*;
 ///
 /// Per chain: `pending_count`, `processing_count`, `completed_count`
 /// (completed since the previous collection) count work, not items: the
-/// rows of an id-range item, 1 for any other item; `completed_last_hour` (sum of
-/// those over the last hour), `failed_last_hour`, `avg_processing_time_ms`
-/// of the newly completed items, and `oldest_pending_age_seconds`.
+/// rows of an id-range item, 1 for any other item; `completed_count_last_hour`
+/// (sum of those over the last hour), `error_count_last_hour` (items that
+/// ended failed in the last hour), `avg_processing_time_ms` of the newly
+/// completed items, and `oldest_pending_age_seconds` (the table derives the
+/// plan's `oldest_pending_age_minutes` from it).
 /// The worker runs it every `balance_queue.health_interval` seconds.
 ///
 /// Returns the number of rows recorded.
@@ -25,21 +27,21 @@ pub fn collect_queue_health_metrics() -> i64 {
     Spi::connect_mut(|client| {
         let recorded = spi_ok(client.update(
             "WITH last AS (
-                 SELECT DISTINCT ON (chain_id) chain_id, collected_at
+                 SELECT DISTINCT ON (chain_id) chain_id, recorded_at
                    FROM balance_queue.queue_health_metrics
-                  ORDER BY chain_id, collected_at DESC
+                  ORDER BY chain_id, recorded_at DESC
              ), per_chain AS (
                  SELECT q.chain_id,
                         -- work, not items: an id-range item counts its rows
                         coalesce(sum(q.row_count) FILTER (WHERE q.status = 'pending'), 0) AS pending_count,
                         coalesce(sum(q.row_count) FILTER (WHERE q.status = 'processing'), 0) AS processing_count,
                         coalesce(sum(q.row_count) FILTER (WHERE q.status = 'completed'
-                                           AND q.processed_at > coalesce(l.collected_at, '-infinity')), 0)
+                                           AND q.processed_at > coalesce(l.recorded_at, '-infinity')), 0)
                             AS completed_count,
                         count(*) FILTER (WHERE q.status = 'failed' AND q.processed_at > now() - interval '1 hour')
-                            AS failed_last_hour,
+                            AS error_count_last_hour,
                         avg(q.processing_duration_ms) FILTER (WHERE q.status = 'completed'
-                                           AND q.processed_at > coalesce(l.collected_at, '-infinity'))
+                                           AND q.processed_at > coalesce(l.recorded_at, '-infinity'))
                             AS avg_processing_time_ms,
                         extract(epoch FROM now() - min(q.created_at) FILTER (WHERE q.status = 'pending'))
                             AS oldest_pending_age_seconds
@@ -49,14 +51,15 @@ pub fn collect_queue_health_metrics() -> i64 {
                   GROUP BY q.chain_id
              ), inserted AS (
                  INSERT INTO balance_queue.queue_health_metrics
-                     (collected_at, chain_id, pending_count, processing_count, completed_count,
-                      completed_last_hour, failed_last_hour, avg_processing_time_ms, oldest_pending_age_seconds)
+                     (recorded_at, chain_id, pending_count, processing_count, completed_count,
+                      completed_count_last_hour, error_count_last_hour, avg_processing_time_ms,
+                      oldest_pending_age_seconds)
                  SELECT clock_timestamp(), p.chain_id, p.pending_count, p.processing_count, p.completed_count,
                         p.completed_count + coalesce((SELECT sum(m.completed_count)
                                                         FROM balance_queue.queue_health_metrics m
                                                        WHERE m.chain_id = p.chain_id
-                                                         AND m.collected_at > now() - interval '1 hour'), 0),
-                        p.failed_last_hour, round(p.avg_processing_time_ms, 3),
+                                                         AND m.recorded_at > now() - interval '1 hour'), 0),
+                        p.error_count_last_hour, round(p.avg_processing_time_ms, 3),
                         round(p.oldest_pending_age_seconds, 3)
                    FROM per_chain p
                  RETURNING 1
@@ -67,7 +70,7 @@ pub fn collect_queue_health_metrics() -> i64 {
         ));
         spi_ok(client.update(
             "DELETE FROM balance_queue.queue_health_metrics
-              WHERE collected_at < now() - make_interval(hours => $1)",
+              WHERE recorded_at < now() - make_interval(hours => $1)",
             None,
             &[retention_h.into()],
         ));
@@ -93,13 +96,13 @@ pub fn cleanup_completed_updates() -> i64 {
     Spi::connect_mut(|client| {
         let sql = format!(
             "WITH counted AS (
-                 SELECT chain_id, max(collected_at) AS collected_at
+                 SELECT chain_id, max(recorded_at) AS recorded_at
                    FROM balance_queue.queue_health_metrics GROUP BY chain_id
              ), removed AS (
                  DELETE FROM balance_queue.balance_update_queue q
                   USING counted c
                   WHERE q.status = 'completed' AND c.chain_id = q.chain_id
-                    AND q.processed_at <= least(c.collected_at, now() - make_interval(secs => $1))
+                    AND q.processed_at <= least(c.recorded_at, now() - make_interval(secs => $1))
                  RETURNING q.*
              ), kept AS ({archive_sql})
              SELECT count(*) FROM removed"
@@ -139,21 +142,28 @@ pub fn retry_failed_updates(p_chain_id: default!(Option<i32>, "NULL")) -> i64 {
 /// The effective processing configuration of one chain.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueConfig {
+    /// Queue items per batch (the plan's unit); every batch also stops at
+    /// `balance_queue.batch_size` transfers.
     pub batch_size: i32,
-    pub processing_interval_ms: i32,
+    /// Least seconds between two short batches of the chain (0: none).
+    pub processing_interval_seconds: i32,
     pub max_retry_attempts: i32,
     pub enabled: bool,
+    /// Pending items older than this many hours are boosted (0: never).
+    pub priority_boost_threshold_hours: i32,
 }
 
 /// Effective settings for `chain_id` (None: the default for chains without
 /// a row): each NULL setting falls back to the NULL-chain row, then to the
-/// GUC.
+/// GUC (`balance_queue.batch_size`, `balance_queue.max_retries`), else to
+/// no interval and no boost.
 pub fn effective_config(client: &pgrx::spi::SpiClient<'_>, chain_id: Option<i32>) -> QueueConfig {
     let rows = spi_ok(client.select(
         "SELECT coalesce(c.batch_size, d.batch_size, $2),
-                coalesce(c.processing_interval_ms, d.processing_interval_ms, 0),
+                coalesce(c.processing_interval_seconds, d.processing_interval_seconds, 0),
                 coalesce(c.max_retry_attempts, d.max_retry_attempts, $3),
-                coalesce(c.enabled, d.enabled, true)
+                coalesce(c.enabled, d.enabled, true),
+                coalesce(c.priority_boost_threshold_hours, d.priority_boost_threshold_hours, 0)
            FROM (SELECT 1) one
            LEFT JOIN balance_queue.queue_processing_config d ON d.chain_id IS NULL
            LEFT JOIN balance_queue.queue_processing_config c ON c.chain_id = $1",
@@ -167,22 +177,30 @@ pub fn effective_config(client: &pgrx::spi::SpiClient<'_>, chain_id: Option<i32>
     let row = rows.first();
     QueueConfig {
         batch_size: spi_ok(row.get::<i32>(1)).unwrap_or(gucs::BATCH_SIZE.get()),
-        processing_interval_ms: spi_ok(row.get::<i32>(2)).unwrap_or(0),
+        processing_interval_seconds: spi_ok(row.get::<i32>(2)).unwrap_or(0),
         max_retry_attempts: spi_ok(row.get::<i32>(3)).unwrap_or(gucs::MAX_RETRIES.get()),
         enabled: spi_ok(row.get::<bool>(4)).unwrap_or(true),
+        priority_boost_threshold_hours: spi_ok(row.get::<i32>(5)).unwrap_or(0),
     }
 }
 
 /// The effective queue processing configuration of a chain, as the worker
-/// uses it.
+/// uses it (the plan's `get_queue_config`, with its four columns first).
 ///
 /// * `p_chain_id`: EIP-155 chain id; NULL for the default.
 ///
-/// Returns one row: `batch_size` (items per batch), `processing_interval_ms`
-/// (least milliseconds between two batches of this chain; 0: none),
-/// `max_retry_attempts`, `enabled`. Each comes from the chain's
+/// Returns one row: `batch_size` (queue items per batch, as in the plan: a
+/// batch, one transaction, stops at this many items or at
+/// `balance_queue.batch_size` transfers, whichever comes first; an id-range
+/// item of a rindexer COPY stands for up to 5,000 transfers),
+/// `processing_interval_seconds` (least seconds between two batches of the
+/// chain while they come back short, so an idle chain is polled this often;
+/// a full batch is followed at once; 0: every `balance_queue.naptime`),
+/// `max_retry_attempts`, `enabled`, then `chain_id` and
+/// `priority_boost_threshold_hours` (pending items older than this are
+/// drained first; 0: never). Each comes from the chain's
 /// `queue_processing_config` row, else the NULL-chain row, else the GUC
-/// (`balance_queue.batch_size`, `balance_queue.max_retries`; no interval).
+/// (`balance_queue.batch_size`, `balance_queue.max_retries`), else 0.
 #[pg_extern(stable)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn get_queue_config(
@@ -190,21 +208,59 @@ pub fn get_queue_config(
 ) -> TableIterator<
     'static,
     (
-        name!(chain_id, Option<i32>),
         name!(batch_size, i32),
-        name!(processing_interval_ms, i32),
+        name!(processing_interval_seconds, i32),
         name!(max_retry_attempts, i32),
         name!(enabled, bool),
+        name!(chain_id, Option<i32>),
+        name!(priority_boost_threshold_hours, i32),
     ),
 > {
     let config = Spi::connect(|client| effective_config(client, p_chain_id));
     TableIterator::once((
-        p_chain_id,
         config.batch_size,
-        config.processing_interval_ms,
+        config.processing_interval_seconds,
         config.max_retry_attempts,
         config.enabled,
+        p_chain_id,
+        config.priority_boost_threshold_hours,
     ))
+}
+
+/// Raises old pending items of one drain group to priority 0, so they are
+/// claimed ahead of newer ones (the plan's "boost priority for old items").
+/// The claim keeps walking the (priority, id) index: the boost is a
+/// priority change, not another sort order. Returns the items boosted.
+pub fn boost_old_items(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    filter: &crate::apply::ClaimFilter,
+    threshold_hours: i32,
+) -> i64 {
+    if threshold_hours <= 0 {
+        return 0;
+    }
+    let rows = spi_ok(client.update(
+        "WITH boosted AS (
+             UPDATE balance_queue.balance_update_queue
+                SET priority = 0
+              WHERE id IN (SELECT id FROM balance_queue.balance_update_queue
+                            WHERE status = 'pending' AND priority > 0
+                              AND created_at < now() - make_interval(hours => $1)
+                              AND ($2::integer IS NULL OR chain_id = $2)
+                              AND coalesce(chain_id <> ALL($3::integer[]), true)
+                              -- an item a drain holds is being applied already
+                              FOR UPDATE SKIP LOCKED)
+             RETURNING 1
+         )
+         SELECT count(*) FROM boosted",
+        Some(1),
+        &[
+            threshold_hours.into(),
+            filter.chain_id.into(),
+            filter.exclude_chains.clone().into(),
+        ],
+    ));
+    spi_ok(rows.first().get_one::<i64>()).unwrap_or(0)
 }
 
 /// Copies every non-zero balance into `daily_balance_snapshots` for one day.
@@ -212,8 +268,9 @@ pub fn get_queue_config(
 /// * `p_date`: the snapshot's date (default `current_date`); the worker
 ///   takes one for the UTC date when the UTC day changes.
 ///
-/// Each row keeps the balance in wei, its USD value and the block it was
-/// last updated at. Taking the same day again replaces that day's rows.
+/// Each row keeps the balance in wei, its USD value, the token symbol, the
+/// block it was last updated at (`block_number`) and the chain's head block
+/// when the snapshot was taken (`snapshot_block`: the balance is as of it). Taking the same day again replaces that day's rows.
 /// Returns the number of balances copied.
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
@@ -227,11 +284,13 @@ pub fn create_daily_balance_snapshot(p_date: default!(pgrx::datum::Date, "curren
         let rows = spi_ok(client.update(
             "WITH copied AS (
                  INSERT INTO balance_queue.daily_balance_snapshots
-                     (snapshot_date, chain_id, contract_address, holder_address, balance, balance_usd, block_number)
-                 SELECT $1, chain_id, contract_address, holder_address, current_balance, balance_usd,
-                        last_updated_block
-                   FROM balance_queue.current_token_balances
-                  WHERE current_balance <> 0
+                     (snapshot_date, chain_id, contract_address, holder_address, balance, balance_usd,
+                      block_number, snapshot_block, token_symbol)
+                 SELECT $1, b.chain_id, b.contract_address, b.holder_address, b.current_balance, b.balance_usd,
+                        b.last_updated_block, r.head_block, b.token_symbol
+                   FROM balance_queue.current_token_balances b
+                   LEFT JOIN balance_queue.chain_registry r USING (chain_id)
+                  WHERE b.current_balance <> 0
                  RETURNING 1
              )
              SELECT count(*) FROM copied",

@@ -19,12 +19,12 @@ const FORMATTED: &str =
 /// * `p_chain_id`: EIP-155 chain id; `p_contract_address`,
 ///   `p_holder_address`: `0x` + 40 hex digits, any case.
 ///
-/// Returns one row: `current_balance` in wei (signed NUMERIC; 0 for a
-/// holder never seen), `balance_formatted` (whole tokens with the token's
-/// decimals from `token_metadata`, or wei when they are unknown),
-/// `token_symbol`, `token_decimals`, `balance_usd` (NULL without a price),
-/// `last_updated_block` and `last_updated_time` (NULL for a holder never seen),
-/// `confirmed_balance` (wei from transfers at or below the chain's head
+/// Returns one row, the plan's six columns first: `balance` in wei (signed
+/// NUMERIC; 0 for a holder never seen), `balance_formatted` (whole tokens
+/// with the token's decimals from `token_metadata`, or wei when they are
+/// unknown), `balance_usd` (USD, NULL without a price), `token_symbol`,
+/// `last_updated_block` and `last_updated_time` (NULL for a holder never
+/// seen); then `token_decimals`, `confirmed_balance` (wei from transfers at or below the chain's head
 /// block minus its confirmation depth: the part no reorg shallower than the
 /// depth can move) and `pending_delta` (wei from the blocks above it);
 /// `confirmed_balance + pending_delta = current_balance`.
@@ -39,13 +39,13 @@ pub fn get_current_balance(
 ) -> TableIterator<
     'static,
     (
-        name!(current_balance, AnyNumeric),
+        name!(balance, AnyNumeric),
         name!(balance_formatted, String),
-        name!(token_symbol, Option<String>),
-        name!(token_decimals, Option<i32>),
         name!(balance_usd, Option<AnyNumeric>),
+        name!(token_symbol, Option<String>),
         name!(last_updated_block, Option<i64>),
         name!(last_updated_time, Option<TimestampWithTimeZone>),
+        name!(token_decimals, Option<i32>),
         name!(confirmed_balance, AnyNumeric),
         name!(pending_delta, AnyNumeric),
     ),
@@ -57,8 +57,8 @@ pub fn get_current_balance(
             "SELECT coalesce(b.current_balance, 0),
                     balance_queue.format_token_balance(coalesce(b.current_balance, 0),
                                                        coalesce(b.token_decimals, m.decimals, 0)),
-                    coalesce(b.token_symbol, m.symbol), coalesce(b.token_decimals, m.decimals),
-                    b.balance_usd, b.last_updated_block, b.last_updated_time,
+                    b.balance_usd, coalesce(b.token_symbol, m.symbol),
+                    b.last_updated_block, b.last_updated_time, coalesce(b.token_decimals, m.decimals),
                     coalesce(b.current_balance, 0) - p.pending_delta, p.pending_delta
                FROM (SELECT coalesce(sum(s.delta_wei), 0) AS pending_delta
                        FROM balance_queue.pending_transfer_sides s
@@ -80,11 +80,11 @@ pub fn get_current_balance(
         (
             spi_ok(row.get::<AnyNumeric>(1)).unwrap_or_default(),
             spi_ok(row.get::<String>(2)).unwrap_or_default(),
-            spi_ok(row.get::<String>(3)),
-            spi_ok(row.get::<i32>(4)),
-            spi_ok(row.get::<AnyNumeric>(5)),
-            spi_ok(row.get::<i64>(6)),
-            spi_ok(row.get::<TimestampWithTimeZone>(7)),
+            spi_ok(row.get::<AnyNumeric>(3)),
+            spi_ok(row.get::<String>(4)),
+            spi_ok(row.get::<i64>(5)),
+            spi_ok(row.get::<TimestampWithTimeZone>(6)),
+            spi_ok(row.get::<i32>(7)),
             spi_ok(row.get::<AnyNumeric>(8)).unwrap_or_default(),
             spi_ok(row.get::<AnyNumeric>(9)).unwrap_or_default(),
         )
@@ -98,9 +98,11 @@ pub fn get_current_balance(
 /// * `p_min_balance_usd`: the smallest `balance_usd` to include (default
 ///   1.00 USD); 0 or less includes every non-zero balance, priced or not.
 ///
-/// Returns rows of `chain_id`, `chain_name` (from `chain_registry`),
-/// `contract_address`, `token_symbol`, `current_balance` (wei),
-/// `balance_formatted`, `balance_usd`, `last_updated_block`.
+/// Returns rows of the plan's columns: `chain_id`, `chain_name` (the
+/// chain's rindexer network name from `chain_registry`, e.g. `ethereum`, as
+/// in the plan), `contract_address`, `token_symbol`, `balance` (wei,
+/// signed: negative balances are listed too), `balance_formatted`,
+/// `balance_usd`, `last_updated_time`; then `last_updated_block`.
 ///
 /// Errors: 22P02 (invalid_text_representation) for a malformed address.
 #[pg_extern(stable)]
@@ -115,9 +117,10 @@ pub fn get_address_portfolio(
         name!(chain_name, Option<String>),
         name!(contract_address, String),
         name!(token_symbol, Option<String>),
-        name!(current_balance, AnyNumeric),
+        name!(balance, AnyNumeric),
         name!(balance_formatted, String),
         name!(balance_usd, Option<AnyNumeric>),
+        name!(last_updated_time, TimestampWithTimeZone),
         name!(last_updated_block, Option<i64>),
     ),
 > {
@@ -125,8 +128,9 @@ pub fn get_address_portfolio(
     let rows = Spi::connect(|client| {
         spi_ok(client.select(
             &format!(
-                "SELECT b.chain_id, c.display_name, b.contract_address, b.token_symbol,
-                        b.current_balance, {FORMATTED}, b.balance_usd, b.last_updated_block
+                "SELECT b.chain_id, c.network_name, b.contract_address, b.token_symbol,
+                        b.current_balance, {FORMATTED}, b.balance_usd, b.last_updated_time,
+                        b.last_updated_block
                    FROM balance_queue.current_token_balances b
                    LEFT JOIN balance_queue.chain_registry c USING (chain_id)
                   WHERE b.holder_address = $1 AND b.current_balance <> 0
@@ -145,7 +149,8 @@ pub fn get_address_portfolio(
                 spi_ok(row.get::<AnyNumeric>(5)).unwrap_or_default(),
                 spi_ok(row.get::<String>(6)).unwrap_or_default(),
                 spi_ok(row.get::<AnyNumeric>(7)),
-                spi_ok(row.get::<i64>(8)),
+                spi_ok(row.get::<TimestampWithTimeZone>(8)).expect("last_updated_time is NOT NULL"),
+                spi_ok(row.get::<i64>(9)),
             )
         })
         .collect::<Vec<_>>()

@@ -74,12 +74,59 @@ fn in_transaction<R>(body: impl FnOnce() -> R + std::panic::UnwindSafe) -> Resul
 }
 
 fn extension_exists() -> bool {
-    Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'balance_queue')",
+    installed_version().is_some()
+}
+
+/// The version of the extension installed in this database, if any.
+fn installed_version() -> Option<String> {
+    Spi::get_one::<String>(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'balance_queue'",
     )
     .ok()
     .flatten()
-    .unwrap_or(false)
+}
+
+/// The version of this library: the SQL objects it expects.
+const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Whether the worker may drain: the extension is installed at the version
+/// this library was built for. After a new library is installed and the
+/// server restarted, the old SQL objects stay until `ALTER EXTENSION
+/// balance_queue UPDATE`; draining with them could misread their tables, so
+/// the worker waits and says why (once per version seen).
+fn ready_to_drain(state: &mut WorkerState) -> bool {
+    let installed = match in_transaction(installed_version) {
+        Ok(Some(version)) => version,
+        Ok(None) => return false,
+        Err(e) => {
+            warning!("balance_queue: could not read the installed version: {e}");
+            return false;
+        }
+    };
+    if installed == LIBRARY_VERSION {
+        state.version_mismatch = None;
+        return true;
+    }
+    if state.version_mismatch.as_deref() != Some(installed.as_str()) {
+        log!(
+            "balance_queue worker waits: the extension is installed at version {installed} but the library is {LIBRARY_VERSION}; run ALTER EXTENSION balance_queue UPDATE"
+        );
+        state.version_mismatch = Some(installed);
+    }
+    false
+}
+
+/// Whether any item is due at all: one probe of the pending index, so an
+/// idle worker costs one cheap query per naptime, whatever the number of
+/// configured chains.
+fn work_due() -> bool {
+    Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM balance_queue.balance_update_queue
+                         WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now()))",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(true)
 }
 
 /// One drain schedule: a chain with its own configuration row, or the
@@ -101,20 +148,26 @@ fn load_groups() -> Vec<Group> {
         .collect();
         let mut groups: Vec<Group> = configured
             .iter()
-            .map(|&chain| Group {
-                filter: ClaimFilter {
-                    chain_id: Some(chain),
-                    ..Default::default()
-                },
-                config: health::effective_config(client, Some(chain)),
+            .map(|&chain| {
+                let config = health::effective_config(client, Some(chain));
+                Group {
+                    filter: ClaimFilter {
+                        chain_id: Some(chain),
+                        max_items: Some(config.batch_size),
+                        ..Default::default()
+                    },
+                    config,
+                }
             })
             .collect();
+        let config = health::effective_config(client, None);
         groups.push(Group {
             filter: ClaimFilter {
                 exclude_chains: configured,
+                max_items: Some(config.batch_size),
                 ..Default::default()
             },
-            config: health::effective_config(client, None),
+            config,
         });
         groups
     })
@@ -194,7 +247,11 @@ fn isolate_failures(group: &Group, batch_error: &str) {
 
 /// What the worker remembers between iterations.
 struct WorkerState {
-    last_batch: HashMap<Option<i32>, Instant>,
+    /// When each group's last short batch ran (see processing_interval_seconds).
+    last_short_batch: HashMap<Option<i32>, Instant>,
+    last_boost: Option<Instant>,
+    /// The installed version the worker last logged it waits for.
+    version_mismatch: Option<String>,
     last_health: Option<Instant>,
     last_date_check: Option<Instant>,
     last_prune: Option<Instant>,
@@ -203,6 +260,9 @@ struct WorkerState {
 
 /// How often confirmed blocks leave the pending window table.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often old pending items are checked for a priority boost.
+const BOOST_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often the worker looks at the UTC date for the daily snapshot.
 const DATE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
@@ -269,39 +329,60 @@ fn maintenance(state: &mut WorkerState) {
 /// or None when the extension is not (or no longer) in this database.
 fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
     let naptime = Duration::from_millis(gucs::NAPTIME_MS.get().max(1) as u64);
-    let groups = match in_transaction(|| extension_exists().then(load_groups)) {
+    if !ready_to_drain(state) {
+        return None;
+    }
+    let groups = match in_transaction(|| work_due().then(load_groups)) {
         Ok(Some(groups)) => groups,
-        Ok(None) => return None, // no extension in this database (yet)
+        Ok(None) => return Some(naptime), // nothing due
         Err(e) => {
             warning!("balance_queue: could not read the queue configuration: {e}");
             return Some(naptime);
         }
     };
+    if state
+        .last_boost
+        .is_none_or(|t| t.elapsed() >= BOOST_INTERVAL)
+    {
+        state.last_boost = Some(Instant::now());
+        for group in groups.iter().filter(|g| g.config.enabled) {
+            let threshold = group.config.priority_boost_threshold_hours;
+            if let Err(e) = in_transaction(|| {
+                Spi::connect_mut(|client| health::boost_old_items(client, &group.filter, threshold))
+            }) {
+                warning!("balance_queue: boosting old items failed: {e}");
+            }
+        }
+    }
     let mut sleep = naptime;
     for group in groups {
         if !group.config.enabled {
             continue;
         }
-        let interval = Duration::from_millis(group.config.processing_interval_ms.max(0) as u64);
-        if let Some(last) = state.last_batch.get(&group.filter.chain_id)
+        // An idle chain is polled once per interval; a backlogged one (its
+        // last batch was full) is drained without pause.
+        let interval = Duration::from_secs(group.config.processing_interval_seconds.max(0) as u64);
+        if let Some(last) = state.last_short_batch.get(&group.filter.chain_id)
             && last.elapsed() < interval
         {
             sleep = sleep.min(interval - last.elapsed());
             continue;
         }
-        state
-            .last_batch
-            .insert(group.filter.chain_id, Instant::now());
         match in_transaction(|| {
             Spi::connect_mut(|client| {
-                apply::apply_batch(client, group.config.batch_size, &group.filter)
+                apply::apply_batch(client, gucs::BATCH_SIZE.get(), &group.filter)
             })
         }) {
-            Ok(outcome) if outcome.transfers >= i64::from(group.config.batch_size) => {
-                // A full batch: more is waiting, come back after the interval.
-                sleep = sleep.min(interval);
+            Ok(outcome) if outcome.full => {
+                // A full batch: more is waiting, come back at once.
+                state.last_short_batch.remove(&group.filter.chain_id);
+                sleep = Duration::ZERO;
             }
-            Ok(_) => {}
+            Ok(_) => {
+                state
+                    .last_short_batch
+                    .insert(group.filter.chain_id, Instant::now());
+            }
             Err(message) => {
                 if !in_transaction(extension_exists).unwrap_or(false) {
                     return None; // dropped under us
@@ -349,7 +430,9 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
     }
     log!("balance_queue worker ({kind}) started for database {db}");
     let mut state = WorkerState {
-        last_batch: HashMap::new(),
+        last_short_batch: HashMap::new(),
+        last_boost: None,
+        version_mismatch: None,
         last_health: None,
         last_date_check: None,
         last_prune: None,

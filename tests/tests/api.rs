@@ -73,7 +73,7 @@ fn weth_mapping_with_numeric_values_and_fixed_chain() {
     .unwrap();
     let alice = c
         .query_one(
-            "SELECT current_balance::text, balance_formatted, token_symbol, last_updated_block
+            "SELECT balance::text, balance_formatted, token_symbol, last_updated_block
                FROM balance_queue.get_current_balance(1, upper($1), $2)",
             &[&WETH, &ALICE],
         )
@@ -154,7 +154,7 @@ fn seed_row_trigger_portfolio_recalculation_and_detach() {
         .collect();
     assert_eq!(
         portfolio,
-        vec![(1, "Ethereum".into(), "USDC".into(), "7.500000".into())]
+        vec![(1, "ethereum".into(), "USDC".into(), "7.500000".into())]
     );
     // A balance under the USD threshold is left out unless the threshold is 0.
     f.client
@@ -187,7 +187,7 @@ fn seed_row_trigger_portfolio_recalculation_and_detach() {
         text(
             &mut f.client,
             &format!(
-                "SELECT current_balance::text FROM balance_queue.get_current_balance(1, '{USDC}', '{ALICE}')"
+                "SELECT balance::text FROM balance_queue.get_current_balance(1, '{USDC}', '{ALICE}')"
             )
         ),
         "10000000"
@@ -196,7 +196,7 @@ fn seed_row_trigger_portfolio_recalculation_and_detach() {
         text(
             &mut f.client,
             &format!(
-                "SELECT current_balance::text FROM balance_queue.get_current_balance(1, '{USDC}', '{BOB}')"
+                "SELECT balance::text FROM balance_queue.get_current_balance(1, '{USDC}', '{BOB}')"
             )
         ),
         "0"
@@ -250,7 +250,7 @@ fn seed_row_trigger_portfolio_recalculation_and_detach() {
         text(
             &mut f.client,
             &format!(
-                "SELECT current_balance::text FROM balance_queue.get_current_balance(1, '{WETH}', '{BOB}')"
+                "SELECT balance::text FROM balance_queue.get_current_balance(1, '{WETH}', '{BOB}')"
             )
         ),
         "42"
@@ -274,7 +274,7 @@ fn seed_row_trigger_portfolio_recalculation_and_detach() {
         text(
             &mut f.client,
             &format!(
-                "SELECT current_balance::text FROM balance_queue.get_current_balance(1, '{WETH}', '{BOB}')"
+                "SELECT balance::text FROM balance_queue.get_current_balance(1, '{WETH}', '{BOB}')"
             )
         ),
         "42"
@@ -295,7 +295,7 @@ fn seed_row_trigger_portfolio_recalculation_and_detach() {
         text(
             &mut f.client,
             &format!(
-                "SELECT current_balance::text FROM balance_queue.get_current_balance(1, '{WETH}', '{BOB}')"
+                "SELECT balance::text FROM balance_queue.get_current_balance(1, '{WETH}', '{BOB}')"
             )
         ),
         "0"

@@ -93,7 +93,7 @@ fn one_transfer(value: &str) -> TransferRow {
 fn balance_of(f: &mut common::Fixture, holder: &str) -> String {
     f.client
         .query_one(
-            "SELECT current_balance::text FROM balance_queue.get_current_balance(1, '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48', $1)",
+            "SELECT balance::text FROM balance_queue.get_current_balance(1, '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48', $1)",
             &[&holder],
         )
         .unwrap()

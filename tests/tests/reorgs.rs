@@ -262,7 +262,7 @@ fn the_confirmed_part_never_moves_under_a_reorg_shallower_than_the_depth() {
     let row = f
         .client
         .query_one(
-            "SELECT current_balance = confirmed_balance + pending_delta FROM balance_queue.get_current_balance(1, $1, $2)",
+            "SELECT balance = confirmed_balance + pending_delta FROM balance_queue.get_current_balance(1, $1, $2)",
             &[&contract, &holder],
         )
         .unwrap();

@@ -103,7 +103,7 @@ const MINTER: &str = "0x0000000000000000000000000000000000000000";
 fn balance(client: &mut Client, chain: i32, who: &str) -> String {
     client
         .query_one(
-            "SELECT current_balance::text FROM balance_queue.get_current_balance($1, $2, $3)",
+            "SELECT balance::text FROM balance_queue.get_current_balance($1, $2, $3)",
             &[&chain, &TOKEN, &who],
         )
         .unwrap()
@@ -125,7 +125,12 @@ fn committed_transfers_reach_balances_without_manual_calls() {
         .expect("the worker shows in pg_stat_activity");
     assert_eq!(worker.get::<_, String>(1), "balance_queue worker");
 
-    // Commit-to-balance latency: one small rindexer INSERT at a time.
+    // Commit-to-balance latency: one small rindexer INSERT at a time, with
+    // Ethereum polled every naptime instead of the plan's 3 s when idle.
+    c.batch_execute(
+        "UPDATE balance_queue.queue_processing_config SET processing_interval_seconds = 0 WHERE chain_id = 1",
+    )
+    .unwrap();
     let mut latencies = Vec::new();
     for n in 0..100u64 {
         let to = holder(n + 1);
@@ -286,7 +291,8 @@ fn reload_changes_the_batch_size_the_worker_uses() {
 fn a_disabled_chain_waits_while_other_chains_flow() {
     let (_cluster, mut c) = preloaded("per-chain", &[]);
     c.batch_execute(
-        "INSERT INTO balance_queue.queue_processing_config (chain_id, enabled, batch_size) VALUES (137, false, 50)",
+        // Polygon's row is preloaded (the plan's 200 transfers every 3 s).
+        "UPDATE balance_queue.queue_processing_config SET enabled = false, batch_size = 50 WHERE chain_id = 137",
     )
     .unwrap();
     let config = c
@@ -429,7 +435,7 @@ fn health_metrics_summary_alerts_and_cleanup() {
     );
     let status = |c: &mut Client| -> String {
         c.query_one(
-            "SELECT status FROM balance_queue.queue_health_summary WHERE chain_id = 1",
+            "SELECT health_status FROM balance_queue.queue_health_summary WHERE chain_id = 1",
             &[],
         )
         .unwrap()
@@ -444,7 +450,7 @@ fn health_metrics_summary_alerts_and_cleanup() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(chain_name, "Ethereum");
+    assert_eq!(chain_name, "ethereum", "the network name, as in the plan");
     assert!(
         scalar_i64(
             &mut f.client,
@@ -463,8 +469,36 @@ fn health_metrics_summary_alerts_and_cleanup() {
         .unwrap();
     assert_eq!(
         status(&mut f.client),
+        "HIGH_LOAD",
+        "the plan tests HIGH_LOAD before DELAYED"
+    );
+    // Fewer than 1,000 pending, two hours old: DELAYED.
+    balance_queue_harness::drain(&mut f.client, 5000);
+    let late: Vec<TransferRow> = (0..10)
+        .map(|n| transfer(MINTER, &holder(n + 1), 1, n + 3000, "ethereum"))
+        .collect();
+    rindexer::write_batch(&mut f.client, &f.table, &late).unwrap();
+    f.client
+        .execute(
+            "UPDATE balance_queue.balance_update_queue SET created_at = now() - interval '2 hours'
+              WHERE status = 'pending'",
+            &[],
+        )
+        .unwrap();
+    f.client
+        .query_one("SELECT balance_queue.collect_queue_health_metrics()", &[])
+        .unwrap();
+    assert_eq!(
+        status(&mut f.client),
         "DELAYED",
         "oldest pending is two hours old"
+    );
+    assert_eq!(
+        scalar_i64(
+            &mut f.client,
+            "SELECT oldest_pending_age_minutes::bigint FROM balance_queue.queue_health_summary WHERE chain_id = 1"
+        ),
+        120
     );
 
     // 51 bad rows (log_index 'abc') become 51 failed items when drained.
@@ -488,7 +522,7 @@ fn health_metrics_summary_alerts_and_cleanup() {
     let row = f
         .client
         .query_one(
-            "SELECT pending_count, completed_last_hour, failed_last_hour FROM balance_queue.queue_health_summary WHERE chain_id = 1",
+            "SELECT pending_count, completed_count_last_hour, error_count_last_hour FROM balance_queue.queue_health_summary WHERE chain_id = 1",
             &[],
         )
         .unwrap();
@@ -498,7 +532,7 @@ fn health_metrics_summary_alerts_and_cleanup() {
             row.get::<_, i64>(1),
             row.get::<_, i64>(2)
         ),
-        (0, 1200 + 51, 51),
+        (0, 1200 + 10 + 51, 51),
         "completed counts every row read back, the bad ones too"
     );
 
@@ -510,7 +544,7 @@ fn health_metrics_summary_alerts_and_cleanup() {
         &mut f.client,
         "SELECT balance_queue.cleanup_completed_updates()",
     );
-    assert_eq!(removed, 2, "the two id-range items");
+    assert_eq!(removed, 3, "the three id-range items");
     assert_eq!(
         scalar_i64(
             &mut f.client,
