@@ -37,6 +37,12 @@ fi
 # `cargo pgrx test` installed its test build; put the release build back.
 scripts/setup.sh
 
+# The release the upgrade test (tests/tests/upgrade.rs) starts from: built
+# once from its commit into target/upgrade-base/, then reused.
+echo "== upgrade base (scripts/upgrade-base.sh) =="
+BQ_UPGRADE_BASE="$(scripts/upgrade-base.sh)"
+export BQ_UPGRADE_BASE
+
 echo "== integration tests against real servers (tests/) =="
 cd tests
 BQ_PG_CONFIG="$PG_CONFIG" RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --release "$@" 2>&1 | tee -a "$LOG"

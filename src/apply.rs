@@ -288,8 +288,6 @@ fn spill_key_sql(sources: &[SourceMapping]) -> String {
 pub struct BatchOutcome {
     /// Items taken.
     pub processed: i32,
-    /// Transfers those items stand for (a `source_rows` item counts its rows).
-    pub transfers: i64,
     /// The batch took as much as it could: more is probably waiting.
     pub full: bool,
     pub failed: i32,
@@ -756,7 +754,6 @@ pub fn apply_batch(
             || filter
                 .max_items
                 .is_some_and(|n| claimed.items >= i64::from(n)),
-        transfers: claimed.transfers,
         failed,
         elapsed_ms,
     }

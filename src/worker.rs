@@ -52,16 +52,17 @@ fn in_transaction<R>(body: impl FnOnce() -> R + std::panic::UnwindSafe) -> Resul
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
-    let result = PgTryBuilder::new(AssertUnwindSafe(move || Ok(body())))
-        .catch_others(|error| {
-            Err(match error {
-                CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => {
-                    e.message().to_string()
-                }
-                CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-            })
+    let result = PgTryBuilder::new(AssertUnwindSafe(move || {
+        lock_extension();
+        Ok(body())
+    }))
+    .catch_others(|error| {
+        Err(match error {
+            CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => e.message().to_string(),
+            CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
         })
-        .execute();
+    })
+    .execute();
     unsafe {
         if result.is_ok() {
             pg_sys::PopActiveSnapshot();
@@ -71,6 +72,24 @@ fn in_transaction<R>(body: impl FnOnce() -> R + std::panic::UnwindSafe) -> Resul
         }
     }
     result
+}
+
+/// Share-locks the extension object for the rest of the transaction.
+/// `DROP EXTENSION` locks it exclusively before it touches any member
+/// table, so a drop either waits for this transaction or this transaction
+/// waits for the drop: never a deadlock between their table locks.
+fn lock_extension() {
+    unsafe {
+        let extension = pg_sys::get_extension_oid(c"balance_queue".as_ptr(), true);
+        if extension != pg_sys::InvalidOid {
+            pg_sys::LockDatabaseObject(
+                pg_sys::ExtensionRelationId,
+                extension,
+                0,
+                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+            );
+        }
+    }
 }
 
 fn extension_exists() -> bool {

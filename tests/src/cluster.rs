@@ -1,5 +1,6 @@
 //! Throwaway Postgres clusters on a Unix socket only (no TCP), started from
-//! the system binaries, as the `postgres` user when run as root.
+//! the system binaries (or those of a private copy, `pgtree`), as the
+//! `postgres` user when run as root.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,17 +8,23 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
-/// The Postgres binaries: `BQ_PG_CONFIG` (a pg_config path) picks the
-/// version; default Postgres 15's, else `pg_config` on PATH.
-pub fn pg_bindir() -> PathBuf {
-    let pg_config = std::env::var("BQ_PG_CONFIG").unwrap_or_else(|_| {
+/// The pg_config of the Postgres the tests use: `BQ_PG_CONFIG` (a
+/// pg_config path) picks the version; default Postgres 15's, else
+/// `pg_config` on PATH.
+pub fn pg_config() -> PathBuf {
+    PathBuf::from(std::env::var("BQ_PG_CONFIG").unwrap_or_else(|_| {
         let v15 = "/usr/lib/postgresql/15/bin/pg_config";
         if Path::new(v15).exists() {
             v15.into()
         } else {
             "pg_config".into()
         }
-    });
+    }))
+}
+
+/// The Postgres binaries of [`pg_config`].
+pub fn pg_bindir() -> PathBuf {
+    let pg_config = pg_config();
     let out = Command::new(&pg_config)
         .arg("--bindir")
         .output()
@@ -46,6 +53,13 @@ impl Cluster {
     /// Starts a fresh cluster named `name` with `conf` lines added to
     /// postgresql.conf (e.g. `shared_preload_libraries = 'balance_queue'`).
     pub fn start(name: &str, conf: &[&str]) -> Cluster {
+        Cluster::start_with_bindir(name, conf, &pg_bindir())
+    }
+
+    /// [`Cluster::start`] with the binaries (and so the lib and share
+    /// directories, found relative to them) of another installation, e.g.
+    /// a [`crate::pgtree::PgTree`].
+    pub fn start_with_bindir(name: &str, conf: &[&str], bindir: &Path) -> Cluster {
         let port =
             20000 + (std::process::id() % 20000) as u16 + NEXT_PORT.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!(
@@ -68,7 +82,7 @@ impl Cluster {
         let cluster = Cluster {
             dir,
             port,
-            bindir: pg_bindir(),
+            bindir: bindir.to_path_buf(),
             as_postgres,
             extra_conf: conf.iter().map(|s| s.to_string()).collect(),
         };
@@ -168,6 +182,38 @@ impl Cluster {
     /// Starts the server again after `stop`.
     pub fn start_again(&self) {
         self.pg_ctl_start();
+    }
+
+    /// A clean restart keeping the data directory: a fast stop (shutdown
+    /// checkpoint), then a start, which loads shared_preload_libraries anew
+    /// from the binaries' installation.
+    pub fn restart(&self) {
+        self.stop("fast");
+        self.start_again();
+    }
+
+    /// The directory of the binaries the cluster runs.
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+
+    /// Runs this installation's pg_dump against `database` with `args`
+    /// (e.g. `-s -e balance_queue -n balance_queue`) and returns the dump.
+    pub fn pg_dump(&self, database: &str, args: &[&str]) -> String {
+        let out = Command::new(self.bindir.join("pg_dump"))
+            .args(["-h", self.dir.to_str().unwrap(), "-U", "postgres"])
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .arg(database)
+            .output()
+            .unwrap_or_else(|e| panic!("run pg_dump: {e}"));
+        assert!(
+            out.status.success(),
+            "pg_dump {args:?} {database} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("pg_dump output is UTF-8")
     }
 
     /// A libpq connection string for `database`.

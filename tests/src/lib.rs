@@ -1,6 +1,8 @@
 //! Real-server harness for balance_queue.
 //!
-//! `cluster` starts throwaway Postgres clusters; `rindexer` creates
+//! `cluster` starts throwaway Postgres clusters, from the system install or
+//! from a private copy of it (`pgtree`, for installing other builds, e.g.
+//! the upgrade test's old release); `rindexer` creates
 //! rindexer's exact Transfer table and writes to it the way rindexer does
 //! (binary COPY for batches over 100 rows, one multi-row INSERT below);
 //! `data` reads the real exports in `../shared/data/`; `workload` generates
@@ -9,6 +11,7 @@
 
 pub mod cluster;
 pub mod data;
+pub mod pgtree;
 pub mod recompute;
 pub mod rindexer;
 pub mod workload;

@@ -107,3 +107,22 @@ fn every_pinned_chain_and_stable_is_preloaded() {
         "a chain preloaded that the package lacks"
     );
 }
+
+/// The upgrade script carries the reference data verbatim (an upgraded
+/// database must get the same chains and stables as a fresh install).
+#[test]
+fn the_upgrade_script_carries_the_reference_data_verbatim() {
+    let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
+    let reference = std::fs::read_to_string(sql.join("reference_data.sql")).unwrap();
+    let upgrade = std::fs::read_to_string(sql.join("balance_queue--0.1.0--0.2.0.sql")).unwrap();
+    let begin = "-- BEGIN sql/reference_data.sql\n";
+    let start = upgrade.find(begin).expect("BEGIN marker") + begin.len();
+    let end = upgrade
+        .find("-- END sql/reference_data.sql")
+        .expect("END marker");
+    assert_eq!(
+        upgrade[start..end].trim_end(),
+        reference.trim_end(),
+        "copy sql/reference_data.sql between the markers of the upgrade script"
+    );
+}

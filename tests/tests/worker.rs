@@ -725,3 +725,97 @@ fn dynamic_worker_starts_and_stops_and_survives_drop_extension() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(pending(&mut f.client), 1, "nothing drains once stopped");
 }
+
+#[test]
+fn an_idle_chain_is_polled_once_per_processing_interval() {
+    let (_cluster, mut c) = preloaded("interval", &[]);
+    c.batch_execute(
+        "UPDATE balance_queue.queue_processing_config SET processing_interval_seconds = 2 WHERE chain_id = 1",
+    )
+    .unwrap();
+    // Each transfer waits for the one before it to be applied: every batch
+    // comes back short, so the chain is polled once per interval.
+    let mut applied_at = Vec::new();
+    for n in 0..3u64 {
+        let to = holder(n + 1);
+        rindexer::write_batch(&mut c, TABLE, &[transfer(MINTER, &to, 10, n, "ethereum")]).unwrap();
+        wait_until("the transfer to apply", Duration::from_secs(10), || {
+            balance(&mut c, 1, &to) == "10"
+        });
+        applied_at.push(Instant::now());
+    }
+    for pair in applied_at.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(1500),
+            "a short batch is followed by the next only after the interval: {gap:?}"
+        );
+    }
+    // 0: every naptime.
+    c.batch_execute(
+        "UPDATE balance_queue.queue_processing_config SET processing_interval_seconds = 0 WHERE chain_id = 1",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let started = Instant::now();
+    for n in 3..8u64 {
+        let to = holder(n + 1);
+        rindexer::write_batch(&mut c, TABLE, &[transfer(MINTER, &to, 10, n, "ethereum")]).unwrap();
+        wait_until("the transfer to apply", Duration::from_secs(10), || {
+            balance(&mut c, 1, &to) == "10"
+        });
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "five transfers one after another without an interval: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn old_pending_items_are_boosted_ahead_of_newer_ones() {
+    let (_cluster, mut c) = preloaded("boost", &[]);
+    alter_system(&mut c, &["balance_queue.enabled = off"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // One queue item per batch, so the claim order shows in processed_at.
+    c.batch_execute(
+        "UPDATE balance_queue.queue_processing_config
+            SET batch_size = 1, processing_interval_seconds = 0 WHERE chain_id = 1",
+    )
+    .unwrap();
+    for n in 0..3u64 {
+        rindexer::write_batch(
+            &mut c,
+            TABLE,
+            &[transfer(MINTER, &holder(n + 1), 1, n, "ethereum")],
+        )
+        .unwrap();
+    }
+    // The last item is two hours old and has the lowest priority (9); the
+    // default row boosts items older than one hour.
+    c.batch_execute(
+        "UPDATE balance_queue.balance_update_queue SET priority = 1 WHERE id < (SELECT max(id) FROM balance_queue.balance_update_queue);
+         UPDATE balance_queue.balance_update_queue SET priority = 9, created_at = now() - interval '2 hours'
+          WHERE id = (SELECT max(id) FROM balance_queue.balance_update_queue)",
+    )
+    .unwrap();
+    alter_system(&mut c, &["balance_queue.enabled = on"]);
+    wait_until("the queue to drain", Duration::from_secs(10), || {
+        pending(&mut c) == 0
+    });
+    let order: Vec<(i32, i64)> = c
+        .query(
+            "SELECT priority, id FROM balance_queue.balance_update_queue ORDER BY processed_at, id",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(order.len(), 3);
+    assert_eq!(
+        order[0].0, 0,
+        "the old item was boosted to priority 0 and drained first: {order:?}"
+    );
+    assert!(order[0].1 > order[1].1, "it is the newest id: {order:?}");
+}

@@ -28,7 +28,18 @@ pub fn attached_rindexer_table(name: &str) -> Fixture {
 pub fn attached_rindexer_table_with(name: &str, conf: &[&str]) -> Fixture {
     let cluster = Cluster::start(name, conf);
     let mut client = cluster.database_with_extension("test");
-    rindexer::create_transfer_table(&mut client, "rindexer_test_erc_20");
+    let table = attach_rindexer_table(&mut client);
+    Fixture {
+        cluster,
+        client,
+        table,
+    }
+}
+
+/// Creates the rindexer Transfer table [`TABLE`] in a database that has the
+/// extension, attaches it with the default mapping, and returns its name.
+pub fn attach_rindexer_table(client: &mut Client) -> String {
+    rindexer::create_transfer_table(client, "rindexer_test_erc_20");
     let table = TABLE.to_string();
     client
         .execute(
@@ -36,11 +47,7 @@ pub fn attached_rindexer_table_with(name: &str, conf: &[&str]) -> Fixture {
             &[&table],
         )
         .expect("attach");
-    Fixture {
-        cluster,
-        client,
-        table,
-    }
+    table
 }
 
 /// The SQLSTATE a statement fails with, or "ok".

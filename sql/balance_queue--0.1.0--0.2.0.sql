@@ -1,0 +1,502 @@
+-- balance_queue 0.1.0 -> 0.2.0: the plan's SQL names, its per-chain
+-- configuration, all 34 chains and their stable tokens, pg_dump/pg_restore.
+--
+-- Every schema change of 0.2.0 is here as well as in the install script
+-- (sql/schema.sql, sql/reference_data.sql, sql/finalize.sql and the Rust
+-- functions): tests/tests/upgrade.rs checks that an upgraded database has
+-- the same catalog as a fresh install. New columns go last in both, so the
+-- column order of an upgraded table is that of a fresh one.
+\echo Use "ALTER EXTENSION balance_queue UPDATE" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- Tables: the plan's columns.
+-- ---------------------------------------------------------------------------
+ALTER TABLE balance_queue.chain_registry
+    ADD COLUMN is_testnet boolean NOT NULL DEFAULT false,
+    ADD COLUMN native_currency_symbol text;
+
+ALTER TABLE balance_queue.token_metadata
+    ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();
+
+-- The interval was in milliseconds; the plan's column is in whole seconds.
+ALTER TABLE balance_queue.queue_processing_config
+    RENAME COLUMN processing_interval_ms TO processing_interval_seconds;
+ALTER TABLE balance_queue.queue_processing_config
+    DROP CONSTRAINT queue_processing_config_processing_interval_ms_check;
+UPDATE balance_queue.queue_processing_config
+   SET processing_interval_seconds = ceil(processing_interval_seconds / 1000.0)
+ WHERE processing_interval_seconds IS NOT NULL;
+ALTER TABLE balance_queue.queue_processing_config
+    ADD CONSTRAINT queue_processing_config_processing_interval_seconds_check
+        CHECK (processing_interval_seconds >= 0),
+    ADD COLUMN priority_boost_threshold_hours integer CHECK (priority_boost_threshold_hours >= 0),
+    ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();
+-- The plan's default boost (1 hour) and its rows for its nine chains; rows
+-- an operator already has are kept.
+UPDATE balance_queue.queue_processing_config
+   SET priority_boost_threshold_hours = 1
+ WHERE chain_id IS NULL AND priority_boost_threshold_hours IS NULL;
+INSERT INTO balance_queue.queue_processing_config
+    (chain_id, batch_size, processing_interval_seconds, priority_boost_threshold_hours)
+VALUES (1,     200,  3,    NULL),  -- Ethereum
+       (42161, 150,  3,    NULL),  -- Arbitrum
+       (8453,  150,  3,    NULL),  -- Base
+       (137,   200,  3,    NULL),  -- Polygon
+       (10,    150,  3,    NULL),  -- Optimism
+       (146,   100,  5,    NULL),  -- Sonic
+       (5330,  100,  5,    NULL),  -- Superseed
+       (480,   100,  5,    NULL),  -- World Chain
+       (57073, 100,  5,    NULL)   -- Ink
+ON CONFLICT ((coalesce(chain_id, 0))) DO NOTHING;
+
+ALTER TABLE balance_queue.daily_balance_snapshots
+    ADD COLUMN snapshot_block bigint,
+    ADD COLUMN token_symbol text;
+
+DROP VIEW balance_queue.queue_alerts;
+DROP VIEW balance_queue.queue_health_summary;
+ALTER TABLE balance_queue.queue_health_metrics RENAME COLUMN collected_at TO recorded_at;
+ALTER TABLE balance_queue.queue_health_metrics RENAME COLUMN completed_last_hour TO completed_count_last_hour;
+ALTER TABLE balance_queue.queue_health_metrics RENAME COLUMN failed_last_hour TO error_count_last_hour;
+ALTER TABLE balance_queue.queue_health_metrics
+    ADD COLUMN oldest_pending_age_minutes integer
+        GENERATED ALWAYS AS (floor(oldest_pending_age_seconds / 60)::integer) STORED;
+ALTER INDEX balance_queue.queue_health_metrics_collected_idx RENAME TO queue_health_metrics_recorded_idx;
+
+-- ---------------------------------------------------------------------------
+-- Queue health, as operators read it: the latest collection per chain, with
+-- the plan's columns and status rules (000-queue-based-balance-plan.md,
+-- Phase 4), tested in this order: HIGH_LOAD (over 1,000 pending), DELAYED
+-- (oldest pending over 60 minutes), ERRORS (over 50 failed in the last
+-- hour), else HEALTHY. chain_name is the rindexer network name, as in the
+-- plan ('ethereum', 'arbitrum', ...).
+-- ---------------------------------------------------------------------------
+CREATE VIEW balance_queue.queue_health_summary AS
+SELECT m.chain_id,
+       coalesce(c.network_name, 'chain ' || m.chain_id) AS chain_name,
+       m.pending_count,
+       m.processing_count,
+       m.completed_count_last_hour,
+       m.error_count_last_hour,
+       round(m.avg_processing_time_ms, 2) AS avg_processing_time_ms,
+       m.oldest_pending_age_minutes,
+       CASE
+           WHEN m.pending_count > 1000 THEN 'HIGH_LOAD'
+           WHEN m.oldest_pending_age_minutes > 60 THEN 'DELAYED'
+           WHEN m.error_count_last_hour > 50 THEN 'ERRORS'
+           ELSE 'HEALTHY'
+       END AS health_status,
+       m.recorded_at,
+       c.display_name,
+       m.oldest_pending_age_seconds
+  FROM (SELECT DISTINCT ON (chain_id) *
+          FROM balance_queue.queue_health_metrics
+         ORDER BY chain_id, recorded_at DESC, id DESC) m
+  LEFT JOIN balance_queue.chain_registry c USING (chain_id);
+COMMENT ON VIEW balance_queue.queue_health_summary IS
+    'Latest queue health per chain (collect_queue_health_metrics(), run by the worker every balance_queue.health_interval) with the plan''s health_status: HIGH_LOAD, DELAYED, ERRORS or HEALTHY.';
+
+-- The plan's alert queries, one row per firing alert.
+CREATE VIEW balance_queue.queue_alerts AS
+SELECT s.chain_id, s.chain_name, a.alert_type, a.severity, a.message, a.observed, a.threshold, s.recorded_at
+  FROM balance_queue.queue_health_summary s
+ CROSS JOIN LATERAL (VALUES
+     ('HIGH_PENDING', 'warning',
+      format('%s changes pending on %s', s.pending_count, s.chain_name),
+      s.pending_count::numeric, 1000::numeric),
+     ('STALE_QUEUE', 'critical',
+      format('oldest pending item on %s is %s minutes old', s.chain_name, s.oldest_pending_age_minutes),
+      s.oldest_pending_age_minutes::numeric, 60::numeric),
+     ('HIGH_FAILURE_RATE', 'critical',
+      format('%s items failed on %s in the last hour', s.error_count_last_hour, s.chain_name),
+      s.error_count_last_hour::numeric, 50::numeric),
+     ('SLOW_PROCESSING', 'warning',
+      format('items on %s take %s ms on average', s.chain_name, s.avg_processing_time_ms),
+      s.avg_processing_time_ms, 1000::numeric)
+ ) AS a(alert_type, severity, message, observed, threshold)
+ WHERE a.observed > a.threshold;
+COMMENT ON VIEW balance_queue.queue_alerts IS
+    'Firing queue alerts per chain: HIGH_PENDING (> 1000 pending), STALE_QUEUE (oldest pending > 60 min), HIGH_FAILURE_RATE (> 50 failed in 1 h), SLOW_PROCESSING (> 1000 ms per item).';
+
+-- ---------------------------------------------------------------------------
+-- Functions whose signature or result changed, and one new one.
+-- ---------------------------------------------------------------------------
+DROP FUNCTION balance_queue.add_chain(integer, text, text, integer);
+DROP FUNCTION balance_queue.get_current_balance(integer, text, text);
+DROP FUNCTION balance_queue.get_address_portfolio(text, numeric);
+DROP FUNCTION balance_queue.get_queue_config(integer);
+
+CREATE FUNCTION balance_queue."add_chain"(
+	"p_chain_id" INT, /* i32 */
+	"p_network_name" TEXT, /* & str */
+	"p_display_name" TEXT DEFAULT NULL, /* Option < & str > */
+	"p_confirmation_depth" INT DEFAULT 64, /* i32 */
+	"p_is_testnet" bool DEFAULT NULL, /* Option < bool > */
+	"p_native_currency_symbol" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TEXT /* String */
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_chain_wrapper';
+
+CREATE FUNCTION balance_queue."get_current_balance"(
+	"p_chain_id" INT, /* i32 */
+	"p_contract_address" TEXT, /* & str */
+	"p_holder_address" TEXT /* & str */
+) RETURNS TABLE (
+	"balance" NUMERIC,  /* AnyNumeric */
+	"balance_formatted" TEXT,  /* String */
+	"balance_usd" NUMERIC,  /* Option < AnyNumeric > */
+	"token_symbol" TEXT,  /* Option < String > */
+	"last_updated_block" bigint,  /* Option < i64 > */
+	"last_updated_time" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"token_decimals" INT,  /* Option < i32 > */
+	"confirmed_balance" NUMERIC,  /* AnyNumeric */
+	"pending_delta" NUMERIC  /* AnyNumeric */
+)
+STRICT STABLE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'get_current_balance_wrapper';
+
+CREATE FUNCTION balance_queue."get_address_portfolio"(
+	"p_holder_address" TEXT, /* & str */
+	"p_min_balance_usd" NUMERIC DEFAULT 1.00 /* AnyNumeric */
+) RETURNS TABLE (
+	"chain_id" INT,  /* i32 */
+	"chain_name" TEXT,  /* Option < String > */
+	"contract_address" TEXT,  /* String */
+	"token_symbol" TEXT,  /* Option < String > */
+	"balance" NUMERIC,  /* AnyNumeric */
+	"balance_formatted" TEXT,  /* String */
+	"balance_usd" NUMERIC,  /* Option < AnyNumeric > */
+	"last_updated_time" timestamp with time zone,  /* TimestampWithTimeZone */
+	"last_updated_block" bigint  /* Option < i64 > */
+)
+STRICT STABLE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'get_address_portfolio_wrapper';
+
+CREATE FUNCTION balance_queue."get_queue_config"(
+	"p_chain_id" INT /* Option < i32 > */
+) RETURNS TABLE (
+	"batch_size" INT,  /* i32 */
+	"processing_interval_seconds" INT,  /* i32 */
+	"max_retry_attempts" INT,  /* i32 */
+	"enabled" bool,  /* bool */
+	"chain_id" INT,  /* Option < i32 > */
+	"priority_boost_threshold_hours" INT  /* i32 */
+)
+STABLE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'get_queue_config_wrapper';
+
+CREATE FUNCTION balance_queue."_running_extension_script"() RETURNS bool /* bool */
+STRICT STABLE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_running_extension_script_wrapper';
+
+
+-- ---------------------------------------------------------------------------
+-- Chain partitions: 0.1.0's add_chain made a partition for a chain added
+-- after CREATE EXTENSION, which pg_restore cannot restore; its rows move to
+-- the default partition, where 0.2.0 keeps chains added later.
+-- ---------------------------------------------------------------------------
+DO $move$
+DECLARE
+    partition regclass;
+BEGIN
+    FOR partition IN
+        SELECT i.inhrelid::regclass
+          FROM pg_catalog.pg_inherits i
+         WHERE i.inhparent = 'balance_queue.current_token_balances'::regclass
+           AND i.inhrelid <> 'balance_queue.current_token_balances_default'::regclass
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = i.inhrelid
+                              AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e')
+    LOOP
+        EXECUTE format('ALTER TABLE balance_queue.current_token_balances DETACH PARTITION %s', partition);
+        EXECUTE format('INSERT INTO balance_queue.current_token_balances SELECT * FROM %s', partition);
+        EXECUTE format('DROP TABLE %s', partition);
+    END LOOP;
+END
+$move$;
+
+-- ---------------------------------------------------------------------------
+-- Reference data, verbatim from sql/reference_data.sql (a test checks it).
+-- ---------------------------------------------------------------------------
+-- BEGIN sql/reference_data.sql
+-- Preloaded chains and stable tokens.
+--
+-- Generated by scripts/chains/generate.mjs from @eco-foundation/chains 2.0.4
+-- (export EcoRoutesChains: 34 chains, 24 mainnets and 10 testnets; 54 stable
+-- tokens). Do not edit by hand: change the generator and run it again.
+--
+-- Runs inside CREATE EXTENSION and is copied verbatim into upgrade scripts,
+-- so it is idempotent and never overwrites a user's edits: chain rows update
+-- only is_testnet and native_currency_symbol (new columns an upgrade fills
+-- in), token rows already present are left alone.
+--
+-- Confirmation depth per chain family (testnets follow their mainnet):
+-- Ethereum proof of stake: 64 blocks.
+--   Rule: two epochs of 32 slots: Casper FFG finalizes a checkpoint once the
+--   next one is justified (about 12.8 min).
+--   Source: Ethereum consensus specs (Gasper); ethereum.org, proof-of-stake
+--   finality.
+--   Chains: ethereum (1), sepolia (11155111).
+-- Polygon PoS: 256 blocks.
+--   Rule: Bor reorgs of 157 blocks are on record.
+--   Source: balance_queue README (existing rule).
+--   Chains: polygon (137).
+-- OP Stack rollups and L3s: 30 blocks.
+--   Rule: sequencer blocks stay 'unsafe' until their batch lands on the
+--   parent chain; 30 blocks is near rindexer's and Ponder's reorg-safe
+--   distances.
+--   Source: balance_queue README (existing rule); OP Stack docs,
+--   unsafe/safe/finalized heads.
+--   Chains: optimism (10), unichain (130), manta-pacific (169), form-network
+--   (478), worldchain (480), mantle (5000), superseed (5330), b3 (8333), base
+--   (8453), celo (42220), ink (57073), base-sepolia (84532), form-testnet
+--   (132902), eco-test (471923), manta-pacific-sepolia-testnet (3441006),
+--   towns-sepolia (6524490), helix-test (8921733), op-sepolia (11155420).
+-- Arbitrum One and Arbitrum Orbit chains: 24 blocks.
+--   Rule: the sequencer feed is soft-final; blocks reorg only if the
+--   sequencer's batch differs from its feed.
+--   Source: balance_queue README (existing rule); Arbitrum docs, sequencer
+--   soft finality.
+--   Chains: molten (360), appchain (466), sanko-sepolia (1992), sanko (1996),
+--   inevm (2525), curtis (33111), apechain (33139), arbitrum (42161), alienx
+--   (10241024), rari (1380012617).
+-- BFT chains with deterministic finality: 10 blocks.
+--   Rule: a block is final when committed (about 1 s); 10 blocks is margin
+--   for lagging RPC nodes.
+--   Source: balance_queue README (Sonic, existing rule); Plasma docs
+--   (PlasmaBFT, a pipelined Fast HotStuff).
+--   Chains: sonic (146), plasma (9745), plasma-testnet (9746).
+-- Each chain's stack: l2beat.com project pages, the chains' own docs, and the
+-- package's contract lists; the comment on each row names it.
+
+INSERT INTO balance_queue.chain_registry
+    (chain_id, network_name, display_name, is_testnet, native_currency_symbol, confirmation_depth)
+VALUES
+    -- Ethereum mainnet
+    (1,          'ethereum',                      'Ethereum',                      false, 'ETH',    64),
+    -- OP Mainnet, OP Stack L2
+    (10,         'optimism',                      'OP Mainnet',                    false, 'ETH',    30),
+    -- OP Stack L2 (Superchain)
+    (130,        'unichain',                      'Unichain',                      false, 'ETH',    30),
+    -- Polygon PoS
+    (137,        'polygon',                       'Polygon',                       false, 'POL',    256),
+    -- Sonic, BFT finality ~1 s
+    (146,        'sonic',                         'Sonic',                         false, 'S',      10),
+    -- OP Stack L2, Celestia DA (l2beat)
+    (169,        'manta-pacific',                 'Manta Pacific Mainnet',         false, 'ETH',    30),
+    -- Orbit L3 on Arbitrum One (l2beat)
+    (360,        'molten',                        'Molten',                        false, 'MOLTEN', 24),
+    -- Orbit L2, AnyTrust DAC (l2beat)
+    (466,        'appchain',                      'Appchain',                      false, 'ETH',    24),
+    -- OP Stack L2, Celestia DA (Form docs)
+    (478,        'form-network',                  'Form Network',                  false, 'ETH',    30),
+    -- OP Stack L2 (Superchain)
+    (480,        'worldchain',                    'World Chain',                   false, 'ETH',    30),
+    -- Sanko testnet, Orbit on Arbitrum Sepolia
+    (1992,       'sanko-sepolia',                 'Sanko Sepolia',                 true,  'tDMT',   24),
+    -- Orbit L3 on Arbitrum One (Caldera)
+    (1996,       'sanko',                         'Sanko',                         false, 'DMT',    24),
+    -- Orbit rollup by Caldera (Injective inEVM)
+    (2525,       'inevm',                         'inEVM Mainnet',                 false, 'INJ',    24),
+    -- OP Stack Bedrock L2 (Mantle v2 docs)
+    (5000,       'mantle',                        'Mantle',                        false, 'MNT',    30),
+    -- OP Stack L2 (Superchain)
+    (5330,       'superseed',                     'Superseed',                     false, 'ETH',    30),
+    -- OP Stack L3 on Base, Celestia DA (l2beat)
+    (8333,       'b3',                            'B3',                            false, 'ETH',    30),
+    -- OP Stack L2 (Superchain)
+    (8453,       'base',                          'Base',                          false, 'ETH',    30),
+    -- PlasmaBFT (Fast HotStuff)
+    (9745,       'plasma',                        'Plasma',                        false, 'XPL',    10),
+    -- Plasma testnet, PlasmaBFT
+    (9746,       'plasma-testnet',                'Plasma Testnet',                true,  'XPL',    10),
+    -- ApeChain testnet, Orbit on Arbitrum Sepolia
+    (33111,      'curtis',                        'Curtis',                        true,  'APE',    24),
+    -- Orbit L3 on Arbitrum One (Caldera)
+    (33139,      'apechain',                      'ApeChain',                      false, 'APE',    24),
+    -- Arbitrum One (Nitro)
+    (42161,      'arbitrum',                      'Arbitrum One',                  false, 'ETH',    24),
+    -- OP Stack L2 since 2025-03-26 (Celo L2 launch)
+    (42220,      'celo',                          'Celo',                          false, 'CELO',   30),
+    -- OP Stack L2 (Superchain)
+    (57073,      'ink',                           'Ink',                           false, 'ETH',    30),
+    -- Base testnet, OP Stack
+    (84532,      'base-sepolia',                  'Base Sepolia',                  true,  'ETH',    30),
+    -- Form testnet, OP Stack
+    (132902,     'form-testnet',                  'Form Testnet',                  true,  'ETH',    30),
+    -- OP Stack L3 on Base Sepolia (package: OptimismPortal)
+    (471923,     'eco-test',                      'Eco Test',                      true,  'ETH',    30),
+    -- Manta Pacific testnet, OP Stack
+    (3441006,    'manta-pacific-sepolia-testnet', 'Manta Pacific Sepolia Testnet', true,  'ETH',    30),
+    -- Towns testnet, OP Stack by Caldera (unconfirmed)
+    (6524490,    'towns-sepolia',                 'Towns Sepolia',                 true,  'ETH',    30),
+    -- OP Stack L3 on Base (package: OptimismPortal)
+    (8921733,    'helix-test',                    'Helix Test',                    false, 'ETH',    30),
+    -- Orbit L2, AnyTrust DAC (l2beat)
+    (10241024,   'alienx',                        'AlienX Mainnet',                false, 'ETH',    24),
+    -- Ethereum testnet
+    (11155111,   'sepolia',                       'Sepolia',                       true,  'ETH',    64),
+    -- OP testnet, OP Stack
+    (11155420,   'op-sepolia',                    'OP Sepolia',                    true,  'ETH',    30),
+    -- Orbit L3 on Arbitrum One (l2beat)
+    (1380012617, 'rari',                          'Rari',                          false, 'ETH',    24)
+ON CONFLICT (chain_id) DO UPDATE
+   SET is_testnet = EXCLUDED.is_testnet,
+       native_currency_symbol = EXCLUDED.native_currency_symbol;
+
+-- Stable tokens: all 54 of the package (price_usd 1; name and CoinGecko id
+-- only where the symbol settles them), plus 5 the package lacks: DAI, from
+-- the project plan (000-queue-based-balance-plan.md, Phase 3.1) and from the
+-- previous preload of sql/schema.sql, kept so no preloaded stable disappears.
+-- Decimals where the plan or the previous preload disagree with the package
+-- (the package wins):
+--   - chain 1 oUSDT 0x1217bfe6c773eec6cc4a38b5dc45b92292b6e189: the plan says
+--     18, the package 6; 6 is used.
+-- Symbols that differ:
+--   - chain 42161 0xfd086bc7cd5c481dcc9c85ebe478a1c0b69fcbb9: the previous
+--     preload calls it USDT, the package USDT0; USDT0 is used (an existing
+--     row keeps its symbol).
+INSERT INTO balance_queue.token_metadata
+    (chain_id, contract_address, symbol, name, decimals, is_stable_token, coingecko_id, price_usd)
+VALUES
+    -- not in the package: the plan, previous preload
+    (1,          '0x6b175474e89094c44da98b954eedeac495271d0f', 'DAI',    'Dai Stablecoin', 18, true, 'dai',      1),
+    -- plan: 18 decimals; package wins
+    (1,          '0x1217bfe6c773eec6cc4a38b5dc45b92292b6e189', 'oUSDT',  NULL,             6,  true, NULL,       1),
+    (1,          '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (1,          '0xdac17f958d2ee523a2206206994597c13d831ec7', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    -- not in the package: previous preload
+    (10,         '0xda10009cbd5d07dd0cecc66161fc93d7c9000da1', 'DAI',    'Dai Stablecoin', 18, true, 'dai',      1),
+    (10,         '0x1217bfe6c773eec6cc4a38b5dc45b92292b6e189', 'oUSDT',  NULL,             6,  true, NULL,       1),
+    (10,         '0x0b2c639c533813f4aa9d7837caf62653d097ff85', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (10,         '0x7f5c764cbc14f9669b88837ca1490cca17c31607', 'USDCe',  'Bridged USDC',   6,  true, 'usd-coin', 1),
+    (10,         '0x94b008aa00579c1307b0ef2c499ad98a8ce58e58', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (130,        '0x078d782b760474a361dda0af3839290b0ef57ad6', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (130,        '0x9151434b16b9763660705744891fa906f660ecc5', 'USDT0',  'USDT0',          6,  true, NULL,       1),
+    -- not in the package: previous preload
+    (137,        '0x8f3cf7ad23cd3cadbd9735aff958023239c6a063', 'DAI',    'Dai Stablecoin', 18, true, 'dai',      1),
+    (137,        '0x3c499c542cef5e3811e1192ce70d8cc03d5c3359', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (137,        '0x2791bca1f2de4661ed88a30c99a7a9449aa84174', 'USDCe',  'Bridged USDC',   6,  true, 'usd-coin', 1),
+    (137,        '0xc2132d05d31c914a87c6611c10748aeb04b58e8f', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (146,        '0x29219dd400f2bf60e5a23d13be72b486d4038894', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (169,        '0xb73603c5d87fa094b7314c74ace2e64d165016fb', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (169,        '0xf417f5a458ec102b90352f697d6e2ac3a3d2851f', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (360,        '0xdf0195c990a94006869959a9c77add160164207e', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (466,        '0x675c3ce7f43b00045a4dab954af36160fb57cb45', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (478,        '0xfbf489bb4783d4b1b2e7d07ba39873fb8068507d', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (478,        '0xfa3198ecf05303a6d96e57a45e6c815055d255b1', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (480,        '0x79a02482a880bce3f13e09da970dc34db4cd24d1', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (1992,       '0xc38944d590a3b6e796de242680259cb1decba077', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (1992,       '0xa7ace557347f8b7fc72250e6bc0abc47dc7902e5', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (1996,       '0x13d675bc5e659b11cfa331594cf35a20815dcf02', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (2525,       '0x8358d8291e3bedb04804975eea0fe9fe0fafb147', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (2525,       '0x97423a68bae94b5de52d767a17abcc54c157c0e5', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (5000,       '0x09bc4e0d864854c6afb6eb9a9cdf58ac190d0df9', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (5000,       '0x201eba5cc46d216ce6dc03f6a759e8e766e956ae', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (5330,       '0x1217bfe6c773eec6cc4a38b5dc45b92292b6e189', 'oUSDT',  NULL,             6,  true, NULL,       1),
+    (5330,       '0xc316c8252b5f2176d0135ebb0999e99296998f2e', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (8333,       '0x2af198a85f9aa11cd6042a0596fbf23978514da3', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    -- not in the package: previous preload
+    (8453,       '0x50c5725949a6f0c72e6c4a641f24049a917db0cb', 'DAI',    'Dai Stablecoin', 18, true, 'dai',      1),
+    (8453,       '0x1217bfe6c773eec6cc4a38b5dc45b92292b6e189', 'oUSDT',  NULL,             6,  true, NULL,       1),
+    (8453,       '0xd9aaec86b65d86f6a7b5b1b0c42ffa531710b6ca', 'USDbC',  'USD Base Coin',  6,  true, NULL,       1),
+    (8453,       '0x833589fcd6edb6e08f4c7c32d4f71b54bda02913', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (9745,       '0xb8ce59fc3717ada4c02eadf9682a9e934f625ebb', 'USDT0',  'USDT0',          6,  true, NULL,       1),
+    (9746,       '0x26788aff6241236b39d9a6fd0f2280da68046409', 'eUSDC',  NULL,             6,  true, NULL,       1),
+    (33111,      '0xe0356b8ad7811dc3e4d61cfd6ac7653e0d31b096', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (33139,      '0xa2235d059f80e176d931ef76b6c51953eb3fbef4', 'ApeUSD', NULL,             18, true, NULL,       1),
+    (33139,      '0xf1815bd50389c46847f0bda824ec8da914045d14', 'USDCe',  'Bridged USDC',   6,  true, 'usd-coin', 1),
+    -- not in the package: previous preload
+    (42161,      '0xda10009cbd5d07dd0cecc66161fc93d7c9000da1', 'DAI',    'Dai Stablecoin', 18, true, 'dai',      1),
+    (42161,      '0xaf88d065e77c8cc2239327c5edb3a432268e5831', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (42161,      '0xff970a61a04b1ca14834a43f5de4533ebddb5cc8', 'USDCe',  'Bridged USDC',   6,  true, 'usd-coin', 1),
+    (42161,      '0xfd086bc7cd5c481dcc9c85ebe478a1c0b69fcbb9', 'USDT0',  'USDT0',          6,  true, NULL,       1),
+    (42220,      '0xceba9300f2b948710d2653dd7b07f33a8b32118c', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (42220,      '0x48065fbbe25f71c9282ddf5e1cd6d6a887483d5e', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (57073,      '0xf1815bd50389c46847f0bda824ec8da914045d14', 'USDCe',  'Bridged USDC',   6,  true, 'usd-coin', 1),
+    (57073,      '0x0200c29006150606b650577bbe7b6248f58470c1', 'USDT0',  'USDT0',          6,  true, NULL,       1),
+    (3441006,    '0x0652aec2dee0fee9d05e614c95ce8a01a7336cd8', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (3441006,    '0xc040bb09fff7ebb7fdf38831b7c582afddb2ccfe', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (6524490,    '0x9030b1b203d7f7ae07aa32a2efbf5dee7112fe30', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (6524490,    '0x8b4e19adb6f4e92d92dd19e8990d7d076404f3a8', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (10241024,   '0x14b90e36ca85d8b563430c0940e80d3a040285cc', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (10241024,   '0x486bee264e0f6eb9a1d5947f5fcb097c5378c8e3', 'USDT',   'Tether USD',     6,  true, 'tether',   1),
+    (1380012617, '0x46b991acbd9290967a3a9e02f14895c2f9fe809a', 'USDC',   'USD Coin',       6,  true, 'usd-coin', 1),
+    (1380012617, '0xfbda5f676cb37624f28265a144a48b0d6e87d3b6', 'USDCe',  'Bridged USDC',   6,  true, 'usd-coin', 1),
+    (1380012617, '0x362fae9a75b27bbc550aac28a7c1f96c8d483120', 'USDT',   'Tether USD',     6,  true, 'tether',   1)
+ON CONFLICT (chain_id, contract_address) DO NOTHING;
+-- END sql/reference_data.sql
+
+SELECT balance_queue.add_chain(chain_id, network_name, display_name, confirmation_depth)
+  FROM balance_queue.chain_registry ORDER BY chain_id;
+
+-- ---------------------------------------------------------------------------
+-- pg_dump and pg_restore. CREATE EXTENSION preloads reference rows (chains,
+-- stable tokens, the plan's processing configuration), and pg_dump keeps
+-- these tables' rows as user data, since users change them (head blocks,
+-- depths, prices, added chains). A restore runs CREATE EXTENSION first, so
+-- the preloaded rows are back before the dumped ones arrive: an INSERT
+-- whose key is present already updates that row instead (every column but
+-- identity and generated ones), so the dumped, possibly edited row wins and
+-- `pg_restore --exit-on-error` succeeds. Inside an extension script it
+-- stands aside: there the reference data's ON CONFLICT rules keep users'
+-- edits. TG_ARGV[0] is the key condition between the present row `t` and
+-- the new one `$1`.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION balance_queue._upsert_reference_row()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    columns text;
+    updated bigint;
+BEGIN
+    IF balance_queue._running_extension_script() THEN
+        RETURN NEW;
+    END IF;
+    SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO columns
+      FROM pg_catalog.pg_attribute
+     WHERE attrelid = TG_RELID AND attnum > 0 AND NOT attisdropped
+       AND attidentity = '' AND attgenerated = '';
+    EXECUTE format('UPDATE %I.%I AS t SET (%s) = (SELECT %s FROM (SELECT ($1).*) AS n) WHERE %s',
+                   TG_TABLE_SCHEMA, TG_TABLE_NAME, columns, columns, TG_ARGV[0])
+      USING NEW;
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    IF updated > 0 THEN
+        RETURN NULL; -- updated in place: skip the insert
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER chain_registry_upsert BEFORE INSERT ON balance_queue.chain_registry
+    FOR EACH ROW EXECUTE FUNCTION balance_queue._upsert_reference_row('t.chain_id = ($1).chain_id');
+CREATE TRIGGER token_metadata_upsert BEFORE INSERT ON balance_queue.token_metadata
+    FOR EACH ROW EXECUTE FUNCTION balance_queue._upsert_reference_row(
+        't.chain_id = ($1).chain_id AND t.contract_address = ($1).contract_address');
+CREATE TRIGGER queue_processing_config_upsert BEFORE INSERT ON balance_queue.queue_processing_config
+    FOR EACH ROW EXECUTE FUNCTION balance_queue._upsert_reference_row(
+        'coalesce(t.chain_id, 0) = coalesce(($1).chain_id, 0)');
+
+-- ---------------------------------------------------------------------------
+-- Rights of the new and re-created objects, as sql/finalize.sql grants them.
+-- ---------------------------------------------------------------------------
+REVOKE ALL ON ALL TABLES IN SCHEMA balance_queue FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA balance_queue FROM PUBLIC;
+GRANT SELECT ON balance_queue.queue_health_summary, balance_queue.queue_alerts TO balance_queue_reader;
+GRANT EXECUTE ON FUNCTION
+    balance_queue.get_current_balance(integer, text, text),
+    balance_queue.get_address_portfolio(text, numeric),
+    balance_queue.get_queue_config(integer)
+   TO balance_queue_reader;
+-- (the new chain partitions and the re-created views, as a fresh install)
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA balance_queue TO balance_queue_admin;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA balance_queue TO balance_queue_admin;
