@@ -230,10 +230,9 @@ CREATE TABLE balance_queue.queue_processing_config (
     -- Queue items per batch, as in the plan; a batch (one transaction) also
     -- stops at balance_queue.batch_size transfers.
     batch_size              integer CHECK (batch_size > 0),
-    -- Least seconds between two batches of the chain while its batches come
-    -- back short (an idle chain is polled this often); a full batch means a
-    -- backlog, and the next follows at once. 0 or NULL: every
-    -- balance_queue.naptime.
+    -- An idle chain is polled this often: after a poll that found nothing
+    -- for it, the worker looks again only after this many seconds; a chain
+    -- with work is drained without pause. 0 or NULL: every naptime.
     processing_interval_seconds integer CHECK (processing_interval_seconds >= 0),
     max_retry_attempts      integer CHECK (max_retry_attempts >= 0),
     enabled                 boolean NOT NULL DEFAULT true,

@@ -145,7 +145,7 @@ pub struct QueueConfig {
     /// Queue items per batch (the plan's unit); every batch also stops at
     /// `balance_queue.batch_size` transfers.
     pub batch_size: i32,
-    /// Least seconds between two short batches of the chain (0: none).
+    /// Seconds before a chain that had nothing to drain is polled again (0: naptime).
     pub processing_interval_seconds: i32,
     pub max_retry_attempts: i32,
     pub enabled: bool,
@@ -193,9 +193,10 @@ pub fn effective_config(client: &pgrx::spi::SpiClient<'_>, chain_id: Option<i32>
 /// batch, one transaction, stops at this many items or at
 /// `balance_queue.batch_size` transfers, whichever comes first; an id-range
 /// item of a rindexer COPY stands for up to 5,000 transfers),
-/// `processing_interval_seconds` (least seconds between two batches of the
-/// chain while they come back short, so an idle chain is polled this often;
-/// a full batch is followed at once; 0: every `balance_queue.naptime`),
+/// `processing_interval_seconds` (an idle chain is polled this often: after
+/// a poll that found nothing for it, the worker looks again only after this
+/// many seconds; a chain with work is drained without pause; 0: every
+/// `balance_queue.naptime`),
 /// `max_retry_attempts`, `enabled`, then `chain_id` and
 /// `priority_boost_threshold_hours` (pending items older than this are
 /// drained first; 0: never). Each comes from the chain's

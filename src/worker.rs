@@ -266,8 +266,9 @@ fn isolate_failures(group: &Group, batch_error: &str) {
 
 /// What the worker remembers between iterations.
 struct WorkerState {
-    /// When each group's last short batch ran (see processing_interval_seconds).
-    last_short_batch: HashMap<Option<i32>, Instant>,
+    /// When each group last found nothing to drain (see
+    /// processing_interval_seconds).
+    last_empty_poll: HashMap<Option<i32>, Instant>,
     last_boost: Option<Instant>,
     /// The installed version the worker last logged it waits for.
     version_mismatch: Option<String>,
@@ -378,10 +379,11 @@ fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
         if !group.config.enabled {
             continue;
         }
-        // An idle chain is polled once per interval; a backlogged one (its
-        // last batch was full) is drained without pause.
+        // A chain that had nothing to drain is looked at again only after
+        // its interval; one with work is drained without pause. (When no
+        // chain has work, no chain is polled: one probe per naptime.)
         let interval = Duration::from_secs(group.config.processing_interval_seconds.max(0) as u64);
-        if let Some(last) = state.last_short_batch.get(&group.filter.chain_id)
+        if let Some(last) = state.last_empty_poll.get(&group.filter.chain_id)
             && last.elapsed() < interval
         {
             sleep = sleep.min(interval - last.elapsed());
@@ -392,15 +394,17 @@ fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
                 apply::apply_batch(client, gucs::BATCH_SIZE.get(), &group.filter)
             })
         }) {
-            Ok(outcome) if outcome.full => {
-                // A full batch: more is waiting, come back at once.
-                state.last_short_batch.remove(&group.filter.chain_id);
-                sleep = Duration::ZERO;
-            }
-            Ok(_) => {
-                state
-                    .last_short_batch
-                    .insert(group.filter.chain_id, Instant::now());
+            Ok(outcome) => {
+                if outcome.processed == 0 {
+                    state
+                        .last_empty_poll
+                        .insert(group.filter.chain_id, Instant::now());
+                } else {
+                    state.last_empty_poll.remove(&group.filter.chain_id);
+                }
+                if outcome.full {
+                    sleep = Duration::ZERO; // more is waiting: come back at once
+                }
             }
             Err(message) => {
                 if !in_transaction(extension_exists).unwrap_or(false) {
@@ -449,7 +453,7 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
     }
     log!("balance_queue worker ({kind}) started for database {db}");
     let mut state = WorkerState {
-        last_short_batch: HashMap::new(),
+        last_empty_poll: HashMap::new(),
         last_boost: None,
         version_mismatch: None,
         last_health: None,

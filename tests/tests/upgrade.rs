@@ -529,6 +529,29 @@ fn upgrade_from_the_previous_release_keeps_balances_and_matches_a_fresh_install(
         target.version,
         target.files
     );
+    // The new library's worker, switched on before the update, waits while
+    // the installed SQL objects are the old version's, and says why.
+    alter_system(&mut c, &format!("{WORKER_SWITCH} = on"));
+    let waits = format!(
+        "the extension is installed at version {} but the library is {}",
+        base.version, target.version
+    );
+    wait_until(
+        "the worker to log that it waits",
+        Duration::from_secs(10),
+        || {
+            let log = std::fs::read(cluster.log_path()).unwrap_or_default();
+            String::from_utf8_lossy(&log[log_offset as usize..]).contains(&waits)
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        scalar_i64(&mut c, V0_WAITING),
+        waiting_items,
+        "nothing drains before ALTER EXTENSION UPDATE"
+    );
+    alter_system(&mut c, &format!("{WORKER_SWITCH} = off"));
+    std::thread::sleep(Duration::from_millis(300)); // the worker reloads
     c.batch_execute("ALTER EXTENSION balance_queue UPDATE")
         .unwrap_or_else(|e| panic!("ALTER EXTENSION balance_queue UPDATE ({path:?}): {e:?}"));
     assert_eq!(extversion(&mut c), target.version);

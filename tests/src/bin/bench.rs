@@ -1,8 +1,8 @@
 //! The balance_queue benchmark: what users would otherwise run, on one
 //! server, on the same generated rindexer-shaped workload.
 //!
-//! Usage: bench [--mode compare|growth|queries|sustained|all] [options]
-//!   --transfers N        compare: workload size (default 1000000)
+//! Usage: bench [--mode compare|drain|growth|queries|sustained|all] [options]
+//!   --transfers N        compare, drain: workload size (default 1000000)
 //!   --seed-cap S         compare: seconds the seed plan's drain may run before its rate is extrapolated (default 60)
 //!   --history LIST       growth: history sizes, comma-separated (default 100000,1000000,10000000)
 //!   --rate R             sustained: transfers per second (default 10000)
@@ -413,6 +413,35 @@ fn balance_queue_backlog(
         ),
         correctness,
     }
+}
+
+/// The drain alone: bare COPY of the workload (the floor and the
+/// recomputation), then the same rows with the worker paused, then the
+/// worker draining the whole backlog.
+fn drain(args: &Args) -> String {
+    let (_cluster, mut client) = start_cluster("bench-drain");
+    let shape = workload::Shape {
+        transfers: args.transfers,
+        tokens: 200,
+        holders: 100_000,
+        ..Default::default()
+    };
+    let rows = workload::generate(&shape);
+    let bare = bare_copy(&mut client, &rows);
+    let expected = recompute::recompute(&mut client, &[Source::rindexer("bench_bare.transfer")]);
+    let o = balance_queue_backlog(&mut client, &rows, &expected);
+    let drain_s = o.current_s.unwrap_or(f64::NAN);
+    format!(
+        "| transfers | bare COPY (s) | ingest, worker paused (s) | drain (s) | transfers/s drained | balances |\n\
+         |---:|---:|---:|---:|---:|---|\n\
+         | {} | {:.2} | {:.2} | {:.2} | {:.0} | {} |\n",
+        rows.len(),
+        bare.ingest_s,
+        o.ingest_s,
+        drain_s,
+        rows.len() as f64 / drain_s,
+        o.correctness
+    )
 }
 
 fn compare(args: &Args) -> String {
@@ -867,6 +896,7 @@ fn main() {
         println!("== {mode} ==");
         let md = match mode {
             "compare" => compare(&args),
+            "drain" => drain(&args),
             "growth" => growth(&args),
             "queries" => queries(&args),
             "sustained" => sustained(&args),
