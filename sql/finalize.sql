@@ -86,6 +86,7 @@ GRANT SELECT ON balance_queue.current_token_balances, balance_queue.confirmed_to
                 balance_queue.pending_transfer_sides, balance_queue.daily_balance_snapshots,
                 balance_queue.queue_health_metrics, balance_queue.queue_health_summary,
                 balance_queue.queue_alerts, balance_queue.balance_update_queue,
+                balance_queue.source_progress,
                 balance_queue.queue_processing_config
    TO balance_queue_reader;
 GRANT EXECUTE ON FUNCTION

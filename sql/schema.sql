@@ -214,7 +214,13 @@ CREATE TABLE balance_queue.attached_sources (
     -- rows are queued as id ranges and read back when applied. NULL: each
     -- inserted row's sides are queued.
     row_id_column         text,
-    attached_at           timestamptz NOT NULL DEFAULT now()
+    attached_at           timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.2.0, so last. Transfers (rows read back, or transfer-side
+    -- items) the drains applied from this table, and when last: raised
+    -- once per batch, as the batch's last statement, so concurrent workers
+    -- hold this row's lock only while they commit.
+    rows_applied          bigint NOT NULL DEFAULT 0,
+    last_applied_at       timestamptz
 );
 COMMENT ON TABLE balance_queue.attached_sources IS
     'Transfer tables attached with attach_transfer_table(): their column mapping and chain.';
@@ -410,6 +416,37 @@ SELECT s.chain_id, s.chain_name, a.alert_type, a.severity, a.message, a.observed
  WHERE a.observed > a.threshold;
 COMMENT ON VIEW balance_queue.queue_alerts IS
     'Firing queue alerts per chain: HIGH_PENDING (> 1000 pending), STALE_QUEUE (oldest pending > 60 min), HIGH_FAILURE_RATE (> 50 failed in 1 h), SLOW_PROCESSING (> 1000 ms per item).';
+
+-- ---------------------------------------------------------------------------
+-- Progress per attached table, for an operator watching a backfill or a
+-- backlog: rows applied so far, rows waiting, the rate over the last
+-- minute (from the completed items the queue keeps for
+-- balance_queue.completed_retention) and the time left at that rate.
+-- ---------------------------------------------------------------------------
+CREATE VIEW balance_queue.source_progress AS
+SELECT s.source_table,
+       s.chain_id,
+       s.rows_applied + coalesce(w.rows_waiting, 0) AS rows_queued,
+       s.rows_applied,
+       coalesce(w.rows_waiting, 0) AS rows_waiting,
+       round(coalesce(r.rows_last_minute, 0) / 60.0, 1) AS rows_per_second,
+       CASE WHEN coalesce(w.rows_waiting, 0) = 0 THEN interval '0'
+            WHEN r.rows_last_minute > 0
+            THEN make_interval(secs => round(w.rows_waiting / (r.rows_last_minute / 60.0)))
+       END AS time_left,
+       w.oldest_waiting_since,
+       s.last_applied_at
+  FROM balance_queue.attached_sources s
+  LEFT JOIN (SELECT source_table, sum(row_count) AS rows_waiting, min(created_at) AS oldest_waiting_since
+               FROM balance_queue.balance_update_queue
+              WHERE status = 'pending'
+              GROUP BY source_table) w USING (source_table)
+  LEFT JOIN (SELECT source_table, sum(row_count) AS rows_last_minute
+               FROM balance_queue.balance_update_queue
+              WHERE status = 'completed' AND processed_at > now() - interval '1 minute'
+              GROUP BY source_table) r USING (source_table);
+COMMENT ON VIEW balance_queue.source_progress IS
+    'Per attached table: rows queued, applied and waiting, rows per second over the last minute, and the time left at that rate.';
 
 -- ---------------------------------------------------------------------------
 -- Confirmed state (the seed's dual-state design): per key, the balance from

@@ -14,6 +14,9 @@ pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static DATABASES: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
+/// `balance_queue.workers`: workers per database (default 2).
+pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+
 /// `balance_queue.batch_size`: transfers per worker batch (one transaction).
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(5000);
 
@@ -63,6 +66,20 @@ pub fn init() {
             GucContext::Postmaster
         } else {
             GucContext::Sighup
+        },
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.workers",
+        c"Background workers per database.",
+        c"They split the queue with SKIP LOCKED; worker 0 also runs the maintenance. Needs a restart when preloaded; start_worker() starts this many.",
+        &WORKERS,
+        1,
+        64,
+        if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+            GucContext::Postmaster
+        } else {
+            GucContext::Suset
         },
         GucFlags::default(),
     );

@@ -3,11 +3,13 @@
 //!
 //! Module map: `source_sql` (what a valid transfer row is), `attach` and
 //! `triggers` (ingest: queue changes, never block), `source_rows` (rows
-//! queued by id and read back when applied), `apply` and `recalc`
-//! (exactly-once apply path), `queries` (reading balances), `format` and
-//! `uint256` (exact amounts), `chains` (registry and partitions),
-//! `worker` and `gucs` (the background worker and its settings), `health`
-//! (metrics, retries, cleanup, snapshots).
+//! queued by id), `apply` (the exactly-once apply path, one folder: claim,
+//! read back, ledger, set back, complete, recompute), `recalc` (repairing
+//! one balance) and `reorg` (reorgs, confirmations, proofs), both callers of
+//! `apply`, `queries` (reading balances), `format` and `uint256` (exact
+//! amounts), `chains` (registry and partitions), `worker` and `gucs` (the
+//! background worker and its settings), `health` (metrics, retries,
+//! cleanup, snapshots).
 
 use pgrx::prelude::*;
 

@@ -3,10 +3,9 @@
 //! `verify_balances` to prove the stored state against the sources.
 
 use crate::address::normalize_arg;
-
-use crate::apply::usd_sql;
+use crate::apply::{sources_for_chain, usd_sql};
 use crate::errors::{invalid_parameter, spi_ok};
-use crate::recalc::sources_for_chain;
+use crate::source_sql::RowFilter;
 use once_cell::sync::Lazy;
 use pgrx::prelude::*;
 
@@ -127,12 +126,18 @@ pub fn handle_reorg(
         .unwrap_or(0);
         let mut requeued = 0;
         for source in sources_for_chain(client, p_chain_id) {
-            // Rows still waiting in an id-range item are left to it.
+            // Rows still waiting in an id-range item are left to it; bad
+            // rows were recorded as failed items when first queued.
             let insert = source.enqueue_where(
                 &crate::source_rows::counted_relation(&source),
                 1,
                 source.relid,
-                &format!("AND v.error IS NULL AND v.chain_id = {p_chain_id} AND v.block_number >= {p_from_block}"),
+                &RowFilter {
+                    valid: Some(true),
+                    chain_id: Some(&p_chain_id.to_string()),
+                    from_block: Some(&p_from_block.to_string()),
+                    ..RowFilter::default()
+                },
             );
             requeued += crate::attach::run_counted(client, &insert);
         }
@@ -200,8 +205,13 @@ pub fn verify_balances(
         .collect();
         let mut out = Vec::new();
         for chain in chains {
-            let condition =
-                format!("v.chain_id = {chain} AND ($1::text IS NULL OR v.contract_address = $1)");
+            let chain_id = chain.to_string();
+            let filter = RowFilter {
+                chain_id: Some(&chain_id),
+                // $1: the token, bound below; NULL keeps every token.
+                contract_address: contract.as_ref().map(|_| "$1"),
+                ..RowFilter::default()
+            };
             let sources = sources_for_chain(client, chain);
             let computed = if sources.is_empty() {
                 "SELECT NULL::integer AS chain_id, NULL::text AS contract_address, NULL::text AS holder_address,
@@ -210,7 +220,7 @@ pub fn verify_balances(
             } else {
                 let union = sources
                     .iter()
-                    .map(|m| m.sides(&m.label, &condition))
+                    .map(|m| m.sides(&m.label, &filter))
                     .collect::<Vec<_>>()
                     .join(" UNION ALL ");
                 format!(

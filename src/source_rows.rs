@@ -1,10 +1,10 @@
 //! Inserted rows queued by id. For a table whose primary key is one integer
 //! column (rindexer's `rindexer_id SERIAL PRIMARY KEY`), an INSERT or COPY
 //! queues one `source_rows` item per statement and chain holding the ids it
-//! wrote, and the apply path reads those rows back by primary key. Ingest
-//! then costs one small write per statement instead of two queue rows per
-//! transfer (shared/notes/design.md measured the latter at about 12× the
-//! indexer's own COPY, even set-based).
+//! wrote, and the apply path reads those rows back by primary key
+//! (`apply::read_back`). Ingest then costs one small write per statement
+//! instead of two queue rows per transfer (shared/notes/design.md measured
+//! the latter at about 12× the indexer's own COPY, even set-based).
 //!
 //! Rows are read when their item is applied, not when they were inserted,
 //! so a row deleted or updated before then was never counted and must not
@@ -25,7 +25,7 @@
 //! ([`try_lock_row_sources`]), skipping the items of the other tables.
 
 use crate::errors::spi_ok;
-use crate::source_sql::{SourceMapping, sides_of_validated};
+use crate::source_sql::{SourceMapping, text_column};
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, quote_identifier, quote_literal};
 
@@ -55,7 +55,7 @@ fn row_id(mapping: &SourceMapping, alias: &str) -> String {
 
 /// The row id column of `alias` as stored: compared uncast, so the primary
 /// key index serves the comparison (integer and bigint share an operator family).
-fn row_id_column(mapping: &SourceMapping, alias: &str) -> String {
+pub(crate) fn row_id_column(mapping: &SourceMapping, alias: &str) -> String {
     let column = mapping
         .row_id_column
         .as_deref()
@@ -95,7 +95,7 @@ fn queue_rows_sql(mapping: &SourceMapping, relation: &str) -> String {
             "c.chain_id".to_string(),
             format!(
                 " LEFT JOIN balance_queue.chain_registry c ON c.network_name = {}",
-                mapping.col(network)
+                text_column("r", network)
             ),
         ),
         (None, None) => ("NULL::integer".to_string(), String::new()),
@@ -277,70 +277,4 @@ pub fn counted_relation(mapping: &SourceMapping) -> String {
         id = row_id(mapping, "r"),
         relid = mapping.relid,
     )
-}
-
-/// The rows of `sources` that the batch's `source_rows` items (ids in
-/// parameter `$2`) stand for, read back by primary key, validated once per
-/// batch as CTEs `read_back_0`, `read_back_1`, ... (one per source, in
-/// order; see [`SourceMapping::validated_rows`]).
-pub fn read_back_ctes(sources: &[SourceMapping]) -> String {
-    sources
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            // LATERAL with an OFFSET 0 fence: one primary-key range scan
-            // per id range. Flattened, the planner joins against a scan of
-            // the whole source table, whose cost grows with history.
-            let rows = format!(
-                "(SELECT t.* FROM (SELECT unnest(q.source_row_ids) AS ids
-                                     FROM balance_queue.balance_update_queue q
-                                    WHERE q.id = ANY($2) AND q.source_table = {relid}::oid::regclass) a
-                   CROSS JOIN LATERAL (SELECT * FROM {label} s
-                                        WHERE {id} >= lower(a.ids) AND {id} < upper(a.ids)
-                                       OFFSET 0) t)",
-                relid = m.relid,
-                label = m.label,
-                id = row_id_column(m, "s"),
-            );
-            format!("read_back_{i} AS MATERIALIZED ({})", m.validated_rows(&rows))
-        })
-        .collect::<Vec<_>>()
-        .join(",\n")
-}
-
-/// CTEs recording each bad row read back as a `failed` item naming it.
-pub fn read_back_failures(sources: &[SourceMapping]) -> String {
-    sources
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            format!(
-                "read_back_failed_{i} AS ({} RETURNING 1)",
-                m.enqueue_validated(
-                    &format!("read_back_{i}"),
-                    1,
-                    m.relid,
-                    "AND v.error IS NOT NULL"
-                )
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",\n")
-}
-
-/// The valid transfer sides read back matching `condition` (see
-/// [`sides_of_validated`]), with each one's `source_oid`, as one UNION ALL.
-pub fn read_back_sides(sources: &[SourceMapping], condition: &str) -> String {
-    sources
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            format!(
-                "SELECT x.*, {}::oid AS source_oid FROM ({}) x",
-                m.relid,
-                sides_of_validated(&format!("read_back_{i}"), condition)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
 }

@@ -29,11 +29,12 @@ pub struct SourceMapping {
     pub relid: u32,
 }
 
-impl SourceMapping {
-    pub(crate) fn col(&self, name: &str) -> String {
-        format!("r.{}::text", quote_identifier(name))
-    }
+/// Column `name` of the row aliased `alias`, as text.
+pub(crate) fn text_column(alias: &str, name: &str) -> String {
+    format!("{alias}.{}::text", quote_identifier(name))
+}
 
+impl SourceMapping {
     /// A SELECT over `relation` returning, per source row: chain_id,
     /// network, `error` (NULL for a valid row, else the reason, from
     /// `_transfer_row_error`), log_index_raw, value_raw, the lowercased
@@ -47,7 +48,7 @@ impl SourceMapping {
                 String::new(),
             ),
             (None, Some(network)) => {
-                let network = self.col(network);
+                let network = text_column("r", network);
                 (
                     "c.chain_id".to_string(),
                     network.clone(),
@@ -82,13 +83,13 @@ impl SourceMapping {
                                     {log_index} AS log_index_raw, {block} AS block_raw
                                FROM {relation} r{join} OFFSET 0) raw
                      OFFSET 0) w",
-            value = self.col(&self.value_column),
-            log_index = self.col(&self.log_index_column),
-            block = self.col(&self.block_number_column),
-            contract = self.col(&self.contract_column),
-            from = self.col(&self.from_column),
-            to = self.col(&self.to_column),
-            tx_hash = self.col(&self.tx_hash_column),
+            value = text_column("r", &self.value_column),
+            log_index = text_column("r", &self.log_index_column),
+            block = text_column("r", &self.block_number_column),
+            contract = text_column("r", &self.contract_column),
+            from = text_column("r", &self.from_column),
+            to = text_column("r", &self.to_column),
+            tx_hash = text_column("r", &self.tx_hash_column),
         )
     }
 
@@ -98,23 +99,22 @@ impl SourceMapping {
     /// error_message names the row; a bad deleted row was never counted and
     /// queues nothing. The zero address is never a holder (mint, burn).
     pub fn enqueue(&self, relation: &str, source_change: i16, source_oid: u32) -> String {
-        self.enqueue_where(relation, source_change, source_oid, "")
+        self.enqueue_where(relation, source_change, source_oid, &RowFilter::default())
     }
 
-    /// [`Self::enqueue`] restricted by `condition` on the validated row `v`
-    /// (e.g. `AND v.chain_id = 1 AND v.block_number >= 19000000`).
+    /// [`Self::enqueue`] of the rows and sides `filter` keeps.
     pub fn enqueue_where(
         &self,
         relation: &str,
         source_change: i16,
         source_oid: u32,
-        condition: &str,
+        filter: &RowFilter<'_>,
     ) -> String {
         self.enqueue_validated(
             &format!("({})", self.validated_rows(relation)),
             source_change,
             source_oid,
-            condition,
+            filter,
         )
     }
 
@@ -125,7 +125,7 @@ impl SourceMapping {
         validated: &str,
         source_change: i16,
         source_oid: u32,
-        condition: &str,
+        filter: &RowFilter<'_>,
     ) -> String {
         let only_valid = if source_change < 0 {
             "AND v.error IS NULL"
@@ -152,33 +152,70 @@ impl SourceMapping {
                          AS s(update_type, holder_address, delta_wei)
               WHERE CASE WHEN v.error IS NULL
                          THEN s.holder_address <> '{zero}'
-                         ELSE s.update_type = 'transfer_in' END {only_valid} {condition}",
+                         ELSE s.update_type = 'transfer_in' END {only_valid}{filter}",
             label = quote_literal(&self.label),
             zero = crate::address::ZERO_ADDRESS,
+            filter = filter.terms(),
         )
     }
 
-    /// A SELECT of every valid, counted side in `relation` matching
-    /// `condition` (on `v`, the validated row, and `s`, the side): chain_id,
-    /// contract_address, holder_address, tx_hash, log_index, is_inbound,
-    /// delta_wei (signed, wei), block_number. The zero address is never a
-    /// holder.
-    pub fn sides(&self, relation: &str, condition: &str) -> String {
-        sides_of_validated(&format!("({})", self.validated_rows(relation)), condition)
+    /// A SELECT of every valid, counted side in `relation` that `filter`
+    /// keeps: chain_id, contract_address, holder_address, tx_hash,
+    /// log_index, is_inbound, delta_wei (signed, wei), block_number. The
+    /// zero address is never a holder.
+    pub fn sides(&self, relation: &str, filter: &RowFilter<'_>) -> String {
+        sides_of_validated(&format!("({})", self.validated_rows(relation)), filter)
     }
+}
 
-    /// [`Self::sides`] of holder $3 for token $2 on chain $1.
-    pub fn sides_of_holder(&self, relation: &str) -> String {
-        self.sides(
-            relation,
-            "v.chain_id = $1 AND v.contract_address = $2 AND s.holder_address = $3",
-        )
+/// Which rows, and which holder sides of them, a fragment of this module
+/// keeps. Each value is SQL text, a bind parameter (`$3`) or a literal,
+/// that the fragment compares with its own columns: callers name values,
+/// never the fragment's aliases, and bind their own parameters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowFilter<'a> {
+    /// Only valid rows (`Some(true)`), or only bad ones (`Some(false)`).
+    pub valid: Option<bool>,
+    /// The row's chain id (integer).
+    pub chain_id: Option<&'a str>,
+    /// The row's lowercase token contract (text).
+    pub contract_address: Option<&'a str>,
+    /// The side's lowercase holder (text).
+    pub holder_address: Option<&'a str>,
+    /// Blocks at or above this one (bigint).
+    pub from_block: Option<&'a str>,
+}
+
+impl RowFilter<'_> {
+    /// The filter as ` AND ...` terms on the validated row `v` and the side
+    /// `s` of the fragments above (empty when it keeps everything).
+    fn terms(&self) -> String {
+        let valid = self.valid.map(|valid| {
+            if valid {
+                "v.error IS NULL".to_string()
+            } else {
+                "v.error IS NOT NULL".to_string()
+            }
+        });
+        [
+            valid,
+            self.chain_id.map(|x| format!("v.chain_id = {x}")),
+            self.contract_address
+                .map(|x| format!("v.contract_address = {x}")),
+            self.holder_address
+                .map(|x| format!("s.holder_address = {x}")),
+            self.from_block.map(|x| format!("v.block_number >= {x}")),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|term| format!(" AND {term}"))
+        .collect()
     }
 }
 
 /// [`SourceMapping::sides`] over `validated`, a relation already shaped
 /// like [`SourceMapping::validated_rows`] (a CTE name or a subquery).
-pub fn sides_of_validated(validated: &str, condition: &str) -> String {
+pub fn sides_of_validated(validated: &str, filter: &RowFilter<'_>) -> String {
     format!(
         "SELECT v.chain_id, v.contract_address, s.holder_address, v.tx_hash, v.log_index,
                 s.is_inbound, s.delta_wei, v.block_number
@@ -186,7 +223,8 @@ pub fn sides_of_validated(validated: &str, condition: &str) -> String {
           CROSS JOIN LATERAL (VALUES (false, v.from_address, -v.value_wei),
                                      (true, v.to_address, v.value_wei))
                      AS s(is_inbound, holder_address, delta_wei)
-          WHERE v.error IS NULL AND s.holder_address <> '{zero}' AND {condition}",
+          WHERE v.error IS NULL AND s.holder_address <> '{zero}'{filter}",
         zero = crate::address::ZERO_ADDRESS,
+        filter = filter.terms(),
     )
 }

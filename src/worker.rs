@@ -3,11 +3,19 @@
 //! maintenance (health metrics, cleanup, daily snapshots).
 //!
 //! With `balance_queue` in `shared_preload_libraries`, `_PG_init` registers
-//! one worker per database in `balance_queue.database`; the postmaster
-//! starts them and restarts one that exits abnormally or is terminated.
-//! Without preloading, `start_worker()` starts a dynamic worker for the
-//! current database. The database list is fixed at server start, so the
-//! postmaster itself is the launcher: no extra process is needed.
+//! `balance_queue.workers` workers per database in `balance_queue.database`;
+//! the postmaster starts them and restarts one that exits abnormally or is
+//! terminated. Without preloading, `start_worker()` starts them as dynamic
+//! workers for the current database. The database list is fixed at server
+//! start, so the postmaster itself is the launcher: no extra process is
+//! needed.
+//!
+//! The workers of one database split the queue by claiming items with
+//! `FOR UPDATE SKIP LOCKED`: each item is applied by exactly one of them.
+//! Two batches may touch the same balance; both lock ledger and balance
+//! rows in key order, so one waits for the other's commit and they never
+//! deadlock. Worker 0 alone runs the maintenance (health, cleanup,
+//! pruning, snapshots, priority boosts).
 
 use crate::apply::{self, ClaimFilter};
 use crate::errors::spi_ok;
@@ -24,23 +32,28 @@ use std::time::{Duration, Instant};
 /// `pg_stat_activity.backend_type` (and application_name) of every worker.
 pub const WORKER_TYPE: &str = "balance_queue worker";
 
-fn builder(db: &str, kind: &str) -> BackgroundWorkerBuilder {
-    BackgroundWorkerBuilder::new(&format!("{WORKER_TYPE} {db}"))
+/// A worker of database `db`: `kind` is `static` or `dynamic`, `index`
+/// its number among the database's workers (0 runs the maintenance).
+fn builder(db: &str, kind: &str, index: i32) -> BackgroundWorkerBuilder {
+    BackgroundWorkerBuilder::new(&format!("{WORKER_TYPE} {db} #{index}"))
         .set_type(WORKER_TYPE)
         .set_library("balance_queue")
         .set_function("balance_queue_worker_main")
-        .set_extra(&format!("{kind}:{db}"))
+        .set_extra(&format!("{kind}:{index}:{db}"))
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
 }
 
-/// Registers one static worker per database in `balance_queue.database`.
-/// Called from `_PG_init` while shared_preload_libraries load.
+/// Registers `balance_queue.workers` static workers per database in
+/// `balance_queue.database`. Called from `_PG_init` while
+/// shared_preload_libraries load.
 pub fn register_static_workers() {
     for db in gucs::databases() {
-        builder(&db, "static")
-            .set_restart_time(Some(Duration::from_secs(1)))
-            .load();
+        for index in 0..gucs::WORKERS.get() {
+            builder(&db, "static", index)
+                .set_restart_time(Some(Duration::from_secs(1)))
+                .load();
+        }
     }
 }
 
@@ -266,6 +279,8 @@ fn isolate_failures(group: &Group, batch_error: &str) {
 
 /// What the worker remembers between iterations.
 struct WorkerState {
+    /// This worker's number among its database's (0 runs the maintenance).
+    index: i32,
     /// When each group last found nothing to drain (see
     /// processing_interval_seconds).
     last_empty_poll: HashMap<Option<i32>, Instant>,
@@ -360,9 +375,10 @@ fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
             return Some(naptime);
         }
     };
-    if state
-        .last_boost
-        .is_none_or(|t| t.elapsed() >= BOOST_INTERVAL)
+    if state.index == 0
+        && state
+            .last_boost
+            .is_none_or(|t| t.elapsed() >= BOOST_INTERVAL)
     {
         state.last_boost = Some(Instant::now());
         for group in groups.iter().filter(|g| g.config.enabled) {
@@ -423,7 +439,11 @@ fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
 pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let extra = BackgroundWorker::get_extra().to_string();
-    let (kind, db) = extra.split_once(':').unwrap_or(("static", "postgres"));
+    let mut parts = extra.splitn(3, ':');
+    let kind = parts.next().unwrap_or("static").to_string();
+    let index: i32 = parts.next().and_then(|i| i.parse().ok()).unwrap_or(0);
+    let db = parts.next().unwrap_or("postgres").to_string();
+    let db = db.as_str();
     BackgroundWorker::connect_worker_to_spi(Some(db), None);
     unsafe {
         pg_sys::SetConfigOption(
@@ -451,8 +471,9 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
             pg_sys::GucSource::PGC_S_SESSION,
         );
     }
-    log!("balance_queue worker ({kind}) started for database {db}");
+    log!("balance_queue worker #{index} ({kind}) started for database {db}");
     let mut state = WorkerState {
+        index,
         last_empty_poll: HashMap::new(),
         last_boost: None,
         version_mismatch: None,
@@ -475,7 +496,9 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
         let sleep = if gucs::ENABLED.get() {
             match drain_pass(&mut state) {
                 Some(sleep) => {
-                    maintenance(&mut state);
+                    if state.index == 0 {
+                        maintenance(&mut state);
+                    }
                     sleep
                 }
                 None => naptime,
@@ -514,10 +537,11 @@ fn current_database() -> String {
         .unwrap_or_default()
 }
 
-/// Starts a background worker for the current database when none runs
-/// (needed only without `shared_preload_libraries`; it does not survive a
-/// server restart). Returns what it did, e.g. `started balance_queue worker
-/// (pid 1234) for database app`.
+/// Starts the current database's background workers that are not running,
+/// up to `balance_queue.workers` (needed only without
+/// `shared_preload_libraries`; they do not survive a server restart).
+/// Returns what it did, e.g. `started balance_queue worker (pid 1234) for
+/// database app`, or `... workers (pids 1234, 1235) ...`.
 ///
 /// Errors: 53000 (insufficient_resources) when no background worker slot
 /// is free (`max_worker_processes`).
@@ -525,10 +549,34 @@ fn current_database() -> String {
 #[search_path(pg_catalog, pg_temp)]
 pub fn start_worker() -> String {
     let db = current_database();
-    if let Some(pid) = workers_of_current_database().first() {
-        return format!("a balance_queue worker (pid {pid}) already drains database {db}");
+    let running = workers_of_current_database();
+    let wanted = gucs::WORKERS.get().max(1) as usize;
+    if running.len() >= wanted {
+        let pids: Vec<String> = running.iter().map(|p| p.to_string()).collect();
+        return format!(
+            "balance_queue already drains database {db} with {} worker(s) (pid {})",
+            pids.len(),
+            pids.join(", ")
+        );
     }
-    let worker = builder(&db, "dynamic")
+    let started: Vec<String> = (running.len()..wanted)
+        .map(|index| start_dynamic_worker(&db, index as i32))
+        .collect();
+    let noun = if started.len() == 1 {
+        "worker (pid"
+    } else {
+        "workers (pids"
+    };
+    format!(
+        "started balance_queue {noun} {}) for database {db}",
+        started.join(", ")
+    )
+}
+
+/// Starts dynamic worker number `index` of `db` and returns its pid once it
+/// shows in pg_stat_activity, so a later call sees it.
+fn start_dynamic_worker(db: &str, index: i32) -> String {
+    let worker = builder(db, "dynamic", index)
         .set_restart_time(None)
         .set_notify_pid(unsafe { pg_sys::MyProcPid })
         .load_dynamic()
@@ -536,13 +584,13 @@ pub fn start_worker() -> String {
             crate::errors::raise(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
                 "could not start a balance_queue worker: no free background worker slot",
-                Some("Raise max_worker_processes (needs a restart)."),
+                Some(
+                    "Raise max_worker_processes (needs a restart), or lower balance_queue.workers.",
+                ),
             )
         });
     match worker.wait_for_startup() {
         Ok(pid) => {
-            // Return once the worker shows in pg_stat_activity, so a second
-            // call sees it (it appears when it has connected).
             for _ in 0..500 {
                 // pg_stat_activity is cached per transaction until cleared.
                 let _ = Spi::run("SELECT pg_catalog.pg_stat_clear_snapshot()");
@@ -555,9 +603,9 @@ pub fn start_worker() -> String {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            format!("started balance_queue worker (pid {pid}) for database {db}")
+            pid.to_string()
         }
-        Err(status) => format!("balance_queue worker for database {db} did not start: {status:?}"),
+        Err(status) => format!("none ({status:?})"),
     }
 }
 

@@ -44,14 +44,22 @@ fn alter_system(client: &mut Client, settings: &[&str]) {
     client.batch_execute("SELECT pg_reload_conf()").unwrap();
 }
 
-fn worker_pid(client: &mut Client) -> Option<i32> {
+/// The pids of the running workers.
+fn worker_pids(client: &mut Client) -> Vec<i32> {
     client
-        .query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'balance_queue worker'",
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'balance_queue worker' ORDER BY pid",
             &[],
         )
         .unwrap()
+        .into_iter()
         .map(|r| r.get(0))
+        .collect()
+}
+
+/// The pid of one running worker, if any runs.
+fn worker_pid(client: &mut Client) -> Option<i32> {
+    worker_pids(client).first().copied()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -119,7 +127,7 @@ fn committed_transfers_reach_balances_without_manual_calls() {
     let (_cluster, mut c) = preloaded("fresh", &[]);
     let worker = c
         .query_one(
-            "SELECT backend_type, application_name FROM pg_stat_activity WHERE backend_type = 'balance_queue worker'",
+            "SELECT backend_type, application_name FROM pg_stat_activity WHERE backend_type = 'balance_queue worker' LIMIT 1",
             &[],
         )
         .expect("the worker shows in pg_stat_activity");
@@ -165,6 +173,21 @@ fn committed_transfers_reach_balances_without_manual_calls() {
     });
     rindexer::write_all(&mut c, TABLE, &rows, 5000).unwrap();
     let items = pending(&mut c);
+    let progress = |c: &mut Client| -> (i64, i64, i64) {
+        let r = c
+            .query_one(
+                "SELECT rows_queued, rows_applied, rows_waiting FROM balance_queue.source_progress
+                  WHERE source_table = $1::text::regclass",
+                &[&TABLE],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(
+        progress(&mut c),
+        (100 + rows.len() as i64, 100, rows.len() as i64),
+        "source_progress while paused: the 100 single transfers applied, the load waiting"
+    );
     let started = Instant::now();
     alter_system(&mut c, &["balance_queue.enabled = on"]);
     wait_until(
@@ -173,6 +196,19 @@ fn committed_transfers_reach_balances_without_manual_calls() {
         || pending(&mut c) == 0,
     );
     let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(
+        progress(&mut c),
+        (100 + rows.len() as i64, 100 + rows.len() as i64, 0),
+        "source_progress once drained"
+    );
+    let rate: f64 = c
+        .query_one(
+            "SELECT rows_per_second::float8 FROM balance_queue.source_progress",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(rate > 0.0, "a rate over the last minute");
     println!(
         "worker drain: {items} queue items ({} transfers) in {seconds:.2} s = {:.0} items/s, {:.0} transfers/s",
         rows.len(),
@@ -239,8 +275,9 @@ fn terminated_worker_comes_back_and_drains() {
         .unwrap()
         .get(0);
     assert!(terminated);
-    wait_until("a new worker", Duration::from_secs(20), || {
-        worker_pid(&mut c).is_some_and(|p| p != first)
+    wait_until("the worker to be replaced", Duration::from_secs(20), || {
+        let pids = worker_pids(&mut c);
+        pids.len() == 2 && !pids.contains(&first)
     });
     rindexer::write_batch(
         &mut c,
@@ -668,6 +705,14 @@ fn dynamic_worker_starts_and_stops_and_survives_drop_extension() {
         .unwrap()
         .get(0);
     assert!(again.contains("already drains"), "{again}");
+    assert_eq!(
+        scalar_i64(
+            &mut f.client,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'balance_queue worker'"
+        ),
+        2,
+        "balance_queue.workers (default 2) dynamic workers"
+    );
     rindexer::write_batch(
         &mut f.client,
         &f.table,
@@ -739,7 +784,7 @@ fn a_quiet_chain_is_polled_once_per_processing_interval() {
         &[transfer(MINTER, &holder(999), 1, 999, "polygon")],
     )
     .unwrap();
-    let mut latency = |c: &mut Client, n: u64| {
+    let latency = |c: &mut Client, n: u64| {
         std::thread::sleep(Duration::from_millis(700));
         let to = holder(n + 1);
         rindexer::write_batch(c, TABLE, &[transfer(MINTER, &to, 10, n, "ethereum")]).unwrap();

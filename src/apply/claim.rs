@@ -1,0 +1,285 @@
+//! Claiming: which pending queue items a batch or a key drain takes, and
+//! what they stand for. Queue items are the first locks of the apply path's
+//! global order: a batch takes them with SKIP LOCKED (never waiting on an
+//! item another drain holds), a key drain outside any batch waits for them.
+
+use super::balances::BalanceKey;
+use super::complete::merge_heads;
+use crate::errors::spi_ok;
+use once_cell::sync::Lazy;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use std::collections::BTreeMap;
+
+/// Which pending items a batch may take.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimFilter {
+    /// Only this chain's items.
+    pub chain_id: Option<i32>,
+    /// Never these chains' items (disabled, or drained on their own schedule).
+    pub exclude_chains: Vec<i32>,
+    /// Only these items.
+    pub ids: Option<Vec<i64>>,
+    /// At most this many items per batch (a chain's `batch_size` in
+    /// `queue_processing_config`, counted in queue items as in the plan).
+    pub max_items: Option<i32>,
+}
+
+/// Items taken for one batch.
+#[derive(Default)]
+pub(super) struct Claimed {
+    /// Transfer-side items.
+    pub delta_ids: Vec<i64>,
+    /// `source_rows` items and their source table.
+    pub row_items: Vec<(i64, u32)>,
+    /// Recalculation requests per key.
+    pub recalc: Vec<(BalanceKey, Vec<i64>)>,
+    /// Highest block among the claimed items, per chain.
+    pub heads: BTreeMap<i32, i64>,
+    /// Transfers the items stand for.
+    pub transfers: i64,
+    /// Items taken.
+    pub items: i64,
+}
+
+/// The columns every claim selects, read by position in [`Claimed::absorb`].
+const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL AND source_row_ids IS NULL, chain_id, contract_address, \
+     holder_address, triggered_by_block, source_row_ids IS NOT NULL, row_count, source_table::oid";
+
+/// Due pending items in (priority, id) order, skipping locked ones: of
+/// chain `$1` (integer, NULL for all), of no chain in `$2` (integer[]),
+/// among `$3` (bigint[], NULL for all), and `source_rows` items only of the
+/// tables `$4` (oid[]) the drain could lock.
+static CLAIM_DUE_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+          WHERE status = 'pending'
+            AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+            AND ($1::integer IS NULL OR chain_id = $1)
+            AND coalesce(chain_id <> ALL($2::integer[]), true)
+            AND ($3::bigint[] IS NULL OR id = ANY($3))
+            AND (source_row_ids IS NULL OR source_table::oid = ANY($4::oid[]))
+          ORDER BY priority, id
+          FOR UPDATE SKIP LOCKED"
+    )
+});
+
+/// Turns off the plans that sort the whole backlog for the rest of the
+/// transaction; returns the settings it replaced, comma-separated.
+const STEER_PLANNER_SQL: &str = "SELECT concat_ws(',', current_setting('enable_bitmapscan'), current_setting('enable_seqscan'),
+                              current_setting('enable_sort')),
+                    set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true),
+                    set_config('enable_sort', 'off', true)";
+
+/// Puts back the settings `$1` that [`STEER_PLANNER_SQL`] returned.
+const RESTORE_PLANNER_SQL: &str =
+    "SELECT set_config('enable_bitmapscan', split_part($1, ',', 1), true),
+                set_config('enable_seqscan', split_part($1, ',', 2), true),
+                set_config('enable_sort', split_part($1, ',', 3), true)";
+
+/// The other pending items of key ($1 chain, $2 token, $3 holder), not
+/// among `$4` (bigint[]), skipping locked ones.
+static CLAIM_REST_OF_KEY_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+                  WHERE status = 'pending' AND chain_id = $1 AND contract_address = $2
+                    AND holder_address = $3 AND id <> ALL($4)
+                  FOR UPDATE SKIP LOCKED"
+    )
+});
+
+/// A row when key ($1 chain, $2 token, $3 holder) has a pending item not
+/// among `$4` (bigint[]).
+const PENDING_ELSEWHERE_SQL: &str = "SELECT 1 FROM balance_queue.balance_update_queue
+              WHERE status = 'pending' AND chain_id = $1 AND contract_address = $2
+                AND holder_address = $3 AND id <> ALL($4) LIMIT 1";
+
+/// Every pending item of key ($1 chain, $2 token, $3 holder), waiting for
+/// sessions that hold some.
+static CLAIM_KEY_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+              WHERE status = 'pending' AND chain_id = $1 AND contract_address = $2
+                AND holder_address = $3
+              ORDER BY id
+              FOR UPDATE"
+    )
+});
+
+/// Every pending `source_rows` item that can hold rows of chain `$1`,
+/// waiting for sessions that hold some.
+static CLAIM_CHAIN_ROW_ITEMS_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+              WHERE status = 'pending' AND source_row_ids IS NOT NULL
+                AND (chain_id = $1 OR chain_id IS NULL)
+              ORDER BY id
+              FOR UPDATE"
+    )
+});
+
+impl Claimed {
+    /// Adds one row selected with `CLAIM_COLUMNS`; returns its weight.
+    fn absorb(&mut self, row: &SpiHeapTupleData) -> i64 {
+        let id = spi_ok(row.get::<i64>(1)).expect("id is NOT NULL");
+        let is_recalc = spi_ok(row.get::<bool>(2)).unwrap_or(false);
+        if let (Some(chain), Some(block)) = (spi_ok(row.get::<i32>(3)), spi_ok(row.get::<i64>(6))) {
+            merge_heads(&mut self.heads, &BTreeMap::from([(chain, block)]));
+        }
+        let weight = i64::from(spi_ok(row.get::<i32>(8)).unwrap_or(1).max(1));
+        self.transfers += weight;
+        if spi_ok(row.get::<bool>(7)).unwrap_or(false) {
+            let relid = spi_ok(row.get::<pg_sys::Oid>(9)).map_or(0, |oid| oid.to_u32());
+            self.row_items.push((id, relid));
+        } else if !is_recalc {
+            self.delta_ids.push(id);
+        } else {
+            let key: BalanceKey = (
+                spi_ok(row.get::<i32>(3)).unwrap_or_default(),
+                spi_ok(row.get::<String>(4)).unwrap_or_default(),
+                spi_ok(row.get::<String>(5)).unwrap_or_default(),
+            );
+            match self.recalc.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, ids)) => ids.push(id),
+                None => self.recalc.push((key, vec![id])),
+            }
+        }
+        weight
+    }
+}
+
+fn claim(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Claimed {
+    let mut claimed = Claimed::default();
+    for row in spi_ok(client.update(sql, None, args)) {
+        claimed.absorb(&row);
+    }
+    claimed.recalc.sort();
+    claimed
+}
+
+/// The bind arguments of a statement over one key: chain $1, token $2,
+/// holder $3.
+fn key_args(key: &BalanceKey) -> [DatumWithOid<'_>; 3] {
+    let (chain, contract, holder) = key;
+    [
+        (*chain).into(),
+        contract.as_str().into(),
+        holder.as_str().into(),
+    ]
+}
+
+/// Claims the due pending items matching `filter` for one batch (see
+/// [`claim_weighted`]); `source_rows` items only of the `readable` tables.
+pub(super) fn claim_due(
+    client: &mut SpiClient<'_>,
+    batch_size: i32,
+    filter: &ClaimFilter,
+    readable: &[u32],
+) -> Claimed {
+    // The claim must walk the (priority, id) index and stop after the
+    // batch. Queue statistics lag far behind a growing backlog, and with
+    // them the planner picks a scan that sorts every pending item for each
+    // batch, which makes a backlog quadratic. Steer this statement only.
+    let saved_planner = spi_ok(
+        spi_ok(client.update(STEER_PLANNER_SQL, Some(1), &[]))
+            .first()
+            .get_one::<String>(),
+    )
+    .unwrap_or_else(|| "on,on,on".into());
+    let claimed = claim_weighted(
+        client,
+        batch_size,
+        filter.max_items,
+        &[
+            filter.chain_id.into(),
+            filter.exclude_chains.clone().into(),
+            filter.ids.clone().into(),
+            readable
+                .iter()
+                .map(|&relid| pg_sys::Oid::from(relid))
+                .collect::<Vec<_>>()
+                .into(),
+        ],
+    );
+    spi_ok(client.update(RESTORE_PLANNER_SQL, None, &[saved_planner.as_str().into()]));
+    claimed
+}
+
+/// Claims due pending items in (priority, id) order, skipping locked ones,
+/// until they stand for `batch_size` transfers (at least one item) or
+/// number `max_items`, whichever comes first. Rows
+/// are fetched through a cursor, so FOR UPDATE locks only what is fetched:
+/// a `source_rows` item of 5,000 rows fills a batch of 5,000 on its own.
+fn claim_weighted(
+    client: &mut SpiClient<'_>,
+    batch_size: i32,
+    max_items: Option<i32>,
+    args: &[DatumWithOid<'_>],
+) -> Claimed {
+    let target = i64::from(batch_size.max(1));
+    let item_cap = max_items.map_or(i64::MAX, |n| i64::from(n.max(1)));
+    let mut claimed = Claimed::default();
+    let mut cursor = client.open_cursor_mut(CLAIM_DUE_SQL.as_str(), args);
+    let mut heaviest = 1i64;
+    let mut want = 1i64;
+    while claimed.transfers < target && claimed.items < item_cap {
+        let rows = spi_ok(cursor.fetch(want as _));
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            heaviest = heaviest.max(claimed.absorb(&row));
+            claimed.items += 1;
+        }
+        // Fetch about as many items as should fill the rest of the batch.
+        want = ((target - claimed.transfers) / heaviest)
+            .min(item_cap - claimed.items)
+            .clamp(1, 1000);
+    }
+    drop(cursor);
+    claimed.recalc.sort();
+    claimed
+}
+
+/// Claims the other pending items of `key` not in `taken`, skipping those
+/// another session holds.
+pub(super) fn claim_rest_of_key(
+    client: &mut SpiClient<'_>,
+    key: &BalanceKey,
+    taken: &[i64],
+) -> Claimed {
+    let [chain, contract, holder] = key_args(key);
+    claim(
+        client,
+        CLAIM_REST_OF_KEY_SQL.as_str(),
+        &[chain, contract, holder, taken.to_vec().into()],
+    )
+}
+
+/// Whether `key` has a pending item not in `taken` (one another session
+/// holds, after [`claim_rest_of_key`]).
+pub(super) fn pending_elsewhere(client: &SpiClient<'_>, key: &BalanceKey, taken: &[i64]) -> bool {
+    let [chain, contract, holder] = key_args(key);
+    !spi_ok(client.select(
+        PENDING_ELSEWHERE_SQL,
+        None,
+        &[chain, contract, holder, taken.to_vec().into()],
+    ))
+    .is_empty()
+}
+
+/// Claims every pending item of `key`, waiting for sessions that hold some.
+pub(super) fn claim_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> Claimed {
+    claim(client, CLAIM_KEY_SQL.as_str(), &key_args(key))
+}
+
+/// Claims every pending `source_rows` item that can hold rows of
+/// `chain_id`, waiting for sessions that hold some.
+pub(super) fn claim_chain_row_items(client: &mut SpiClient<'_>, chain_id: i32) -> Claimed {
+    claim(
+        client,
+        CLAIM_CHAIN_ROW_ITEMS_SQL.as_str(),
+        &[chain_id.into()],
+    )
+}

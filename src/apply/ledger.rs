@@ -1,0 +1,196 @@
+//! The ledger step: one statement counts each claimed transfer side once
+//! through the `applied_transfers` ledger, keeps the confirmation window,
+//! sums the sides whose counted state flipped per balance key and applies
+//! each sum once; keys it cannot apply are then set back.
+//!
+//! Locks are taken in the apply path's global order: ledger rows sorted by
+//! key, then balance rows sorted by key.
+
+use super::balances::{BalanceKey, MAX_U256, content_id, usd_sql};
+use super::complete::merge_heads;
+use super::read_back::ReadBack;
+use super::set_back::{SetBack, set_back_keys};
+use crate::errors::spi_ok;
+use crate::source_sql::{RowFilter, SourceMapping};
+use pgrx::spi::SpiClient;
+use std::collections::BTreeMap;
+
+/// The apply statement for a batch: transfer-side items `$1` (bigint[])
+/// and `source_rows` items `$2` (bigint[]) of `sources`, read back. Bad
+/// rows read back become failed items; every valid side goes through the
+/// ledger, then the balances. Returns rows (kind, chain_id,
+/// contract_address, holder_address, block): kind `out_of_range` for each
+/// key whose new balance would leave -(2^256-1)..2^256-1 (its balance is
+/// left untouched), kind `head` with the highest block applied per chain,
+/// kind `bad_rows` with the number of bad rows read back (in `block`).
+fn apply_sql(sources: &[SourceMapping]) -> String {
+    let read_back = ReadBack::new(sources, "$2");
+    let (read_back_ctes, read_back_sides) = if read_back.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            format!("{},\n{},\n", read_back.ctes(), read_back.failures()),
+            format!(
+                " UNION ALL SELECT chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
+                                   delta_wei, block_number, 1
+                              FROM ({}) read_back",
+                read_back.sides(&RowFilter::default())
+            ),
+        )
+    };
+    format!(
+        "WITH {read_back_ctes} sides AS (
+             SELECT chain_id, tx_hash, log_index, is_inbound,
+                    {content} AS content_id,
+                    contract_address, holder_address, delta_wei, block_number,
+                    sum(change)::integer AS change
+               FROM (SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index,
+                            update_type = 'transfer_in' AS is_inbound, contract_address, holder_address,
+                            delta_wei, triggered_by_block AS block_number, source_change::integer AS change
+                       FROM balance_queue.balance_update_queue
+                      WHERE id = ANY($1){read_back_sides}) all_sides
+              GROUP BY chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
+                       delta_wei, block_number
+         ), ledger AS (
+             INSERT INTO balance_queue.applied_transfers AS l
+                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
+                  delta_wei, block_number, copies, last_change)
+             SELECT chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
+                    delta_wei, block_number, change, change
+               FROM sides
+              ORDER BY chain_id, tx_hash, log_index, is_inbound, content_id
+             ON CONFLICT (chain_id, tx_hash, log_index, is_inbound, content_id) DO UPDATE
+                SET copies = l.copies + EXCLUDED.copies,
+                    last_change = EXCLUDED.copies
+             RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
+                       l.holder_address, l.delta_wei, l.block_number, l.copies, l.last_change
+         ), heads AS (
+             SELECT s.chain_id, max(s.block_number) AS block_number,
+                    greatest(coalesce(r.head_block, 0), max(s.block_number)) - r.confirmation_depth AS confirmed_through
+               FROM sides s JOIN balance_queue.chain_registry r USING (chain_id)
+              GROUP BY s.chain_id, r.head_block, r.confirmation_depth
+         ), pending_added AS (
+             -- newly counted sides inside the confirmation window
+             INSERT INTO balance_queue.pending_transfer_sides
+                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
+                  delta_wei, block_number)
+             SELECT l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
+                    l.holder_address, l.delta_wei, l.block_number
+               FROM ledger l
+               LEFT JOIN heads h USING (chain_id)
+              WHERE l.copies > 0 AND l.copies - l.last_change <= 0
+                AND l.block_number > coalesce(h.confirmed_through, -1)
+              ORDER BY l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id
+             ON CONFLICT DO NOTHING
+             RETURNING 1
+         ), pending_removed AS (
+             -- sides no longer counted leave the window too
+             DELETE FROM balance_queue.pending_transfer_sides p
+              USING ledger l
+              WHERE l.copies <= 0 AND l.copies - l.last_change > 0
+                AND p.chain_id = l.chain_id AND p.tx_hash = l.tx_hash AND p.log_index = l.log_index
+                AND p.is_inbound = l.is_inbound AND p.content_id = l.content_id
+             RETURNING 1
+         ), effects AS (
+             -- only sides whose counted state flipped change a balance
+             SELECT chain_id, contract_address, holder_address,
+                    sum(CASE WHEN copies > 0 THEN delta_wei ELSE -delta_wei END) AS delta_wei,
+                    max(block_number) AS block_number
+               FROM ledger
+              WHERE (copies > 0) <> (copies - last_change > 0)
+              GROUP BY 1, 2, 3
+         ), checked AS (
+             -- Whether a new balance would stay in range: the upsert's
+             -- conflict clause checks existing keys, so only a delta beyond
+             -- the range on its own needs the current balance (ERC721 ids
+             -- summed as amounts). No lookup per key: that would depend on
+             -- the planner picking the primary key over the top-holders
+             -- index, which it does not on a table not yet analysed.
+             SELECT e.*,
+                    CASE WHEN abs(e.delta_wei) <= {MAX_U256} THEN true
+                         WHEN abs(e.delta_wei) > 2 * {MAX_U256} THEN false
+                         ELSE abs(coalesce((SELECT b.current_balance FROM balance_queue.current_token_balances b
+                                             WHERE b.chain_id = e.chain_id AND b.contract_address = e.contract_address
+                                               AND b.holder_address = e.holder_address), 0)
+                                  + e.delta_wei) <= {MAX_U256} END AS in_range
+               FROM effects e
+         ), upserted AS (
+             INSERT INTO balance_queue.current_token_balances AS b
+                 (chain_id, contract_address, holder_address, current_balance, last_updated_block,
+                  last_updated_time, token_symbol, token_decimals, balance_usd)
+             SELECT c.chain_id, c.contract_address, c.holder_address, c.delta_wei, c.block_number,
+                    now(), m.symbol, m.decimals, {usd_new}
+               FROM checked c
+               LEFT JOIN balance_queue.token_metadata m USING (chain_id, contract_address)
+              WHERE c.in_range
+              ORDER BY c.chain_id, c.contract_address, c.holder_address
+             ON CONFLICT (chain_id, contract_address, holder_address) DO UPDATE
+                SET current_balance = b.current_balance + EXCLUDED.current_balance,
+                    last_updated_block = greatest(b.last_updated_block, EXCLUDED.last_updated_block),
+                    last_updated_time = EXCLUDED.last_updated_time,
+                    token_symbol = EXCLUDED.token_symbol,
+                    token_decimals = EXCLUDED.token_decimals,
+                    balance_usd = (SELECT {usd_sum} FROM balance_queue.token_metadata m
+                                    WHERE m.chain_id = b.chain_id AND m.contract_address = b.contract_address)
+              WHERE abs(b.current_balance + EXCLUDED.current_balance) <= {MAX_U256}
+             RETURNING b.chain_id, b.contract_address, b.holder_address
+         )
+         SELECT 'out_of_range', c.chain_id, c.contract_address, c.holder_address, NULL::bigint
+           FROM checked c
+          WHERE NOT EXISTS (SELECT 1 FROM upserted u
+                             WHERE u.chain_id = c.chain_id AND u.contract_address = c.contract_address
+                               AND u.holder_address = c.holder_address)
+         UNION ALL
+         SELECT 'head', chain_id, NULL, NULL, block_number FROM heads
+         UNION ALL
+         SELECT 'bad_rows', NULL, NULL, NULL, {bad_rows}",
+        content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
+        bad_rows = read_back.bad_row_count(),
+        usd_new = usd_sql("c.delta_wei", "m"),
+        usd_sum = usd_sql("b.current_balance + EXCLUDED.current_balance", "m"),
+    )
+}
+
+/// Applies the transfer-side items `ids` and the `source_rows` items
+/// `row_ids` (rows of `sources`), sets back the out-of-range keys, and
+/// raises `heads` to the highest blocks applied.
+pub(super) fn apply_items(
+    client: &mut SpiClient<'_>,
+    ids: &[i64],
+    sources: &[SourceMapping],
+    row_ids: &[i64],
+    heads: &mut BTreeMap<i32, i64>,
+) -> SetBack {
+    let mut set_back = SetBack::default();
+    if ids.is_empty() && row_ids.is_empty() {
+        return set_back;
+    }
+    let mut out_of_range: Vec<BalanceKey> = Vec::new();
+    for row in spi_ok(client.update(
+        &apply_sql(sources),
+        None,
+        &[ids.to_vec().into(), row_ids.to_vec().into()],
+    )) {
+        let chain = spi_ok(row.get::<i32>(2)).unwrap_or_default();
+        match spi_ok(row.get::<String>(1)).as_deref() {
+            Some("head") => {
+                if let Some(block) = spi_ok(row.get::<i64>(5)) {
+                    merge_heads(heads, &BTreeMap::from([(chain, block)]));
+                }
+                continue;
+            }
+            Some("bad_rows") => {
+                set_back.failed += spi_ok(row.get::<i64>(5)).unwrap_or(0) as i32;
+                continue;
+            }
+            _ => {}
+        }
+        out_of_range.push((
+            chain,
+            spi_ok(row.get::<String>(3)).unwrap_or_default(),
+            spi_ok(row.get::<String>(4)).unwrap_or_default(),
+        ));
+    }
+    set_back_keys(client, &out_of_range, ids, sources, row_ids, &mut set_back);
+    set_back
+}

@@ -1,0 +1,177 @@
+//! Setting back a balance key the apply statement could not apply (its
+//! balance would leave the uint256 range): the key's items back off and
+//! retry, or fail after the chain's max_retry_attempts, and their copies go
+//! back out of the ledger so the retry starts clean.
+//!
+//! Both statements here bind the same arguments at the same positions
+//! ([`key_args`]): `$1` the batch's items of the statement's kind
+//! (bigint[]), `$2` chain id, `$3` token contract, `$4` holder, `$5` the
+//! chain's max_retry_attempts, `$6` the retry backoff in milliseconds.
+
+use super::balances::{BalanceKey, content_id};
+use super::read_back::ReadBack;
+use crate::errors::spi_ok;
+use crate::source_sql::{RowFilter, SourceMapping};
+use once_cell::sync::Lazy;
+use pgrx::datum::DatumWithOid;
+use pgrx::spi::SpiClient;
+use std::collections::BTreeSet;
+
+/// The key's sides, bound as in [`key_args`].
+const KEY_SIDES: RowFilter<'static> = RowFilter {
+    valid: None,
+    chain_id: Some("$2"),
+    contract_address: Some("$3"),
+    holder_address: Some("$4"),
+    from_block: None,
+};
+
+/// The error message of a transfer side set back because its key's balance
+/// would leave the uint256 range; format() arguments: tx_hash, log_index,
+/// attempts, holder, token, chain.
+const OUT_OF_RANGE_MESSAGE: &str = "'transfer (tx_hash %s, log_index %s) not applied after %s attempt(s): the balance of holder %s '
+     'for token %s on chain %s would leave -(2^256-1)..2^256-1 (a uint256 overflow; ERC721 token '
+     'ids summed as amounts do this)'";
+
+/// A CTE `reverted` taking the copies counted in CTE `undo` (chain_id,
+/// tx_hash, log_index, is_inbound, content_id, change) back out of the
+/// ledger, for sides set back so that their retry starts clean.
+const REVERT_LEDGER: &str = "reverted AS (
+        UPDATE balance_queue.applied_transfers l
+           SET copies = l.copies - undo.change, last_change = 0
+          FROM undo
+         WHERE l.chain_id = undo.chain_id AND l.tx_hash = undo.tx_hash AND l.log_index = undo.log_index
+           AND l.is_inbound = undo.is_inbound AND l.content_id = undo.content_id
+        RETURNING 1
+    )";
+
+/// Sets back the batch's transfer-side items (`$1`) of one out-of-range
+/// key, naming each row, and takes their copies back out of the ledger so
+/// the retry starts clean. The items back off and are retried (another
+/// drain may be applying the rest of a reorg out of order, which puts a
+/// balance out of range only for a moment); after the chain's
+/// max_retry_attempts they stay `failed` (an ERC721 token's ids summed as
+/// amounts never come back into range). Returns each item's id and whether
+/// it is now failed.
+static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "
+    WITH failed AS (
+        UPDATE balance_queue.balance_update_queue q
+           SET retry_count = q.retry_count + 1,
+               status = CASE WHEN q.retry_count + 1 >= $5 THEN 'failed' ELSE 'pending' END,
+               processed_at = CASE WHEN q.retry_count + 1 >= $5 THEN clock_timestamp() END,
+               next_attempt_at = now() + make_interval(secs => $6 / 1000.0 * power(2, q.retry_count)),
+               error_message = format({OUT_OF_RANGE_MESSAGE},
+                   q.triggered_by_tx, q.triggered_by_log_index, q.retry_count + 1, q.holder_address,
+                   q.contract_address, q.chain_id)
+         WHERE q.id = ANY($1) AND q.chain_id = $2 AND q.contract_address = $3 AND q.holder_address = $4
+           AND q.delta_wei IS NOT NULL
+        RETURNING q.id, q.status, q.chain_id, q.triggered_by_tx, q.triggered_by_log_index,
+                  q.update_type = 'transfer_in' AS is_inbound, {content} AS content_id, q.source_change
+    ), undo AS (
+        SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index, is_inbound,
+               content_id, sum(source_change) AS change
+          FROM failed GROUP BY 1, 2, 3, 4, 5
+    ), {REVERT_LEDGER}
+    SELECT id, status = 'failed' FROM failed",
+        content = content_id(
+            "q.contract_address",
+            "q.holder_address",
+            "q.delta_wei",
+            "q.triggered_by_block"
+        )
+    )
+});
+
+/// The rows of the batch's `source_rows` items (`$1`) read back for one
+/// out-of-range key leave their item: each side becomes a transfer-side
+/// item that has had one attempt (pending after the backoff, or failed when
+/// max_retry_attempts is 1 or less), and its copies go back out of the
+/// ledger. From then on it retries like any set-back item. Returns
+/// (failed, spilled) counts.
+fn spill_key_sql(sources: &[SourceMapping]) -> String {
+    let read_back = ReadBack::new(sources, "$1");
+    format!(
+        "WITH {read_back},
+         key_sides AS ({sides}),
+         spilled AS (
+             INSERT INTO balance_queue.balance_update_queue
+                 (chain_id, contract_address, holder_address, update_type, delta_wei, source_change,
+                  triggered_by_tx, triggered_by_log_index, triggered_by_block, source_table,
+                  status, retry_count, processed_at, next_attempt_at, error_message)
+             SELECT chain_id, contract_address, holder_address,
+                    CASE WHEN is_inbound THEN 'transfer_in' ELSE 'transfer_out' END, delta_wei, 1,
+                    tx_hash, log_index, block_number, source_oid::regclass,
+                    CASE WHEN $5 <= 1 THEN 'failed' ELSE 'pending' END, 1,
+                    CASE WHEN $5 <= 1 THEN clock_timestamp() END,
+                    now() + make_interval(secs => $6 / 1000.0),
+                    format({OUT_OF_RANGE_MESSAGE}, tx_hash, log_index, 1, holder_address, contract_address, chain_id)
+               FROM key_sides
+             RETURNING status
+         ), undo AS (
+             SELECT chain_id, tx_hash, log_index, is_inbound, {content} AS content_id, count(*) AS change
+               FROM key_sides
+              GROUP BY chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
+                       delta_wei, block_number
+         ), {REVERT_LEDGER}
+         SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FROM spilled",
+        read_back = read_back.ctes(),
+        sides = read_back.sides(&KEY_SIDES),
+        content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
+    )
+}
+
+/// The arguments both statements bind (see the module doc).
+fn key_args<'a>(
+    items: &[i64],
+    key: &'a BalanceKey,
+    max_attempts: i32,
+    backoff_ms: f64,
+) -> [DatumWithOid<'a>; 6] {
+    let (chain_id, contract, holder) = key;
+    [
+        items.to_vec().into(),
+        (*chain_id).into(),
+        contract.as_str().into(),
+        holder.as_str().into(),
+        max_attempts.into(),
+        backoff_ms.into(),
+    ]
+}
+
+/// Items an apply set back (out of range): to retry, or failed for good.
+#[derive(Default)]
+pub(super) struct SetBack {
+    pub ids: BTreeSet<i64>,
+    pub failed: i32,
+}
+
+/// Sets back each out-of-range key among the transfer-side items `ids` and
+/// the `source_rows` items `row_ids` (rows of `sources`), into `set_back`.
+pub(super) fn set_back_keys(
+    client: &mut SpiClient<'_>,
+    keys: &[BalanceKey],
+    ids: &[i64],
+    sources: &[SourceMapping],
+    row_ids: &[i64],
+    set_back: &mut SetBack,
+) {
+    let backoff_ms = f64::from(crate::gucs::RETRY_BACKOFF_MS.get());
+    for key in keys {
+        let max_attempts = crate::health::effective_config(client, Some(key.0)).max_retry_attempts;
+        let args = key_args(ids, key, max_attempts, backoff_ms);
+        for row in spi_ok(client.update(FAIL_KEY_SQL.as_str(), None, &args)) {
+            set_back.ids.insert(spi_ok(row.get::<i64>(1)).expect("id"));
+            if spi_ok(row.get::<bool>(2)).unwrap_or(false) {
+                set_back.failed += 1;
+            }
+        }
+        if sources.is_empty() {
+            continue;
+        }
+        let args = key_args(row_ids, key, max_attempts, backoff_ms);
+        let spilled = spi_ok(client.update(&spill_key_sql(sources), Some(1), &args));
+        set_back.failed += spi_ok(spilled.first().get_one::<i64>()).unwrap_or(0) as i32;
+    }
+}
