@@ -225,16 +225,26 @@ fn claim_weighted(
     let mut want = 1i64;
     while claimed.transfers < target && claimed.items < item_cap {
         let rows = spi_ok(cursor.fetch(want as _));
-        if rows.is_empty() {
+        let fetched = rows.len() as i64;
+        if fetched == 0 {
             break;
         }
         for row in rows {
+            // A fetched row is locked, but one past the batch is left out:
+            // it stays pending, and other sessions take it once this
+            // transaction ends.
+            if claimed.items > 0 && (claimed.transfers >= target || claimed.items >= item_cap) {
+                break;
+            }
             heaviest = heaviest.max(claimed.absorb(&row));
             claimed.items += 1;
         }
-        // Fetch about as many items as should fill the rest of the batch.
+        // Fetch about as many items as should fill the rest of the batch,
+        // at most twice as many as last time: light items seen first
+        // (an id-range item of one row) say nothing of the next ones.
         want = ((target - claimed.transfers) / heaviest)
             .min(item_cap - claimed.items)
+            .min(2 * fetched)
             .clamp(1, 1000);
     }
     drop(cursor);

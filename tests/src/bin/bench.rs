@@ -7,6 +7,8 @@
 //!   --history LIST       growth: history sizes, comma-separated (default 100000,1000000,10000000)
 //!   --rate R             sustained: transfers per second (default 10000)
 //!   --minutes M          sustained: duration (default 3)
+//!   --workers N          balance_queue.workers per database (default: the extension's, 2)
+//!   --batch N            balance_queue.batch_size, transfers per batch (default: the extension's)
 //!   --out DIR            where results and the growth chart go (default bench-results)
 //!
 //! It measures and prints; it asserts nothing about timings. Every variant's
@@ -30,6 +32,8 @@ struct Args {
     history: Vec<usize>,
     rate: usize,
     minutes: u64,
+    /// postgresql.conf lines from --workers and --batch.
+    conf: Vec<String>,
     out: PathBuf,
 }
 
@@ -41,6 +45,7 @@ fn parse_args() -> Args {
         history: vec![100_000, 1_000_000, 10_000_000],
         rate: 10_000,
         minutes: 3,
+        conf: Vec::new(),
         out: PathBuf::from("bench-results"),
     };
     let mut it = std::env::args().skip(1);
@@ -59,6 +64,8 @@ fn parse_args() -> Args {
             "--rate" => a.rate = value().parse().expect("--rate R"),
             "--minutes" => a.minutes = value().parse().expect("--minutes M"),
             "--out" => a.out = PathBuf::from(value()),
+            "--workers" => a.conf.push(format!("balance_queue.workers = {}", value())),
+            "--batch" => a.conf.push(format!("balance_queue.batch_size = {}", value())),
             "-h" | "--help" => {
                 for line in include_str!("bench.rs").lines().skip(3).take(8) {
                     println!(
@@ -78,19 +85,19 @@ const ZERO: &str = "0x0000000000000000000000000000000000000000";
 const BATCH: usize = 5000;
 
 /// One server for every variant: the worker drains database `bench`.
-fn start_cluster(name: &str) -> (Cluster, Client) {
-    let cluster = Cluster::start(
-        name,
-        &[
-            "shared_preload_libraries = 'balance_queue'",
-            "balance_queue.database = 'bench'",
-            "shared_buffers = '2GB'",
-            "max_wal_size = '8GB'",
-            "checkpoint_timeout = '30min'",
-            "work_mem = '64MB'",
-            "maintenance_work_mem = '512MB'",
-        ],
-    );
+/// A server for one mode: `conf` adds postgresql.conf lines (--workers, --batch).
+fn start_cluster(name: &str, conf: &[String]) -> (Cluster, Client) {
+    let mut lines = vec![
+        "shared_preload_libraries = 'balance_queue'",
+        "balance_queue.database = 'bench'",
+        "shared_buffers = '2GB'",
+        "max_wal_size = '8GB'",
+        "checkpoint_timeout = '30min'",
+        "work_mem = '64MB'",
+        "maintenance_work_mem = '512MB'",
+    ];
+    lines.extend(conf.iter().map(String::as_str));
+    let cluster = Cluster::start(name, &lines);
     let client = cluster.database_with_extension("bench");
     (cluster, client)
 }
@@ -419,7 +426,7 @@ fn balance_queue_backlog(
 /// recomputation), then the same rows with the worker paused, then the
 /// worker draining the whole backlog.
 fn drain(args: &Args) -> String {
-    let (_cluster, mut client) = start_cluster("bench-drain");
+    let (_cluster, mut client) = start_cluster("bench-drain", &args.conf);
     let shape = workload::Shape {
         transfers: args.transfers,
         tokens: 200,
@@ -445,7 +452,7 @@ fn drain(args: &Args) -> String {
 }
 
 fn compare(args: &Args) -> String {
-    let (_cluster, mut client) = start_cluster("bench-compare");
+    let (_cluster, mut client) = start_cluster("bench-compare", &args.conf);
     let version: String = client.query_one("SHOW server_version", &[]).unwrap().get(0);
     let shape = workload::Shape {
         transfers: args.transfers,
@@ -547,7 +554,7 @@ fn compare(args: &Args) -> String {
 /// The cost of applying the next 10,000 transfers on top of growing
 /// history, for balance_queue and for a materialized view refresh.
 fn growth(args: &Args) -> String {
-    let (_cluster, mut client) = start_cluster("bench-growth");
+    let (_cluster, mut client) = start_cluster("bench-growth", &args.conf);
     let max = *args.history.iter().max().unwrap();
     let step = 10_000;
     let rows = workload::generate(&workload::Shape {
@@ -685,8 +692,8 @@ fn draw_growth(path: &PathBuf, points: &[(usize, f64, f64)]) {
 }
 
 /// Server-side latency percentiles of the reading functions.
-fn queries(_args: &Args) -> String {
-    let (_cluster, mut client) = start_cluster("bench-queries");
+fn queries(args: &Args) -> String {
+    let (_cluster, mut client) = start_cluster("bench-queries", &args.conf);
     let big_token = "0x1000000000000000000000000000000000000001";
     let whale = "0x2000000000000000000000000000000000000002";
     client
@@ -757,7 +764,7 @@ fn queries(_args: &Args) -> String {
 
 /// rindexer-like batches at a fixed rate while the worker drains.
 fn sustained(args: &Args) -> String {
-    let (cluster, mut client) = start_cluster("bench-sustained");
+    let (cluster, mut client) = start_cluster("bench-sustained", &args.conf);
     let table = table_for(&mut client, "sustained");
     client
         .execute(
