@@ -73,9 +73,8 @@ CREATE TABLE balance_queue.current_token_balances_default
 -- A holder's portfolio across chains and tokens.
 CREATE INDEX current_token_balances_holder_idx
     ON balance_queue.current_token_balances (holder_address);
--- Top holders of one token.
-CREATE INDEX current_token_balances_top_holders_idx
-    ON balance_queue.current_token_balances (chain_id, contract_address, current_balance DESC);
+-- No index on current_balance: top holders come from token_leaderboard
+-- (sql/leaderboard.sql), so a balance update writes no index and can be HOT.
 -- Balances by symbol and by USD value: partial, so the many balances of
 -- tokens without metadata cost the apply path no index writes here.
 CREATE INDEX current_token_balances_symbol_idx

@@ -18,7 +18,7 @@ pub static DATABASES: GucSetting<Option<CString>> =
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 /// `balance_queue.batch_size`: transfers per worker batch (one transaction).
-pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(5000);
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 
 /// `balance_queue.naptime`: milliseconds the worker sleeps when the queue is idle.
 pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(20);

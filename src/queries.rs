@@ -163,10 +163,13 @@ pub fn get_address_portfolio(
 /// * `p_chain_id`: EIP-155 chain id; `p_contract_address`: the token.
 /// * `p_limit`: how many holders (default 100, > 0).
 ///
-/// Returns rows of `rank` (1 = largest), `holder_address`,
-/// `current_balance` (wei), `balance_formatted`, `balance_usd`,
-/// `last_updated_block`. Served by the (chain_id, contract_address,
-/// current_balance DESC) index: cost grows with `p_limit`, not holders.
+/// Returns rows of `rank` (1 = largest; equal balances by holder address),
+/// `holder_address`, `current_balance` (wei), `balance_formatted`,
+/// `balance_usd`, `last_updated_block`. A token with a board
+/// (`token_leaderboard`, see sql/leaderboard.sql) holding at least
+/// `p_limit` keys is answered from it (cost grows with `p_limit`, not
+/// holders); any other token from its balances (a token gets a board once it
+/// has about 5,000 holders, so this reads a few thousand rows at most).
 ///
 /// Errors: 22P02 (invalid_text_representation) for a malformed address;
 /// 22023 (invalid_parameter_value) when `p_limit` <= 0.
@@ -194,13 +197,28 @@ pub fn get_top_holders(
     let rows = Spi::connect(|client| {
         spi_ok(client.select(
             &format!(
-                "SELECT row_number() OVER (ORDER BY b.current_balance DESC, b.holder_address),
+                "WITH board AS (
+                     SELECT t.holder_address FROM balance_queue.token_leaderboard t
+                      WHERE t.chain_id = $1 AND t.contract_address = $2
+                      ORDER BY t.balance DESC, t.holder_address
+                      LIMIT $3
+                 ), chosen AS (
+                     -- a full board holds the top p_limit: all are at or above its cutoff
+                     SELECT holder_address FROM board WHERE (SELECT count(*) FROM board) = $3
+                     UNION ALL
+                     SELECT holder_address
+                       FROM (SELECT s.holder_address FROM balance_queue.current_token_balances s
+                              WHERE s.chain_id = $1 AND s.contract_address = $2
+                                AND (SELECT count(*) FROM board) < $3
+                              ORDER BY s.current_balance DESC, s.holder_address
+                              LIMIT $3) scanned
+                 )
+                 SELECT row_number() OVER (ORDER BY b.current_balance DESC, b.holder_address),
                         b.holder_address, b.current_balance, {FORMATTED}, b.balance_usd,
                         b.last_updated_block
-                   FROM (SELECT * FROM balance_queue.current_token_balances
-                          WHERE chain_id = $1 AND contract_address = $2
-                          ORDER BY current_balance DESC
-                          LIMIT $3) b
+                   FROM chosen c
+                   JOIN balance_queue.current_token_balances b
+                     ON b.chain_id = $1 AND b.contract_address = $2 AND b.holder_address = c.holder_address
                   ORDER BY 1"
             ),
             None,

@@ -322,6 +322,12 @@ fn maintenance(state: &mut WorkerState) {
         }) {
             warning!("balance_queue: health collection failed: {e}");
         }
+        // Its own transaction: it may wait for drains to commit.
+        match in_transaction(|| Spi::run("SELECT balance_queue.refresh_leaderboards()")) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warning!("balance_queue: refreshing the top-holder boards failed: {e}"),
+            Err(e) => warning!("balance_queue: refreshing the top-holder boards failed: {e}"),
+        }
     }
     if !gucs::DAILY_SNAPSHOTS.get()
         || state

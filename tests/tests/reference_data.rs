@@ -108,21 +108,24 @@ fn every_pinned_chain_and_stable_is_preloaded() {
     );
 }
 
-/// The upgrade script carries the reference data verbatim (an upgraded
-/// database must get the same chains and stables as a fresh install).
+/// The upgrade script carries the reference data and the leaderboard's
+/// objects verbatim (an upgraded database must get what a fresh install
+/// gets, from one definition).
 #[test]
-fn the_upgrade_script_carries_the_reference_data_verbatim() {
+fn the_upgrade_script_carries_its_shared_sql_files_verbatim() {
     let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
-    let reference = std::fs::read_to_string(sql.join("reference_data.sql")).unwrap();
     let upgrade = std::fs::read_to_string(sql.join("balance_queue--0.1.0--0.2.0.sql")).unwrap();
-    let begin = "-- BEGIN sql/reference_data.sql\n";
-    let start = upgrade.find(begin).expect("BEGIN marker") + begin.len();
-    let end = upgrade
-        .find("-- END sql/reference_data.sql")
-        .expect("END marker");
-    assert_eq!(
-        upgrade[start..end].trim_end(),
-        reference.trim_end(),
-        "copy sql/reference_data.sql between the markers of the upgrade script"
-    );
+    for file in ["reference_data.sql", "leaderboard.sql"] {
+        let shared = std::fs::read_to_string(sql.join(file)).unwrap();
+        let begin = format!("-- BEGIN sql/{file}\n");
+        let start = upgrade.find(&begin).expect("BEGIN marker") + begin.len();
+        let end = upgrade
+            .find(&format!("-- END sql/{file}"))
+            .expect("END marker");
+        assert_eq!(
+            upgrade[start..end].trim_end(),
+            shared.trim_end(),
+            "copy sql/{file} between the markers of the upgrade script"
+        );
+    }
 }

@@ -348,7 +348,7 @@ fn a_disabled_chain_waits_while_other_chains_flow() {
         .unwrap();
     assert_eq!(
         default.get::<_, i32>(0),
-        5000,
+        50_000,
         "the NULL-chain row is all NULL: the GUC's batch size"
     );
 

@@ -65,7 +65,9 @@ fn parse_args() -> Args {
             "--minutes" => a.minutes = value().parse().expect("--minutes M"),
             "--out" => a.out = PathBuf::from(value()),
             "--workers" => a.conf.push(format!("balance_queue.workers = {}", value())),
-            "--batch" => a.conf.push(format!("balance_queue.batch_size = {}", value())),
+            "--batch" => a
+                .conf
+                .push(format!("balance_queue.batch_size = {}", value())),
             "-h" | "--help" => {
                 for line in include_str!("bench.rs").lines().skip(3).take(8) {
                     println!(
@@ -726,6 +728,21 @@ fn queries(args: &Args) -> String {
     client
         .batch_execute("VACUUM ANALYZE balance_queue.current_token_balances")
         .unwrap();
+    // What the worker does every health_interval: the big token gets its
+    // top-holder board (the 1% page sample finds it).
+    while client
+        .query_one(
+            "SELECT count(*) FROM balance_queue.leaderboard_cutoffs",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        client
+            .execute("SELECT balance_queue.refresh_leaderboards()", &[])
+            .unwrap();
+    }
     let holder = "0x00000000000000000000000000000000000f4240";
     let cases = [
         (
@@ -743,7 +760,7 @@ fn queries(args: &Args) -> String {
         (
             "get_top_holders(…, 100), 1,000,000 holders",
             format!("SELECT * FROM balance_queue.get_top_holders(1, '{big_token}', 100)"),
-            5.0,
+            1.0,
         ),
     ];
     let mut md =
