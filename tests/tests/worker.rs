@@ -818,7 +818,8 @@ fn a_quiet_chain_is_polled_once_per_processing_interval() {
 
 #[test]
 fn old_pending_items_are_boosted_ahead_of_newer_ones() {
-    let (_cluster, mut c) = preloaded("boost", &[]);
+    // One worker: the claim order is then the order items are applied in.
+    let (_cluster, mut c) = preloaded("boost", &["balance_queue.workers = 1"]);
     alter_system(&mut c, &["balance_queue.enabled = off"]);
     std::thread::sleep(Duration::from_millis(300));
     // One queue item per batch, so the claim order shows in processed_at.
