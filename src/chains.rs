@@ -91,16 +91,7 @@ pub fn add_chain(
         if !unsafe { pg_sys::creating_extension } {
             return;
         }
-        let absent = spi_ok(client.select(
-            "SELECT 1 FROM pg_catalog.pg_inherits i
-               JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-              WHERE i.inhparent = 'balance_queue.current_token_balances'::regclass
-                AND c.relname = $1",
-            None,
-            &[partition.as_str().into()],
-        ))
-        .is_empty();
-        if !absent {
+        if own_partition(client, p_chain_id).is_some() {
             return;
         }
         // Build the partition beside the parent, move this chain's rows out of
@@ -133,28 +124,25 @@ pub fn add_chain(
             &[],
         ));
     });
-    if unsafe { pg_sys::creating_extension } {
-        qualified
-    } else {
-        partition_of(p_chain_id)
-    }
+    Spi::connect(|client| own_partition(client, p_chain_id))
+        .unwrap_or_else(|| "balance_queue.current_token_balances_default".into())
 }
 
-/// The partition of `current_token_balances` holding `chain_id`'s rows:
-/// its own, else the default partition.
-fn partition_of(chain_id: i32) -> String {
-    Spi::get_one_with_args::<String>(
-        "SELECT coalesce(
-                    (SELECT c.oid::regclass::text
-                       FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-                      WHERE i.inhparent = 'balance_queue.current_token_balances'::regclass
-                        AND c.relname = 'current_token_balances_' || $1),
-                    'balance_queue.current_token_balances_default')",
+/// The chain's own partition of `current_token_balances`, if it has one
+/// (else its rows are in the default partition).
+fn own_partition(client: &pgrx::spi::SpiClient<'_>, chain_id: i32) -> Option<String> {
+    spi_ok(client.select(
+        "SELECT c.oid::regclass::text
+           FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'balance_queue.current_token_balances'::regclass
+            AND c.relname = 'current_token_balances_' || $1",
+        Some(1),
         &[chain_id.into()],
-    )
+    ))
+    .first()
+    .get_one::<String>()
     .ok()
     .flatten()
-    .unwrap_or_else(|| "balance_queue.current_token_balances_default".into())
 }
 
 /// Whether this session is running an extension script (`CREATE
