@@ -92,7 +92,7 @@ GRANT SELECT ON balance_queue.current_token_balances, balance_queue.confirmed_to
                 balance_queue.queue_health_metrics, balance_queue.queue_health_summary,
                 balance_queue.queue_alerts, balance_queue.balance_update_queue,
                 balance_queue.source_progress, balance_queue.token_leaderboard,
-                balance_queue.leaderboard_cutoffs,
+                balance_queue.leaderboard_cutoffs, balance_queue.bulk_loads,
                 balance_queue.queue_processing_config
    TO balance_queue_reader;
 GRANT EXECUTE ON FUNCTION

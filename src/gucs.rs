@@ -20,6 +20,10 @@ pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// `balance_queue.batch_size`: transfers per worker batch (one transaction).
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 
+/// `balance_queue.bulk_threshold`: queued transfers of a chain with no
+/// counted state from which the worker applies them in one bulk (0: never).
+pub static BULK_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+
 /// `balance_queue.naptime`: milliseconds the worker sleeps when the queue is idle.
 pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(20);
 
@@ -90,6 +94,16 @@ pub fn init() {
         &BATCH_SIZE,
         1,
         1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.bulk_threshold",
+        c"Queued transfers from which a chain with no counted state is applied in one bulk (0: never).",
+        c"A chain with no ledger rows and no balances (a first attach of a table with history, a rebuild by handle_reorg(chain, 0)) and at least this many transfers waiting is applied in one transaction with plain inserts, using maintenance_work_mem; balance_queue.bulk_loads shows each run.",
+        &BULK_THRESHOLD,
+        0,
+        i32::MAX,
         GucContext::Suset,
         GucFlags::default(),
     );

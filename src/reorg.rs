@@ -58,6 +58,19 @@ static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
     )
 });
 
+/// Forgets every counted transfer side of chain `$1`: its ledger rows,
+/// pending-window rows and balances. Returns the number of sides that were
+/// counted.
+const FORGET_CHAIN_SQL: &str = "
+    WITH ledger_gone AS (
+        DELETE FROM balance_queue.applied_transfers WHERE chain_id = $1 RETURNING copies
+    ), pending_gone AS (
+        DELETE FROM balance_queue.pending_transfer_sides WHERE chain_id = $1 RETURNING 1
+    ), balances_gone AS (
+        DELETE FROM balance_queue.current_token_balances WHERE chain_id = $1 RETURNING 1
+    )
+    SELECT count(*) FILTER (WHERE copies > 0) FROM ledger_gone";
+
 /// Rolls a chain back to just below `p_from_block`, for an indexer that
 /// cannot delete its orphaned rows: takes back the effect of every applied
 /// transfer at or above that block, then re-queues the rows the sources
@@ -73,7 +86,16 @@ static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
 /// holds some. Rows still waiting in a pending id-range item are not
 /// re-queued: their item applies them once.
 /// Returns one row: `sides_taken_back` (counted transfer sides removed) and
-/// `items_requeued` (queue items written from the sources).
+/// `items_requeued` (what was written to the queue from the sources: one
+/// item per holder side, or, in a rebuild of a table queued by id, the rows
+/// its id-range items hold).
+///
+/// `p_from_block` 0 rebuilds the chain: its ledger rows, pending-window
+/// rows and balances are deleted rather than taken back one by one, so the
+/// re-queued rows find the chain empty and the worker applies them in one
+/// bulk when there are at least `balance_queue.bulk_threshold` (see
+/// `balance_queue.bulk_loads`). Until the queue drains, the chain's
+/// balances are missing or partial, as `queue_health_summary` shows.
 ///
 /// Errors: 22023 (invalid_parameter_value) for a negative block or a chain
 /// missing from `chain_registry`.
@@ -114,18 +136,30 @@ pub fn handle_reorg(
             None,
             &[p_chain_id.into(), p_from_block.into()],
         ));
+        // Every queue item this needs is held: now wait for the drains that
+        // write the chain (a rebuild keeps them all off until it commits).
+        let forget = if p_from_block == 0 {
+            crate::apply::chain_lock::own_chain(client, p_chain_id);
+            FORGET_CHAIN_SQL
+        } else {
+            crate::apply::chain_lock::share_chain(client, p_chain_id);
+            TAKE_BACK_SQL.as_str()
+        };
         let taken = spi_ok(
-            spi_ok(client.update(
-                TAKE_BACK_SQL.as_str(),
-                Some(1),
-                &[p_chain_id.into(), p_from_block.into()],
-            ))
-            .first()
-            .get_one::<i64>(),
+            spi_ok(client.update(forget, Some(1), &[p_chain_id.into(), p_from_block.into()]))
+                .first()
+                .get_one::<i64>(),
         )
         .unwrap_or(0);
         let mut requeued = 0;
         for source in sources_for_chain(client, p_chain_id) {
+            // A rebuild re-queues a table queued by id the way its backfill
+            // did: one item per 5,000 rows (bad rows among them are
+            // recorded again when read back).
+            if p_from_block == 0 && source.row_id_column.is_some() {
+                requeued += crate::source_rows::queue_rows_of_chain(client, &source, p_chain_id);
+                continue;
+            }
             // Rows still waiting in an id-range item are left to it; bad
             // rows were recorded as failed items when first queued.
             let insert = source.enqueue_where(

@@ -84,6 +84,23 @@ pub fn queue_rows(client: &mut SpiClient<'_>, mapping: &SourceMapping, relation:
     .unwrap_or(0)
 }
 
+/// Queues by id the rows of the table of `mapping` that belong to chain
+/// `chain_id` and wait in no item (see [`counted_relation`]), as a
+/// rebuild of the chain needs them. Returns the number of rows queued.
+pub fn queue_rows_of_chain(client: &mut SpiClient<'_>, mapping: &SourceMapping, chain_id: i32) -> i64 {
+    let relation = counted_relation(mapping);
+    let of_chain = match (mapping.chain_id, &mapping.network_column) {
+        (Some(chain), _) if chain == chain_id => relation,
+        (None, Some(network)) => format!(
+            "(SELECT c.* FROM {relation} c
+               WHERE {} = (SELECT network_name FROM balance_queue.chain_registry WHERE chain_id = {chain_id}))",
+            crate::source_sql::text_column("c", network)
+        ),
+        _ => return 0,
+    };
+    queue_rows(client, mapping, &of_chain)
+}
+
 /// Ids per `source_rows` item at most: rindexer's largest batch, and the
 /// worker's default batch size.
 pub const ROWS_PER_ITEM: i64 = 5000;

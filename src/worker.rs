@@ -291,6 +291,11 @@ struct WorkerState {
     last_date_check: Option<Instant>,
     last_prune: Option<Instant>,
     utc_date: Option<String>,
+    /// When each group was last looked at for a bulk apply.
+    last_bulk_check: HashMap<Option<i32>, Instant>,
+    /// Chains whose bulk apply failed, and when: drained batch by batch
+    /// (which isolates the failing items) for a while.
+    bulk_failed: HashMap<i32, Instant>,
 }
 
 /// How often confirmed blocks leave the pending window table.
@@ -298,6 +303,69 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often old pending items are checked for a priority boost.
 const BOOST_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often each group is looked at for a chain due a bulk apply.
+const BULK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a chain whose bulk apply failed is drained batch by batch.
+const BULK_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Applies in bulk the chain of `group` that is due one (see
+/// `apply::bulk_candidate`), if any, when the group was not looked at in
+/// the last [`BULK_CHECK_INTERVAL`]. Returns whether it applied one.
+fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
+    let threshold = i64::from(gucs::BULK_THRESHOLD.get());
+    if threshold <= 0
+        || state
+            .last_bulk_check
+            .get(&group.filter.chain_id)
+            .is_some_and(|t| t.elapsed() < BULK_CHECK_INTERVAL)
+    {
+        return false;
+    }
+    state
+        .last_bulk_check
+        .insert(group.filter.chain_id, Instant::now());
+    state.bulk_failed.retain(|_, t| t.elapsed() < BULK_RETRY_AFTER);
+    let mut filter = group.filter.clone();
+    filter.exclude_chains.extend(state.bulk_failed.keys().copied());
+    let begun = in_transaction(|| {
+        Spi::connect_mut(|client| {
+            let (chain, transfers) = apply::bulk_candidate(client, &filter, threshold)?;
+            let load = apply::begin_bulk_load(client, chain, transfers)?;
+            Some((chain, transfers, load))
+        })
+    });
+    let (chain, transfers, load) = match begun {
+        Ok(Some(due)) => due,
+        Ok(None) => return false,
+        Err(e) => {
+            warning!("balance_queue: looking for a chain due a bulk apply failed: {e}");
+            return false;
+        }
+    };
+    log!("balance_queue: bulk apply of chain {chain} started: {transfers} transfers queued (bulk_loads id {load})");
+    match in_transaction(|| Spi::connect_mut(|client| apply::apply_bulk(client, chain, load))) {
+        Ok(Some(outcome)) => {
+            log!(
+                "balance_queue: bulk apply of chain {chain} done in {:.1} s",
+                outcome.elapsed_ms / 1000.0
+            );
+            true
+        }
+        Ok(None) => false,
+        Err(message) => {
+            warning!("balance_queue: bulk apply of chain {chain} failed, draining it batch by batch: {message}");
+            state.bulk_failed.insert(chain, Instant::now());
+            let _ = in_transaction(|| {
+                Spi::connect_mut(|client| {
+                    apply::end_bulk_load(client, load, "failed", Some(&message))
+                })
+            });
+            false
+        }
+    }
+}
 
 /// How often the worker looks at the UTC date for the daily snapshot.
 const DATE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
@@ -411,6 +479,10 @@ fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
             sleep = sleep.min(interval - last.elapsed());
             continue;
         }
+        if bulk_pass(state, &group) {
+            sleep = Duration::ZERO;
+            continue;
+        }
         match in_transaction(|| {
             Spi::connect_mut(|client| {
                 apply::apply_batch(client, gucs::BATCH_SIZE.get(), &group.filter)
@@ -487,6 +559,8 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
         last_date_check: None,
         last_prune: None,
         utc_date: None,
+        last_bulk_check: HashMap::new(),
+        bulk_failed: HashMap::new(),
     };
     loop {
         if unsafe { pg_sys::ShutdownRequestPending } != 0 {

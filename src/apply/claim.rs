@@ -119,6 +119,21 @@ static CLAIM_CHAIN_ROW_ITEMS_SQL: Lazy<String> = Lazy::new(|| {
     )
 });
 
+/// Every due pending transfer-side and `source_rows` item of chain `$1`
+/// (integer), `source_rows` items only of the tables `$2` (oid[]) the drain
+/// could lock, skipping locked ones: what a bulk apply takes.
+/// Recalculation items are left to the batches that follow.
+static CLAIM_CHAIN_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+              WHERE status = 'pending' AND chain_id = $1
+                AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                AND (delta_wei IS NOT NULL OR source_row_ids IS NOT NULL)
+                AND (source_row_ids IS NULL OR source_table::oid = ANY($2::oid[]))
+              FOR UPDATE SKIP LOCKED"
+    )
+});
+
 impl Claimed {
     /// Adds one row selected with `CLAIM_COLUMNS`; returns its weight.
     fn absorb(&mut self, row: &SpiHeapTupleData) -> i64 {
@@ -292,4 +307,23 @@ pub(super) fn claim_chain_row_items(client: &mut SpiClient<'_>, chain_id: i32) -
         CLAIM_CHAIN_ROW_ITEMS_SQL.as_str(),
         &[chain_id.into()],
     )
+}
+
+/// Claims every due pending transfer-side and `source_rows` item of
+/// `chain_id` (of the `readable` tables), skipping locked ones.
+pub(super) fn claim_chain(client: &mut SpiClient<'_>, chain_id: i32, readable: &[u32]) -> Claimed {
+    let mut claimed = claim(
+        client,
+        CLAIM_CHAIN_SQL.as_str(),
+        &[
+            chain_id.into(),
+            readable
+                .iter()
+                .map(|&relid| pg_sys::Oid::from(relid))
+                .collect::<Vec<_>>()
+                .into(),
+        ],
+    );
+    claimed.items = (claimed.delta_ids.len() + claimed.row_items.len()) as i64;
+    claimed
 }

@@ -7,24 +7,35 @@
 //! key, then balance rows sorted by key.
 
 use super::balances::{BalanceKey, MAX_U256, content_id, usd_sql};
+use super::chain_lock;
 use super::complete::merge_heads;
 use super::read_back::ReadBack;
 use super::set_back::{SetBack, set_back_keys};
 use crate::errors::spi_ok;
 use crate::source_sql::{RowFilter, SourceMapping};
+use once_cell::sync::Lazy;
 use pgrx::spi::SpiClient;
 use std::collections::BTreeMap;
 
-/// The apply statement for a batch: transfer-side items `$1` (bigint[])
-/// and `source_rows` items `$2` (bigint[]) of `sources`, read back. Bad
-/// rows read back become failed items; every valid side goes through the
-/// ledger, then the balances. Returns rows (kind, chain_id,
-/// contract_address, holder_address, block): kind `out_of_range` for each
-/// key whose new balance would leave -(2^256-1)..2^256-1 (its balance is
-/// left untouched), kind `head` with the highest block applied per chain,
-/// kind `bad_rows` with the number of bad rows read back (in `block`).
-fn apply_sql(sources: &[SourceMapping]) -> String {
-    let read_back = ReadBack::new(sources, "$2");
+/// How a batch's sides reach the ledger and the balances.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Mode {
+    /// Upserts into a ledger and balances that may hold the keys already.
+    Incremental,
+    /// Plain inserts: the caller holds the chain exclusively (see
+    /// [`super::chain_lock`]) and has checked that no ledger row and no
+    /// balance of the chain exists, so every side is new and a side counts
+    /// exactly when its copies sum above zero. No conflict checks, no
+    /// RETURNING of the ledger, no lookups of current balances.
+    Bulk,
+}
+
+/// The CTEs every apply statement starts with: the read-back of `source_rows`
+/// items `$2` (bigint[]) of `sources`, their bad rows recorded as failed
+/// items, and `sides`: each distinct transfer side (chain_id, tx_hash,
+/// log_index, is_inbound, content_id, ...) of the transfer-side items `$1`
+/// (bigint[]) and the rows read back, with `change`, the copies added.
+fn sides_ctes(read_back: &ReadBack) -> String {
     let (read_back_ctes, read_back_sides) = if read_back.is_empty() {
         (String::new(), String::new())
     } else {
@@ -39,7 +50,7 @@ fn apply_sql(sources: &[SourceMapping]) -> String {
         )
     };
     format!(
-        "WITH {read_back_ctes} sides AS (
+        "{read_back_ctes} sides AS (
              SELECT chain_id, tx_hash, log_index, is_inbound,
                     {content} AS content_id,
                     contract_address, holder_address, delta_wei, block_number,
@@ -51,7 +62,54 @@ fn apply_sql(sources: &[SourceMapping]) -> String {
                       WHERE id = ANY($1){read_back_sides}) all_sides
               GROUP BY chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
                        delta_wei, block_number
-         ), ledger AS (
+         ), heads AS (
+             SELECT s.chain_id, max(s.block_number) AS block_number,
+                    greatest(coalesce(r.head_block, 0), max(s.block_number)) - r.confirmation_depth AS confirmed_through
+               FROM sides s JOIN balance_queue.chain_registry r USING (chain_id)
+              GROUP BY s.chain_id, r.head_block, r.confirmation_depth
+         )",
+        content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
+    )
+}
+
+/// The rows every apply statement returns after its `out_of_range` rows:
+/// kind `head` with the highest block applied per chain, kind `bad_rows`
+/// with the number of bad rows read back (in `block`).
+fn heads_and_bad_rows(read_back: &ReadBack) -> String {
+    format!(
+        "UNION ALL
+         SELECT 'head', chain_id, NULL, NULL, block_number FROM heads
+         UNION ALL
+         SELECT 'bad_rows', NULL, NULL, NULL, {bad_rows}",
+        bad_rows = read_back.bad_row_count(),
+    )
+}
+
+/// The apply statement for a batch: transfer-side items `$1` (bigint[])
+/// and `source_rows` items `$2` (bigint[]) of `sources`, read back. Bad
+/// rows read back become failed items; every valid side goes through the
+/// ledger, then the balances. Returns rows (kind, chain_id,
+/// contract_address, holder_address, block): kind `out_of_range` for each
+/// key whose new balance would leave -(2^256-1)..2^256-1 (its balance is
+/// left untouched), then [`heads_and_bad_rows`].
+fn apply_sql(sources: &[SourceMapping], mode: Mode) -> String {
+    let read_back = ReadBack::new(sources, "$2");
+    let tail = match mode {
+        Mode::Incremental => INCREMENTAL_TAIL.as_str(),
+        Mode::Bulk => BULK_TAIL.as_str(),
+    };
+    format!(
+        "WITH {sides}, {tail}\n{rest}",
+        sides = sides_ctes(&read_back),
+        rest = heads_and_bad_rows(&read_back),
+    )
+}
+
+/// After [`sides_ctes`]: the ledger upsert, the confirmation window, the
+/// balance upsert, and the out-of-range keys.
+static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "ledger AS (
              INSERT INTO balance_queue.applied_transfers AS l
                  (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
                   delta_wei, block_number, copies, last_change)
@@ -64,11 +122,6 @@ fn apply_sql(sources: &[SourceMapping]) -> String {
                     last_change = EXCLUDED.copies
              RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
                        l.holder_address, l.delta_wei, l.block_number, l.copies, l.last_change
-         ), heads AS (
-             SELECT s.chain_id, max(s.block_number) AS block_number,
-                    greatest(coalesce(r.head_block, 0), max(s.block_number)) - r.confirmation_depth AS confirmed_through
-               FROM sides s JOIN balance_queue.chain_registry r USING (chain_id)
-              GROUP BY s.chain_id, r.head_block, r.confirmation_depth
          ), pending_added AS (
              -- newly counted sides inside the confirmation window
              INSERT INTO balance_queue.pending_transfer_sides
@@ -104,8 +157,8 @@ fn apply_sql(sources: &[SourceMapping]) -> String {
              -- conflict clause checks existing keys, so only a delta beyond
              -- the range on its own needs the current balance (ERC721 ids
              -- summed as amounts). No lookup per key: that would depend on
-             -- the planner picking the primary key over the top-holders
-             -- index, which it does not on a table not yet analysed.
+             -- the planner picking the primary key, which it does not on a
+             -- table not yet analysed.
              SELECT e.*,
                     CASE WHEN abs(e.delta_wei) <= {MAX_U256} THEN true
                          WHEN abs(e.delta_wei) > 2 * {MAX_U256} THEN false
@@ -139,17 +192,57 @@ fn apply_sql(sources: &[SourceMapping]) -> String {
            FROM checked c
           WHERE NOT EXISTS (SELECT 1 FROM upserted u
                              WHERE u.chain_id = c.chain_id AND u.contract_address = c.contract_address
-                               AND u.holder_address = c.holder_address)
-         UNION ALL
-         SELECT 'head', chain_id, NULL, NULL, block_number FROM heads
-         UNION ALL
-         SELECT 'bad_rows', NULL, NULL, NULL, {bad_rows}",
-        content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
-        bad_rows = read_back.bad_row_count(),
+                               AND u.holder_address = c.holder_address)",
         usd_new = usd_sql("c.delta_wei", "m"),
         usd_sum = usd_sql("b.current_balance + EXCLUDED.current_balance", "m"),
     )
-}
+});
+
+/// After [`sides_ctes`], in [`Mode::Bulk`]: every side is new, so it goes
+/// into the ledger with copies = change, counts when change > 0, and each
+/// key's sum is inserted as its balance; a sum beyond the uint256 range is
+/// left out and reported, as in the incremental statement.
+static BULK_TAIL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "ledger AS (
+             INSERT INTO balance_queue.applied_transfers
+                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
+                  delta_wei, block_number, copies, last_change)
+             SELECT chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
+                    delta_wei, block_number, change, change
+               FROM sides
+              ORDER BY chain_id, tx_hash, log_index, is_inbound, content_id
+         ), pending_added AS (
+             INSERT INTO balance_queue.pending_transfer_sides
+                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
+                  delta_wei, block_number)
+             SELECT s.chain_id, s.tx_hash, s.log_index, s.is_inbound, s.content_id, s.contract_address,
+                    s.holder_address, s.delta_wei, s.block_number
+               FROM sides s
+               LEFT JOIN heads h USING (chain_id)
+              WHERE s.change > 0 AND s.block_number > coalesce(h.confirmed_through, -1)
+         ), effects AS (
+             SELECT chain_id, contract_address, holder_address, sum(delta_wei) AS delta_wei,
+                    max(block_number) AS block_number
+               FROM sides
+              WHERE change > 0
+              GROUP BY 1, 2, 3
+         ), inserted AS (
+             INSERT INTO balance_queue.current_token_balances
+                 (chain_id, contract_address, holder_address, current_balance, last_updated_block,
+                  last_updated_time, token_symbol, token_decimals, balance_usd)
+             SELECT e.chain_id, e.contract_address, e.holder_address, e.delta_wei, e.block_number,
+                    now(), m.symbol, m.decimals, {usd}
+               FROM effects e
+               LEFT JOIN balance_queue.token_metadata m USING (chain_id, contract_address)
+              WHERE abs(e.delta_wei) <= {MAX_U256}
+              ORDER BY e.chain_id, e.contract_address, e.holder_address
+         )
+         SELECT 'out_of_range', chain_id, contract_address, holder_address, NULL::bigint
+           FROM effects WHERE abs(delta_wei) > {MAX_U256}",
+        usd = usd_sql("e.delta_wei", "m"),
+    )
+});
 
 /// Applies the transfer-side items `ids` and the `source_rows` items
 /// `row_ids` (rows of `sources`), sets back the out-of-range keys, and
@@ -161,13 +254,30 @@ pub(super) fn apply_items(
     row_ids: &[i64],
     heads: &mut BTreeMap<i32, i64>,
 ) -> SetBack {
+    apply_items_as(client, Mode::Incremental, ids, sources, row_ids, heads)
+}
+
+/// [`apply_items`] with the statement of `mode`. Holds each chain of the
+/// items shared (see [`super::chain_lock`]) unless the caller holds it
+/// exclusively for a bulk apply.
+pub(super) fn apply_items_as(
+    client: &mut SpiClient<'_>,
+    mode: Mode,
+    ids: &[i64],
+    sources: &[SourceMapping],
+    row_ids: &[i64],
+    heads: &mut BTreeMap<i32, i64>,
+) -> SetBack {
     let mut set_back = SetBack::default();
     if ids.is_empty() && row_ids.is_empty() {
         return set_back;
     }
+    if mode == Mode::Incremental {
+        chain_lock::share_chains_of_items(client, ids, row_ids);
+    }
     let mut out_of_range: Vec<BalanceKey> = Vec::new();
     for row in spi_ok(client.update(
-        &apply_sql(sources),
+        &apply_sql(sources, mode),
         None,
         &[ids.to_vec().into(), row_ids.to_vec().into()],
     )) {

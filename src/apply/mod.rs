@@ -12,6 +12,8 @@
 //! (orchestration) → `claim` (which items) → `read_back` (rows queued by
 //! id) → `ledger` (the apply statement) → `set_back` (keys out of range) →
 //! `complete` (heads, completed items) → `recompute` (recalculation items).
+//! `bulk` applies a chain with no counted state and a large backlog in one
+//! set-based statement, kept alone on its chain by `chain_lock`.
 //! `drain` and `split` take the same steps for one key and for one id-range
 //! item; `api` is the SQL entry point; `balances` holds the types and SQL
 //! expressions the steps share. Nothing here imports the modules that call
@@ -20,6 +22,8 @@
 mod api;
 mod balances;
 mod batch;
+mod bulk;
+pub mod chain_lock;
 mod claim;
 mod complete;
 mod drain;
@@ -31,6 +35,7 @@ mod split;
 
 pub use balances::{BalanceKey, usd_sql};
 pub use batch::apply_batch;
+pub use bulk::{apply_bulk, begin_bulk_load, bulk_candidate, end_bulk_load};
 pub use claim::ClaimFilter;
 pub use drain::{complete_drained, drain_key};
 pub use recompute::{recompute_and_store, sources_for_chain};

@@ -1,0 +1,181 @@
+//! The bulk path: a chain with no counted state (no ledger row, no balance,
+//! no pending-window row) and a large backlog is applied in one
+//! transaction with plain inserts ([`Mode::Bulk`]) instead of batch after
+//! batch of upserts. It is what a first attach of a table with history and
+//! a rebuild by `handle_reorg(chain, 0)` lead to.
+//!
+//! Exact by construction: it holds the chain exclusively (see
+//! [`super::chain_lock`]), checks the chain is still empty once it does,
+//! and writes the state the incremental path would reach from the same
+//! items. Crash-safe by construction: one transaction, so a crash leaves
+//! the items pending and nothing counted, and the worker starts over. Its
+//! `bulk_loads` row (committed before it starts) shows it to operators.
+
+use super::batch::BatchOutcome;
+use super::chain_lock;
+use super::claim::{ClaimFilter, claim_chain};
+use super::complete::complete;
+use super::ledger::{Mode, apply_items_as};
+use super::read_back::row_sources;
+use crate::errors::spi_ok;
+use crate::source_rows;
+use pgrx::spi::SpiClient;
+use std::time::Instant;
+
+/// No ledger row, balance or pending-window row of chain `$1` exists.
+const CHAIN_EMPTY: &str = "NOT EXISTS (SELECT 1 FROM balance_queue.applied_transfers WHERE chain_id = $1)
+         AND NOT EXISTS (SELECT 1 FROM balance_queue.current_token_balances WHERE chain_id = $1)
+         AND NOT EXISTS (SELECT 1 FROM balance_queue.pending_transfer_sides WHERE chain_id = $1)";
+
+/// The chain with the most due queued transfers, at least `$3` (bigint),
+/// among chain `$1` (integer, NULL for all) and not in `$2` (integer[]),
+/// that has no counted state; with its transfers queued.
+fn candidate_sql() -> String {
+    format!(
+        "SELECT q.chain_id, q.transfers
+           FROM (SELECT chain_id, sum(row_count) AS transfers
+                   FROM balance_queue.balance_update_queue
+                  WHERE status = 'pending' AND chain_id IS NOT NULL
+                    AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                    AND ($1::integer IS NULL OR chain_id = $1)
+                    AND coalesce(chain_id <> ALL($2::integer[]), true)
+                  GROUP BY chain_id) q
+          WHERE q.transfers >= $3
+            AND {empty}
+          ORDER BY q.transfers DESC, q.chain_id
+          LIMIT 1",
+        empty = CHAIN_EMPTY.replace("$1", "q.chain_id")
+    )
+}
+
+/// Marks the `running` bulk loads whose backend is gone `interrupted`.
+const MARK_INTERRUPTED_SQL: &str = "UPDATE balance_queue.bulk_loads
+                SET status = 'interrupted', finished_at = clock_timestamp(),
+                    message = 'the backend stopped before it committed; nothing of it counted'
+              WHERE status = 'running'
+                AND backend_pid NOT IN (SELECT pid FROM pg_catalog.pg_stat_activity)";
+
+/// A chain due a bulk apply: matching `filter`, with no counted state and
+/// at least `threshold` due transfers queued. Returns (chain id, transfers
+/// queued). Also marks interrupted bulk loads as such.
+pub fn bulk_candidate(
+    client: &mut SpiClient<'_>,
+    filter: &ClaimFilter,
+    threshold: i64,
+) -> Option<(i32, i64)> {
+    spi_ok(client.update(MARK_INTERRUPTED_SQL, None, &[]));
+    let rows = spi_ok(client.select(
+        &candidate_sql(),
+        Some(1),
+        &[
+            filter.chain_id.into(),
+            filter.exclude_chains.clone().into(),
+            threshold.into(),
+        ],
+    ));
+    rows.into_iter().next().and_then(|row| {
+        Some((
+            spi_ok(row.get::<i32>(1))?,
+            spi_ok(row.get::<i64>(2))?,
+        ))
+    })
+}
+
+/// Records a bulk load of `chain_id` starting with `transfers` queued, in
+/// its own transaction before the bulk starts; returns its id, or None when
+/// another one of the chain is running.
+pub fn begin_bulk_load(client: &mut SpiClient<'_>, chain_id: i32, transfers: i64) -> Option<i64> {
+    let rows = spi_ok(client.update(
+        "INSERT INTO balance_queue.bulk_loads (chain_id, transfers_queued) VALUES ($1, $2)
+         ON CONFLICT (chain_id) WHERE status = 'running' DO NOTHING
+         RETURNING id",
+        Some(1),
+        &[chain_id.into(), transfers.into()],
+    ));
+    rows.into_iter()
+        .next()
+        .and_then(|row| spi_ok(row.get::<i64>(1)))
+}
+
+/// Ends bulk load `id` with `status` and `message` (its own transaction
+/// when the bulk failed; the bulk's own otherwise).
+pub fn end_bulk_load(client: &mut SpiClient<'_>, id: i64, status: &str, message: Option<&str>) {
+    spi_ok(client.update(
+        "UPDATE balance_queue.bulk_loads
+            SET status = $2, finished_at = clock_timestamp(), message = $3
+          WHERE id = $1",
+        None,
+        &[id.into(), status.into(), message.into()],
+    ));
+}
+
+/// Records the outcome of a done bulk load `$1`: `$2` transfers applied,
+/// and the balances of its chain.
+const DONE_SQL: &str = "UPDATE balance_queue.bulk_loads
+            SET status = 'done', finished_at = clock_timestamp(), transfers_applied = $2,
+                balances_written = (SELECT count(*) FROM balance_queue.current_token_balances b
+                                     WHERE b.chain_id = bulk_loads.chain_id)
+          WHERE id = $1";
+
+/// Applies every due pending item of `chain_id` in one bulk, in the current
+/// transaction, for bulk load `load_id`. Returns None (and marks the load
+/// `skipped`) when the chain has counted state by the time it holds it:
+/// the caller then drains it batch by batch.
+pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Option<BatchOutcome> {
+    let started = Instant::now();
+    chain_lock::own_chain(client, chain_id);
+    let empty = spi_ok(
+        spi_ok(client.select(&format!("SELECT {CHAIN_EMPTY}"), Some(1), &[chain_id.into()]))
+            .first()
+            .get_one::<bool>(),
+    )
+    .unwrap_or(false);
+    if !empty {
+        end_bulk_load(
+            client,
+            load_id,
+            "skipped",
+            Some("the chain had counted state by the time the bulk held it"),
+        );
+        return None;
+    }
+    // The whole backlog in one statement: let its sorts and aggregates use
+    // the memory set aside for bulk operations.
+    spi_ok(client.select(
+        "SELECT set_config('work_mem', current_setting('maintenance_work_mem'), true)",
+        None,
+        &[],
+    ));
+    let readable = source_rows::try_lock_row_sources(client);
+    let claimed = claim_chain(client, chain_id, &readable);
+    let mut heads = claimed.heads.clone();
+    let (sources, row_ids) = row_sources(client, &claimed.row_items);
+    let set_back = apply_items_as(
+        client,
+        Mode::Bulk,
+        &claimed.delta_ids,
+        &sources,
+        &row_ids,
+        &mut heads,
+    );
+    let applied: Vec<i64> = claimed
+        .delta_ids
+        .iter()
+        .chain(row_ids.iter())
+        .copied()
+        .filter(|id| !set_back.ids.contains(id))
+        .collect();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    complete(client, &applied, &heads, elapsed_ms);
+    spi_ok(client.update(
+        DONE_SQL,
+        None,
+        &[load_id.into(), claimed.transfers.into()],
+    ));
+    Some(BatchOutcome {
+        processed: claimed.items as i32,
+        full: true,
+        failed: set_back.failed,
+        elapsed_ms,
+    })
+}
