@@ -485,7 +485,9 @@ fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
         }
         match in_transaction(|| {
             Spi::connect_mut(|client| {
-                apply::apply_batch(client, gucs::BATCH_SIZE.get(), &group.filter)
+                let mut filter = group.filter.clone();
+                filter.exclude_chains.extend(apply::chains_in_bulk(client));
+                apply::apply_batch(client, gucs::BATCH_SIZE.get(), &filter)
             })
         }) {
             Ok(outcome) => {

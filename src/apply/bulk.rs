@@ -81,6 +81,21 @@ pub fn bulk_candidate(
     })
 }
 
+/// The chains a live backend is bulk-applying: batches leave them alone, so
+/// that a bulk load does not find its chain written under it and give way.
+pub fn chains_in_bulk(client: &mut SpiClient<'_>) -> Vec<i32> {
+    spi_ok(client.select(
+        "SELECT chain_id FROM balance_queue.bulk_loads
+          WHERE status = 'running'
+            AND backend_pid IN (SELECT pid FROM pg_catalog.pg_stat_activity)",
+        None,
+        &[],
+    ))
+    .into_iter()
+    .filter_map(|row| spi_ok(row.get::<i32>(1)))
+    .collect()
+}
+
 /// Records a bulk load of `chain_id` starting with `transfers` queued, in
 /// its own transaction before the bulk starts; returns its id, or None when
 /// another one of the chain is running.

@@ -35,7 +35,7 @@ mod split;
 
 pub use balances::{BalanceKey, usd_sql};
 pub use batch::apply_batch;
-pub use bulk::{apply_bulk, begin_bulk_load, bulk_candidate, end_bulk_load};
+pub use bulk::{apply_bulk, begin_bulk_load, bulk_candidate, chains_in_bulk, end_bulk_load};
 pub use claim::ClaimFilter;
 pub use drain::{complete_drained, drain_key};
 pub use recompute::{recompute_and_store, sources_for_chain};

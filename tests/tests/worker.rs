@@ -4,88 +4,13 @@
 
 mod common;
 
-use balance_queue_harness::cluster::Cluster;
 use balance_queue_harness::rindexer::{self, TransferRow};
 use balance_queue_harness::workload;
 use postgres::Client;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48";
-use common::TABLE;
-
-/// A preloaded cluster whose worker drains database `test`.
-fn preloaded(name: &str, extra: &[&str]) -> (Cluster, Client) {
-    let mut conf = vec![
-        "shared_preload_libraries = 'balance_queue'",
-        "balance_queue.database = 'test'",
-    ];
-    conf.extend_from_slice(extra);
-    let common::Fixture {
-        cluster,
-        mut client,
-        ..
-    } = common::attached_rindexer_table_with(name, &conf);
-    // The worker starts with the server, before database `test` exists; the
-    // postmaster restarts it until it can connect.
-    wait_until("the worker to connect", Duration::from_secs(30), || {
-        worker_pid(&mut client).is_some()
-    });
-    (cluster, client)
-}
-
-/// ALTER SYSTEM (one statement per call: it cannot run in a transaction
-/// block) for each setting, then a configuration reload.
-fn alter_system(client: &mut Client, settings: &[&str]) {
-    for setting in settings {
-        client
-            .batch_execute(&format!("ALTER SYSTEM SET {setting}"))
-            .unwrap();
-    }
-    client.batch_execute("SELECT pg_reload_conf()").unwrap();
-}
-
-/// The pids of the running workers.
-fn worker_pids(client: &mut Client) -> Vec<i32> {
-    client
-        .query(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'balance_queue worker' ORDER BY pid",
-            &[],
-        )
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
-/// The pid of one running worker, if any runs.
-fn worker_pid(client: &mut Client) -> Option<i32> {
-    worker_pids(client).first().copied()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn scalar_i64(client: &mut Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
-}
-
-fn pending(client: &mut Client) -> i64 {
-    scalar_i64(
-        client,
-        "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'",
-    )
-}
+use common::{TABLE, alter_system, pending, preloaded, scalar_i64, wait_until, worker_pid, worker_pids};
 
 fn transfer(from: &str, to: &str, value: u64, n: u64, network: &str) -> TransferRow {
     TransferRow {

@@ -8,6 +8,7 @@ use balance_queue_harness::recompute::{self, Source};
 use balance_queue_harness::rindexer;
 use postgres::Client;
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 /// The rindexer-shaped table every fixture attaches.
 pub const TABLE: &str = "rindexer_test_erc_20.transfer";
@@ -81,3 +82,80 @@ pub fn assert_matches_sources(client: &mut Client, tables: &[&str]) {
         comparison.mismatches
     );
 }
+
+// The background worker's helpers, shared by the worker and bulk tests.
+
+/// A preloaded cluster whose worker drains database `test`.
+pub fn preloaded(name: &str, extra: &[&str]) -> (Cluster, Client) {
+    let mut conf = vec![
+        "shared_preload_libraries = 'balance_queue'",
+        "balance_queue.database = 'test'",
+    ];
+    conf.extend_from_slice(extra);
+    let Fixture {
+        cluster,
+        mut client,
+        ..
+    } = attached_rindexer_table_with(name, &conf);
+    // The worker starts with the server, before database `test` exists; the
+    // postmaster restarts it until it can connect.
+    wait_until("the worker to connect", Duration::from_secs(30), || {
+        worker_pid(&mut client).is_some()
+    });
+    (cluster, client)
+}
+
+/// ALTER SYSTEM (one statement per call: it cannot run in a transaction
+/// block) for each setting, then a configuration reload.
+pub fn alter_system(client: &mut Client, settings: &[&str]) {
+    for setting in settings {
+        client
+            .batch_execute(&format!("ALTER SYSTEM SET {setting}"))
+            .unwrap();
+    }
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+}
+
+/// The pids of the running workers.
+pub fn worker_pids(client: &mut Client) -> Vec<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'balance_queue worker' ORDER BY pid",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The pid of one running worker, if any runs.
+pub fn worker_pid(client: &mut Client) -> Option<i32> {
+    worker_pids(client).first().copied()
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn scalar_i64(client: &mut Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+pub fn pending(client: &mut Client) -> i64 {
+    scalar_i64(
+        client,
+        "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'",
+    )
+}
+

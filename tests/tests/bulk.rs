@@ -1,0 +1,164 @@
+//! The bulk path against real servers: a chain with no counted state and a
+//! backlog above `balance_queue.bulk_threshold` is applied in one bulk
+//! load, exactly (replays and rindexer's reorg deletes included), redone
+//! exactly after a crash in its middle, and used by `handle_reorg(chain, 0)`.
+
+mod common;
+
+use balance_queue_harness::rindexer;
+use balance_queue_harness::workload;
+use common::{TABLE, alter_system, pending, preloaded, scalar_i64, wait_until};
+use postgres::Client;
+use std::time::Duration;
+
+/// Bulk loads by status, e.g. `[("done", 1)]`.
+fn bulk_loads(client: &mut Client) -> Vec<(String, i64)> {
+    client
+        .query(
+            "SELECT status, count(*) FROM balance_queue.bulk_loads GROUP BY status ORDER BY status",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Writes `transfers` generated transfers the rindexer way with the worker
+/// paused, replays the first 1% of every batch (rindexer's crash replay),
+/// and deletes the newest blocks as rindexer's reorg rollback does. Returns
+/// the number of rows left in the table.
+fn paused_backlog(client: &mut Client, transfers: usize) -> i64 {
+    alter_system(client, &["balance_queue.enabled = off"]);
+    let rows = workload::generate(&workload::Shape {
+        transfers,
+        tokens: 20,
+        holders: 5_000,
+        ..Default::default()
+    });
+    for chunk in rows.chunks(5000) {
+        rindexer::write_batch(client, TABLE, chunk).unwrap();
+        rindexer::write_batch(client, TABLE, &chunk[..chunk.len() / 100]).unwrap();
+    }
+    client
+        .batch_execute(&format!(
+            "DELETE FROM {TABLE} WHERE block_number >= (SELECT max(block_number) - 20 FROM {TABLE})"
+        ))
+        .unwrap();
+    scalar_i64(client, &format!("SELECT count(*) FROM {TABLE}"))
+}
+
+#[test]
+fn a_large_backlog_is_applied_in_one_exact_bulk_load() {
+    let (_cluster, mut c) = preloaded("bulk", &["balance_queue.bulk_threshold = 20000"]);
+    let rows = paused_backlog(&mut c, 60_000);
+    assert!(rows > 59_000, "{rows} rows left");
+    alter_system(&mut c, &["balance_queue.enabled = on"]);
+    wait_until("the backlog to drain", Duration::from_secs(120), || {
+        pending(&mut c) == 0
+    });
+    assert_eq!(bulk_loads(&mut c), vec![("done".to_string(), 1)]);
+    let (queued, applied, balances): (i64, i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT transfers_queued, transfers_applied, balances_written FROM balance_queue.bulk_loads",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert!(queued >= 20_000 && applied >= queued, "{queued} queued, {applied} applied");
+    assert_eq!(
+        balances,
+        scalar_i64(&mut c, "SELECT count(*) FROM balance_queue.current_token_balances")
+    );
+    common::assert_matches_sources(&mut c, &[TABLE]);
+    let unverified = scalar_i64(
+        &mut c,
+        "SELECT count(*) FROM balance_queue.verify_balances()",
+    );
+    assert_eq!(unverified, 0, "verify_balances after the bulk load");
+
+    // The chain now has counted state: what follows goes batch by batch,
+    // on top of the bulk's ledger (a replay of old rows counts nothing).
+    let replay: Vec<_> = workload::generate(&workload::Shape {
+        transfers: 30_000,
+        tokens: 20,
+        holders: 5_000,
+        ..Default::default()
+    })
+    .into_iter()
+    .take(3000)
+    .collect();
+    rindexer::write_batch(&mut c, TABLE, &replay).unwrap();
+    wait_until("the replay to drain", Duration::from_secs(60), || {
+        pending(&mut c) == 0
+    });
+    assert_eq!(bulk_loads(&mut c), vec![("done".to_string(), 1)]);
+    common::assert_matches_sources(&mut c, &[TABLE]);
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
+    let (cluster, mut c) = preloaded(
+        "bulk-crash",
+        &["balance_queue.bulk_threshold = 20000", "balance_queue.workers = 1"],
+    );
+    paused_backlog(&mut c, 250_000);
+    alter_system(&mut c, &["balance_queue.enabled = on"]);
+    wait_until("a bulk load to start", Duration::from_secs(60), || {
+        scalar_i64(
+            &mut c,
+            "SELECT count(*) FROM balance_queue.bulk_loads WHERE status = 'running'",
+        ) > 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let counted = scalar_i64(&mut c, "SELECT count(*) FROM balance_queue.current_token_balances");
+    drop(c);
+    cluster.stop("immediate");
+    cluster.start_again();
+    let mut c = cluster.connect("test");
+    assert_eq!(counted, 0, "nothing of a running bulk load is visible");
+    wait_until("the bulk load to be redone", Duration::from_secs(300), || {
+        pending(&mut c) == 0
+    });
+    assert_eq!(
+        bulk_loads(&mut c),
+        vec![("done".to_string(), 1), ("interrupted".to_string(), 1)],
+        "the crashed load is reported interrupted, its redo done"
+    );
+    common::assert_matches_sources(&mut c, &[TABLE]);
+}
+
+#[test]
+fn handle_reorg_from_block_zero_rebuilds_through_the_bulk_path() {
+    let (_cluster, mut c) = preloaded("bulk-rebuild", &["balance_queue.bulk_threshold = 20000"]);
+    paused_backlog(&mut c, 40_000);
+    // Drain batch by batch first: the rebuild, not the first drain, is
+    // what this test watches.
+    alter_system(
+        &mut c,
+        &["balance_queue.bulk_threshold = 0", "balance_queue.enabled = on"],
+    );
+    wait_until("the first drain", Duration::from_secs(120), || {
+        pending(&mut c) == 0
+    });
+    assert!(bulk_loads(&mut c).is_empty());
+    // A counted balance the sources no longer justify: the rebuild forgets it.
+    c.batch_execute(
+        "UPDATE balance_queue.current_token_balances SET current_balance = current_balance + 1
+          WHERE (chain_id, contract_address, holder_address) =
+                (SELECT chain_id, contract_address, holder_address
+                   FROM balance_queue.current_token_balances LIMIT 1)",
+    )
+    .unwrap();
+    alter_system(&mut c, &["balance_queue.bulk_threshold = 20000"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let requeued = scalar_i64(&mut c, "SELECT items_requeued FROM balance_queue.handle_reorg(1, 0)");
+    assert!(requeued > 0);
+    wait_until("the rebuild to drain", Duration::from_secs(120), || {
+        pending(&mut c) == 0
+    });
+    assert_eq!(bulk_loads(&mut c), vec![("done".to_string(), 1)]);
+    common::assert_matches_sources(&mut c, &[TABLE]);
+}
