@@ -345,6 +345,9 @@ fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
         }
     };
     log!("balance_queue: bulk apply of chain {chain} started: {transfers} transfers queued (bulk_loads id {load})");
+    report_activity(Some(&format!(
+        "balance_queue: bulk load {load} of chain {chain}, {transfers} transfers"
+    )));
     match in_transaction(|| Spi::connect_mut(|client| apply::apply_bulk(client, chain, load))) {
         Ok(Some(outcome)) => {
             log!(
@@ -483,6 +486,10 @@ fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
             sleep = Duration::ZERO;
             continue;
         }
+        report_activity(Some(&match group.filter.chain_id {
+            Some(chain) => format!("balance_queue: applying a batch of chain {chain}"),
+            None => "balance_queue: applying a batch".to_string(),
+        }));
         match in_transaction(|| {
             Spi::connect_mut(|client| {
                 let mut filter = group.filter.clone();
@@ -511,6 +518,19 @@ fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
         }
     }
     Some(sleep)
+}
+
+/// Shows what the worker is doing in `pg_stat_activity`, as autovacuum
+/// does for its workers: `state` active with `what` as the `query`, or
+/// idle (None; the last `query` stays, as for any idle backend).
+fn report_activity(what: Option<&str>) {
+    let text = what.and_then(|w| std::ffi::CString::new(w).ok());
+    let (state, ptr) = match &text {
+        Some(t) => (pg_sys::BackendState::STATE_RUNNING, t.as_ptr()),
+        None => (pg_sys::BackendState::STATE_IDLE, std::ptr::null()),
+    };
+    // SAFETY: the worker's own backend; Postgres copies the text.
+    unsafe { pg_sys::pgstat_report_activity(state, ptr) };
 }
 
 /// The worker's entry point (bgw_function_name).
@@ -579,6 +599,7 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
             match drain_pass(&mut state) {
                 Some(sleep) => {
                     if state.index == 0 {
+                        report_activity(Some("balance_queue: maintenance"));
                         maintenance(&mut state);
                     }
                     sleep
@@ -588,6 +609,7 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
         } else {
             naptime
         };
+        report_activity(None);
         if !sleep.is_zero() && !BackgroundWorker::wait_latch(Some(sleep)) {
             break;
         }

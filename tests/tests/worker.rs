@@ -789,3 +789,39 @@ fn old_pending_items_are_boosted_ahead_of_newer_ones() {
     );
     assert!(order[0].1 > order[1].1, "it is the newest id: {order:?}");
 }
+
+#[test]
+fn two_workers_drain_one_backlog_together_exactly() {
+    let (_cluster, mut c) = preloaded(
+        "two-workers",
+        &["balance_queue.batch_size = 2000", "balance_queue.bulk_threshold = 0"],
+    );
+    alter_system(&mut c, &["balance_queue.enabled = off"]);
+    let rows = workload::generate(&workload::Shape {
+        transfers: 80_000,
+        tokens: 20,
+        holders: 5_000,
+        ..Default::default()
+    });
+    for chunk in rows.chunks(5000) {
+        rindexer::write_batch(&mut c, TABLE, chunk).unwrap();
+        rindexer::write_batch(&mut c, TABLE, &chunk[..chunk.len() / 50]).unwrap();
+    }
+    let workers = worker_pids(&mut c);
+    assert_eq!(workers.len(), 2, "the default is two workers per database");
+    alter_system(&mut c, &["balance_queue.enabled = on"]);
+    // Both workers are seen applying a batch at the same moment.
+    let mut together = false;
+    while pending(&mut c) > 0 {
+        let busy = scalar_i64(
+            &mut c,
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE backend_type = 'balance_queue worker' AND state = 'active'
+                AND query LIKE 'balance_queue: applying a batch%'",
+        );
+        together |= busy == 2;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(together, "both workers applied batches at the same time");
+    common::assert_matches_sources(&mut c, &[TABLE]);
+}

@@ -153,6 +153,15 @@ fn check(client: &mut Client, expected: &Expected, stored_sql: &str) -> String {
     }
 }
 
+/// [`check`] of balance_queue's balances.
+fn check_balances(client: &mut Client, expected: &Expected) -> String {
+    check(
+        client,
+        expected,
+        "SELECT chain_id, contract_address, holder_address, current_balance::text FROM balance_queue.current_token_balances",
+    )
+}
+
 fn table_for(client: &mut Client, schema: &str) -> String {
     rindexer::create_transfer_table(client, schema);
     format!("{schema}.transfer")
@@ -350,11 +359,7 @@ fn balance_queue(client: &mut Client, rows: &[TransferRow], expected: &Expected)
         .unwrap();
     let ingest_s = ingest(client, &table, rows);
     let after = wait_for_worker(client);
-    let correctness = check(
-        client,
-        expected,
-        "SELECT chain_id, contract_address, holder_address, current_balance::text FROM balance_queue.current_token_balances",
-    );
+    let correctness = check_balances(client, expected);
     Outcome {
         name: "balance_queue (statement triggers + worker)",
         ingest_s,
@@ -409,11 +414,7 @@ fn balance_queue_backlog(
     set_worker_enabled(client, true);
     wait_for_worker(client);
     let drain_s = started.elapsed().as_secs_f64();
-    let correctness = check(
-        client,
-        expected,
-        "SELECT chain_id, contract_address, holder_address, current_balance::text FROM balance_queue.current_token_balances",
-    );
+    let correctness = check_balances(client, expected);
     Outcome {
         name: "balance_queue, worker paused during ingest",
         ingest_s,
@@ -492,11 +493,7 @@ fn drain(args: &Args) -> String {
         .unwrap();
     let attach_s = started.elapsed().as_secs_f64();
     let current_s = wait_for_worker(&mut client);
-    let correctness = check(
-        &mut client,
-        &expected,
-        "SELECT chain_id, contract_address, holder_address, current_balance::text FROM balance_queue.current_token_balances",
-    );
+    let correctness = check_balances(&mut client, &expected);
     writeln!(
         md,
         "| first attach (backfill) of the COPYed table | {attach_s:.2} (attach) | {current_s:.2} | {:.0} | {:.2} | ≤ 3× | {correctness} | {} |",
@@ -533,11 +530,7 @@ fn drain(args: &Args) -> String {
         set_worker_enabled(&mut client, true);
         wait_for_worker(&mut client);
         let drain_s = started.elapsed().as_secs_f64();
-        let correctness = check(
-            &mut client,
-            &expected,
-            "SELECT chain_id, contract_address, holder_address, current_balance::text FROM balance_queue.current_token_balances",
-        );
+        let correctness = check_balances(&mut client, &expected);
         let target = if threshold.is_some() {
             if workers == 1 { "≥ 50,000/s" } else { "≥ 75,000/s" }
         } else {
@@ -730,6 +723,28 @@ fn growth(args: &Args) -> String {
         writeln!(md, "| {h} | {b:.3} | {m:.3} | {:.0}× |", m / b).unwrap();
     }
     writeln!(md, "\nChart: {}", chart.display()).unwrap();
+
+    // A rebuild of the whole chain from the history now in the table.
+    let transfers = scalar(&mut client, &format!("SELECT count(*) FROM {bq}"));
+    let started = Instant::now();
+    let requeued = scalar(
+        &mut client,
+        "SELECT items_requeued FROM balance_queue.handle_reorg(1, 0)",
+    );
+    let call_s = started.elapsed().as_secs_f64();
+    wait_for_worker(&mut client);
+    let rebuild_s = started.elapsed().as_secs_f64();
+    let expected = recompute::recompute(&mut client, &[Source::rindexer(&bq)]);
+    let correctness = check_balances(&mut client, &expected);
+    writeln!(
+        md,
+        "\nRebuild: `handle_reorg(1, 0)` of the chain's {transfers} rows ({requeued} rows queued again): \
+         {call_s:.1} s in the call, {rebuild_s:.1} s until every balance is current ({:.0} rows/s); balances {correctness}; \
+         bulk load: {}.",
+        transfers as f64 / rebuild_s,
+        last_bulk_load(&mut client)
+    )
+    .unwrap();
     md
 }
 

@@ -2,6 +2,9 @@
 //! Transfer table, the extension attached, transfers loaded the way
 //! rindexer writes them, the queue drained, top holders printed, and every
 //! balance checked against an independent recomputation from the raw rows.
+//! Then the chain is rebuilt with `handle_reorg(1, 0)` and the background
+//! worker re-applies it through the bulk path, its progress printed from
+//! `source_progress` and `bulk_loads`, and every balance is checked again.
 //!
 //! Usage: demo [--csv PATH] [--transfers N] [--batch N] [--drain-batch N] [--replay-percent P]
 //!   --csv PATH          load a rindexer CSV export instead of the generated workload
@@ -16,7 +19,7 @@ use balance_queue_harness::rindexer::{self, TransferRow};
 use balance_queue_harness::{data, drain, workload};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct Args {
     csv: Option<PathBuf>,
@@ -71,7 +74,17 @@ fn rate(count: usize, seconds: f64) -> String {
 fn main() {
     let args = parse_args();
     println!("== balance_queue demo ==");
-    let cluster = Cluster::start("demo", &[]);
+    // The worker is preloaded but paused: the first drain is the manual
+    // one, the rebuild at the end is the worker's.
+    let cluster = Cluster::start(
+        "demo",
+        &[
+            "shared_preload_libraries = 'balance_queue'",
+            "balance_queue.database = 'demo'",
+            "balance_queue.enabled = off",
+            "balance_queue.bulk_threshold = 1000",
+        ],
+    );
     let mut client = cluster.database_with_extension("demo");
     let version: String = client.query_one("SHOW server_version", &[]).unwrap().get(0);
     println!("cluster      throwaway Postgres {version}, extension balance_queue created");
@@ -158,16 +171,111 @@ fn main() {
     print_queue_counts(&mut client);
     print_top_holders(&mut client);
 
-    let expected = recompute::recompute(&mut client, &[Source::rindexer(&table)]);
+    check(&mut client, &table, "check");
+    rebuild(&mut client);
+    check(&mut client, &table, "re-check");
+}
+
+/// Rebuilds chain 1 with `handle_reorg(1, 0)` and lets the background
+/// worker re-apply it (the bulk path: the chain is empty and the backlog
+/// above the demo's `bulk_threshold`), printing its progress.
+fn rebuild(client: &mut postgres::Client) {
+    let started = Instant::now();
+    let requeued: i64 = client
+        .query_one("SELECT items_requeued FROM balance_queue.handle_reorg(1, 0)", &[])
+        .unwrap()
+        .get(0);
+    println!("rebuild      handle_reorg(1, 0): chain 1 forgotten, {requeued} rows queued again; worker enabled");
+    set_worker_enabled(client, true);
+    let mut last_print = Instant::now() - Duration::from_secs(1);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting == 0 || last_print.elapsed() >= Duration::from_millis(500) {
+            print_progress(client);
+            last_print = Instant::now();
+        }
+        if waiting == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for r in client
+        .query(
+            "SELECT id, status, transfers_queued, coalesce(transfers_applied, 0), coalesce(balances_written, 0),
+                    round(extract(epoch FROM finished_at - started_at)::numeric, 2)::text
+               FROM balance_queue.bulk_loads ORDER BY id",
+            &[],
+        )
+        .unwrap()
+    {
+        println!(
+            "bulk load    #{} {}: {} transfers queued, {} applied, {} balances written in {} s",
+            r.get::<_, i64>(0),
+            r.get::<_, String>(1),
+            r.get::<_, i64>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4),
+            r.get::<_, Option<String>>(5).unwrap_or_default()
+        );
+    }
+    println!(
+        "rebuilt      in {:.2} s from the handle_reorg call to current balances",
+        started.elapsed().as_secs_f64()
+    );
+    set_worker_enabled(client, false);
+}
+
+/// Sets `balance_queue.enabled` server-wide (ALTER SYSTEM cannot share a
+/// statement with the reload: it refuses a transaction block).
+fn set_worker_enabled(client: &mut postgres::Client, enabled: bool) {
+    client
+        .batch_execute(&format!("ALTER SYSTEM SET balance_queue.enabled = {enabled}"))
+        .unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+}
+
+/// One line per attached table from `source_progress`.
+fn print_progress(client: &mut postgres::Client) {
+    for r in client
+        .query(
+            "SELECT source_table::text, rows_queued, rows_applied, rows_waiting, rows_per_second::text,
+                    coalesce(time_left::text, '?')
+               FROM balance_queue.source_progress ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+    {
+        println!(
+            "progress     {}: {} rows queued, {} applied, {} waiting, {} rows/s over the last minute, time left {}",
+            r.get::<_, String>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, i64>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, String>(4),
+            r.get::<_, String>(5)
+        );
+    }
+}
+
+/// Compares every balance with an independent recomputation from the raw
+/// rows of `table`; exits non-zero on any difference.
+fn check(client: &mut postgres::Client, table: &str, label: &str) {
+    let expected = recompute::recompute(client, &[Source::rindexer(table)]);
     let out_of_range = recompute::out_of_range_keys(&expected);
-    let comparison = recompute::compare(&mut client, &expected, &out_of_range);
+    let comparison = recompute::compare(client, &expected, &out_of_range);
     let negative = expected
         .balances
         .values()
         .filter(|b| b.sign() == num_bigint::Sign::Minus)
         .count();
     println!(
-        "check        {} of {} balances match an independent recomputation from the raw rows \
+        "{label:<12} {} of {} balances match an independent recomputation from the raw rows \
          ({} distinct transfers, {} duplicate rows counted once, {} negative balances kept as is{})",
         comparison.matching,
         comparison.keys,
