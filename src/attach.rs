@@ -1,7 +1,7 @@
 //! Attaching transfer tables: triggers, registration and backfill.
 
 use crate::errors::{invalid_parameter, raise, spi_ok};
-use crate::source_sql::SourceMapping;
+use crate::source_sql::{BUILTIN_TYPED_COLUMN, SourceMapping};
 use pgrx::PgRelation;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -164,8 +164,10 @@ pub fn attach_transfer_table(
                 &[relid.into(), column.into()],
             ));
             let builtin = spi_ok(client.select(
-                "SELECT 1 FROM pg_catalog.pg_attribute
-                  WHERE attrelid = $1::oid AND attname = $2 AND atttypid < 16384",
+                &format!(
+                    "SELECT 1 FROM pg_catalog.pg_attribute
+                      WHERE attrelid = $1::oid AND attname = $2 AND {BUILTIN_TYPED_COLUMN}"
+                ),
                 Some(1),
                 &[relid.into(), column.into()],
             ));

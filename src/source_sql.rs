@@ -7,6 +7,14 @@
 
 use pgrx::spi::{quote_identifier, quote_literal};
 
+/// A `pg_attribute` row whose column has a built-in type: one created by
+/// initdb, with an oid below `FirstNormalObjectId` (16384, Postgres's
+/// src/include/access/transam.h). The extension reads source columns only
+/// through casts to text, possibly as a superuser (the worker,
+/// recalculation), so only built-in output functions ever run. The one
+/// definition of that check.
+pub const BUILTIN_TYPED_COLUMN: &str = "atttypid < 16384";
+
 /// Where a source's transfer facts live: column names, and the chain (fixed,
 /// or looked up from each row's network name in the chain registry).
 #[derive(Debug, Clone)]
@@ -227,4 +235,15 @@ pub fn sides_of_validated(validated: &str, filter: &RowFilter<'_>) -> String {
         zero = crate::address::ZERO_ADDRESS,
         filter = filter.terms(),
     )
+}
+
+#[cfg(test)]
+mod builtin_type_tests {
+    use super::BUILTIN_TYPED_COLUMN;
+
+    #[test]
+    fn built_in_types_are_those_below_first_normal_object_id() {
+        // FirstNormalObjectId in src/include/access/transam.h.
+        assert_eq!(BUILTIN_TYPED_COLUMN, "atttypid < 16384");
+    }
 }

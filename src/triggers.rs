@@ -5,7 +5,7 @@
 use crate::attach::load_mapping;
 use crate::errors::{invalid_parameter, spi_ok};
 use crate::source_rows;
-use crate::source_sql::SourceMapping;
+use crate::source_sql::{BUILTIN_TYPED_COLUMN, SourceMapping};
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use std::ffi::{CStr, CString};
@@ -225,8 +225,10 @@ pub fn row_trigger_mappings(
         let columns: Vec<String> = spi_ok(client.select(
             // Built-in types only: recalculation may run as the worker's
             // superuser and reads every column through a cast to text.
-            "SELECT attname::text FROM pg_catalog.pg_attribute
-              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND atttypid < 16384",
+            &format!(
+                "SELECT attname::text FROM pg_catalog.pg_attribute
+                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND {BUILTIN_TYPED_COLUMN}"
+            ),
             None,
             &[relid.into()],
         ))

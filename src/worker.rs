@@ -153,8 +153,10 @@ fn ready_to_drain(state: &mut WorkerState) -> bool {
 /// configured chains.
 fn work_due() -> bool {
     Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM balance_queue.balance_update_queue
-                         WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now()))",
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM balance_queue.balance_update_queue WHERE {})",
+            apply::DUE
+        ),
     )
     .ok()
     .flatten()
@@ -211,13 +213,12 @@ fn record_failure(id: i64, message: &str, max_attempts: i32) {
     let backoff_ms = f64::from(gucs::RETRY_BACKOFF_MS.get());
     let recorded = in_transaction(|| {
         Spi::run_with_args(
-            "UPDATE balance_queue.balance_update_queue
-                SET retry_count = retry_count + 1,
-                    error_message = $2,
-                    status = CASE WHEN retry_count + 1 >= $3 THEN 'failed' ELSE 'pending' END,
-                    processed_at = CASE WHEN retry_count + 1 >= $3 THEN clock_timestamp() END,
-                    next_attempt_at = now() + make_interval(secs => $4 / 1000.0 * power(2, retry_count))
-              WHERE id = $1 AND status = 'pending'",
+            &format!(
+                "UPDATE balance_queue.balance_update_queue q
+                    SET error_message = $2, {attempt}
+                  WHERE id = $1 AND status = 'pending'",
+                attempt = apply::failed_attempt_set("q", "$3", "$4")
+            ),
             &[id.into(), message.into(), max_attempts.into(), backoff_ms.into()],
         )
     });
@@ -237,10 +238,13 @@ fn isolate_failures(group: &Group, batch_error: &str) {
     let candidates = in_transaction(|| {
         Spi::connect(|client| {
             spi_ok(client.select(
-                "SELECT id FROM balance_queue.balance_update_queue
-                  WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-                    AND ($2::integer IS NULL OR chain_id = $2) AND coalesce(chain_id <> ALL($3::integer[]), true)
-                  ORDER BY priority, id LIMIT $1",
+                &format!(
+                    "SELECT id FROM balance_queue.balance_update_queue
+                      WHERE {due}
+                        AND ($2::integer IS NULL OR chain_id = $2) AND coalesce(chain_id <> ALL($3::integer[]), true)
+                      ORDER BY priority, id LIMIT $1",
+                    due = apply::DUE
+                ),
                 None,
                 &[
                     group.config.batch_size.into(),

@@ -13,7 +13,7 @@
 
 use super::batch::BatchOutcome;
 use super::chain_lock;
-use super::claim::{ClaimFilter, claim_chain};
+use super::claim::{ClaimFilter, DUE, claim_chain};
 use super::complete::complete;
 use super::ledger::{Mode, apply_items_as};
 use super::read_back::row_sources;
@@ -35,8 +35,7 @@ fn candidate_sql() -> String {
         "SELECT q.chain_id, q.transfers
            FROM (SELECT chain_id, sum(row_count) AS transfers
                    FROM balance_queue.balance_update_queue
-                  WHERE status = 'pending' AND chain_id IS NOT NULL
-                    AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                  WHERE {due} AND chain_id IS NOT NULL
                     AND ($1::integer IS NULL OR chain_id = $1)
                     AND coalesce(chain_id <> ALL($2::integer[]), true)
                   GROUP BY chain_id) q
@@ -44,7 +43,8 @@ fn candidate_sql() -> String {
             AND {empty}
           ORDER BY q.transfers DESC, q.chain_id
           LIMIT 1",
-        empty = CHAIN_EMPTY.replace("$1", "q.chain_id")
+        empty = CHAIN_EMPTY.replace("$1", "q.chain_id"),
+        due = DUE,
     )
 }
 

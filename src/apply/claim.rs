@@ -43,6 +43,11 @@ pub(super) struct Claimed {
     pub items: i64,
 }
 
+/// A queue item that is due: pending and past its backoff. The one
+/// definition of "due"; the pending index (`balance_update_queue_pending_idx`,
+/// on pending items) serves it.
+pub const DUE: &str = "status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())";
+
 /// The columns every claim selects, read by position in [`Claimed::absorb`].
 const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL AND source_row_ids IS NULL, chain_id, contract_address, \
      holder_address, triggered_by_block, source_row_ids IS NOT NULL, row_count, source_table::oid";
@@ -54,8 +59,7 @@ const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL AND source_row_ids IS NULL, c
 static CLAIM_DUE_SQL: Lazy<String> = Lazy::new(|| {
     format!(
         "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
-          WHERE status = 'pending'
-            AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+          WHERE {DUE}
             AND ($1::integer IS NULL OR chain_id = $1)
             AND coalesce(chain_id <> ALL($2::integer[]), true)
             AND ($3::bigint[] IS NULL OR id = ANY($3))
@@ -126,8 +130,7 @@ static CLAIM_CHAIN_ROW_ITEMS_SQL: Lazy<String> = Lazy::new(|| {
 static CLAIM_CHAIN_SQL: Lazy<String> = Lazy::new(|| {
     format!(
         "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
-              WHERE status = 'pending' AND chain_id = $1
-                AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+              WHERE {DUE} AND chain_id = $1
                 AND (delta_wei IS NOT NULL OR source_row_ids IS NOT NULL)
                 AND (source_row_ids IS NULL OR source_table::oid = ANY($2::oid[]))
               FOR UPDATE SKIP LOCKED"
@@ -326,4 +329,21 @@ pub(super) fn claim_chain(client: &mut SpiClient<'_>, chain_id: i32, readable: &
     );
     claimed.items = (claimed.delta_ids.len() + claimed.row_items.len()) as i64;
     claimed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_claim_of_due_items_uses_the_one_due_rule() {
+        for sql in [CLAIM_DUE_SQL.as_str(), CLAIM_CHAIN_SQL.as_str()] {
+            assert!(sql.contains(DUE), "{sql}");
+            assert!(sql.contains("FOR UPDATE SKIP LOCKED"), "{sql}");
+        }
+        assert_eq!(
+            DUE,
+            "status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
+        );
+    }
 }

@@ -36,9 +36,10 @@ mod split;
 pub use balances::{BalanceKey, usd_sql};
 pub use batch::apply_batch;
 pub use bulk::{apply_bulk, begin_bulk_load, bulk_candidate, chains_in_bulk, end_bulk_load};
-pub use claim::ClaimFilter;
+pub use claim::{ClaimFilter, DUE};
 pub use drain::{complete_drained, drain_key};
 pub use recompute::{recompute_and_store, sources_for_chain};
+pub use set_back::failed_attempt_set;
 pub use split::split_row_item;
 // Part of the face, though no caller names them today (they use the values
 // without spelling the types), so rustc sees these paths unused.

@@ -4,7 +4,8 @@
 
 use crate::errors::spi_ok;
 use crate::source_rows::row_id_column;
-use crate::source_sql::{RowFilter, SourceMapping, sides_of_validated};
+use crate::source_sql::{BUILTIN_TYPED_COLUMN, RowFilter, SourceMapping, sides_of_validated};
+use once_cell::sync::Lazy;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::collections::BTreeSet;
@@ -16,8 +17,12 @@ const TRIGGERED_SQL: &str = "SELECT 1 FROM pg_catalog.pg_trigger
 
 /// A row when a column of table `$1` (oid) among `$2` (text[]) has a
 /// user-defined type.
-const USER_TYPED_COLUMN_SQL: &str = "SELECT 1 FROM pg_catalog.pg_attribute
-          WHERE attrelid = $1 AND attname = ANY($2) AND atttypid >= 16384";
+static USER_TYPED_COLUMN_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "SELECT 1 FROM pg_catalog.pg_attribute
+          WHERE attrelid = $1 AND attname = ANY($2) AND NOT ({BUILTIN_TYPED_COLUMN})"
+    )
+});
 
 /// Marks the `source_rows` items `$1` (bigint[]) failed: their table can no
 /// longer be read back.
@@ -90,7 +95,7 @@ fn builtin_columns(client: &SpiClient<'_>, relid: pg_sys::Oid, mapping: &SourceM
     .cloned()
     .collect();
     spi_ok(client.select(
-        USER_TYPED_COLUMN_SQL,
+        USER_TYPED_COLUMN_SQL.as_str(),
         Some(1),
         &[relid.into(), columns.into()],
     ))

@@ -17,6 +17,20 @@ use pgrx::datum::DatumWithOid;
 use pgrx::spi::SpiClient;
 use std::collections::BTreeSet;
 
+/// The SET list that records one more failed attempt of queue item `q`
+/// (an alias): `retry_count` + 1; `failed` (with `processed_at`) once
+/// `max_attempts` (a parameter, integer) attempts failed, else pending
+/// again after `backoff_ms` (a parameter, milliseconds) doubled per earlier
+/// attempt. The one definition of the retry rule.
+pub fn failed_attempt_set(q: &str, max_attempts: &str, backoff_ms: &str) -> String {
+    format!(
+        "retry_count = {q}.retry_count + 1,
+         status = CASE WHEN {q}.retry_count + 1 >= {max_attempts} THEN 'failed' ELSE 'pending' END,
+         processed_at = CASE WHEN {q}.retry_count + 1 >= {max_attempts} THEN clock_timestamp() END,
+         next_attempt_at = now() + make_interval(secs => {backoff_ms} / 1000.0 * power(2, {q}.retry_count))"
+    )
+}
+
 /// The key's sides, bound as in [`key_args`].
 const KEY_SIDES: RowFilter<'static> = RowFilter {
     valid: None,
@@ -58,10 +72,7 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
         "
     WITH failed AS (
         UPDATE balance_queue.balance_update_queue q
-           SET retry_count = q.retry_count + 1,
-               status = CASE WHEN q.retry_count + 1 >= $5 THEN 'failed' ELSE 'pending' END,
-               processed_at = CASE WHEN q.retry_count + 1 >= $5 THEN clock_timestamp() END,
-               next_attempt_at = now() + make_interval(secs => $6 / 1000.0 * power(2, q.retry_count)),
+           SET {attempt},
                error_message = format({OUT_OF_RANGE_MESSAGE},
                    q.triggered_by_tx, q.triggered_by_log_index, q.retry_count + 1, q.holder_address,
                    q.contract_address, q.chain_id)
@@ -80,7 +91,8 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
             "q.holder_address",
             "q.delta_wei",
             "q.triggered_by_block"
-        )
+        ),
+        attempt = failed_attempt_set("q", "$5", "$6"),
     )
 });
 
@@ -173,5 +185,21 @@ pub(super) fn set_back_keys(
         let args = key_args(row_ids, key, max_attempts, backoff_ms);
         let spilled = spi_ok(client.update(&spill_key_sql(sources), Some(1), &args));
         set_back.failed += spi_ok(spilled.first().get_one::<i64>()).unwrap_or(0) as i32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_attempt_backs_off_doubling_then_fails_at_the_limit() {
+        let set = failed_attempt_set("q", "$5", "$6");
+        assert!(set.contains("retry_count = q.retry_count + 1"), "{set}");
+        assert!(set.contains("WHEN q.retry_count + 1 >= $5 THEN 'failed' ELSE 'pending'"), "{set}");
+        assert!(set.contains("$6 / 1000.0 * power(2, q.retry_count)"), "{set}");
+        // The set-back statement binds the limit at $5 and the backoff at
+        // $6, as key_args does.
+        assert!(FAIL_KEY_SQL.contains(&set));
     }
 }
