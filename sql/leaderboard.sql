@@ -46,6 +46,13 @@ COMMENT ON TABLE balance_queue.token_leaderboard IS
 -- keys at or above a cutoff (before or after) are touched, so a batch of
 -- 50,000 transfers costs a hash probe per changed key and a few board
 -- writes.
+--
+-- Both statements are planned at each run (EXECUTE): a plan cached in the
+-- session (the worker's lives for days) is made for the transition table's
+-- size at its first run, often a single row, and for the boards as they
+-- were then, often empty; reused for a batch of 50,000 keys on full boards
+-- it joins by nested loops and a statement takes minutes (measured: lock
+-- waits of 124 s between two workers). Planning costs a millisecond.
 CREATE FUNCTION balance_queue._follow_leaderboards()
 RETURNS trigger LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -53,23 +60,23 @@ AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         -- keys that were on a board and are not any more
-        DELETE FROM balance_queue.token_leaderboard t
-         USING old_rows o
-          JOIN balance_queue.leaderboard_cutoffs k USING (chain_id, contract_address)
-         WHERE o.current_balance >= k.min_balance
-           AND t.chain_id = o.chain_id AND t.contract_address = o.contract_address
-           AND t.holder_address = o.holder_address;
+        EXECUTE 'DELETE FROM balance_queue.token_leaderboard t
+                  USING old_rows o
+                   JOIN balance_queue.leaderboard_cutoffs k USING (chain_id, contract_address)
+                  WHERE o.current_balance >= k.min_balance
+                    AND t.chain_id = o.chain_id AND t.contract_address = o.contract_address
+                    AND t.holder_address = o.holder_address';
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO balance_queue.token_leaderboard AS t
-            (chain_id, contract_address, holder_address, balance)
-        SELECT n.chain_id, n.contract_address, n.holder_address, n.current_balance
-          FROM new_rows n
-          JOIN balance_queue.leaderboard_cutoffs k USING (chain_id, contract_address)
-         WHERE n.current_balance >= k.min_balance
-         ORDER BY 1, 2, 3
-        ON CONFLICT (chain_id, contract_address, holder_address) DO UPDATE
-           SET balance = EXCLUDED.balance;
+        EXECUTE 'INSERT INTO balance_queue.token_leaderboard AS t
+                     (chain_id, contract_address, holder_address, balance)
+                 SELECT n.chain_id, n.contract_address, n.holder_address, n.current_balance
+                   FROM new_rows n
+                   JOIN balance_queue.leaderboard_cutoffs k USING (chain_id, contract_address)
+                  WHERE n.current_balance >= k.min_balance
+                  ORDER BY 1, 2, 3
+                 ON CONFLICT (chain_id, contract_address, holder_address) DO UPDATE
+                    SET balance = EXCLUDED.balance';
     END IF;
     RETURN NULL;
 END
