@@ -19,7 +19,8 @@
 
 use crate::apply::{self, ClaimFilter};
 use crate::errors::spi_ok;
-use crate::{gucs, health};
+use crate::gucs;
+use crate::maintenance::health;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
@@ -384,7 +385,7 @@ fn maintenance(state: &mut WorkerState) {
         .is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL)
     {
         state.last_prune = Some(Instant::now());
-        if let Err(e) = in_transaction(crate::reorg::prune_confirmed_sides) {
+        if let Err(e) = in_transaction(crate::repair::reorg::prune_confirmed_sides) {
             warning!("balance_queue: pruning confirmed blocks failed: {e}");
         }
     }

@@ -18,7 +18,7 @@ use super::complete::complete;
 use super::ledger::{Mode, apply_items_as};
 use super::read_back::row_sources;
 use crate::errors::spi_ok;
-use crate::source_rows;
+use crate::sources::row_ids;
 use pgrx::spi::SpiClient;
 use std::time::Instant;
 
@@ -161,7 +161,7 @@ pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Op
         None,
         &[],
     ));
-    let readable = source_rows::try_lock_row_sources(client);
+    let readable = row_ids::try_lock_row_sources(client);
     let claimed = claim_chain(client, chain_id, &readable);
     let mut heads = claimed.heads.clone();
     let (sources, row_ids) = row_sources(client, &claimed.row_items);

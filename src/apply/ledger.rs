@@ -12,7 +12,7 @@ use super::complete::merge_heads;
 use super::read_back::ReadBack;
 use super::set_back::{SetBack, set_back_keys};
 use crate::errors::spi_ok;
-use crate::source_sql::{RowFilter, SourceMapping};
+use crate::sources::mapping::{RowFilter, SourceMapping};
 use once_cell::sync::Lazy;
 use pgrx::spi::SpiClient;
 use std::collections::BTreeMap;

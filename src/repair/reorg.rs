@@ -5,7 +5,7 @@
 use crate::address::normalize_arg;
 use crate::apply::{sources_for_chain, usd_sql};
 use crate::errors::{invalid_parameter, spi_ok};
-use crate::source_sql::RowFilter;
+use crate::sources::mapping::RowFilter;
 use once_cell::sync::Lazy;
 use pgrx::prelude::*;
 
@@ -122,8 +122,8 @@ pub fn handle_reorg(
         // Wait for drains holding id-range items of the chain, and keep
         // others off them: once they commit their rows count (and are taken
         // back and re-queued below); the rest stay waiting for their item.
-        crate::source_rows::lock_row_sources(client);
-        crate::source_rows::lock_waiting_rows_of_chain(client, p_chain_id);
+        crate::sources::row_ids::lock_row_sources(client);
+        crate::sources::row_ids::lock_waiting_rows_of_chain(client, p_chain_id);
         // Consume the chain's pending items from the block on, waiting for
         // drains that hold some: the rows they came from are re-read below.
         spi_ok(client.update(
@@ -157,13 +157,13 @@ pub fn handle_reorg(
             // did: one item per 5,000 rows (bad rows among them are
             // recorded again when read back).
             if p_from_block == 0 && source.row_id_column.is_some() {
-                requeued += crate::source_rows::queue_rows_of_chain(client, &source, p_chain_id);
+                requeued += crate::sources::row_ids::queue_rows_of_chain(client, &source, p_chain_id);
                 continue;
             }
             // Rows still waiting in an id-range item are left to it; bad
             // rows were recorded as failed items when first queued.
             let insert = source.enqueue_where(
-                &crate::source_rows::counted_relation(&source),
+                &crate::sources::row_ids::counted_relation(&source),
                 1,
                 source.relid,
                 &RowFilter {
@@ -173,7 +173,7 @@ pub fn handle_reorg(
                     ..RowFilter::default()
                 },
             );
-            requeued += crate::attach::run_counted(client, &insert);
+            requeued += crate::sources::attach::run_counted(client, &insert);
         }
         (taken, requeued)
     });

@@ -1,7 +1,7 @@
 //! Attaching transfer tables: triggers, registration and backfill.
 
 use crate::errors::{invalid_parameter, raise, spi_ok};
-use crate::source_sql::{BUILTIN_TYPED_COLUMN, SourceMapping};
+use crate::sources::mapping::{BUILTIN_TYPED_COLUMN, SourceMapping};
 use pgrx::PgRelation;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -196,7 +196,7 @@ pub fn attach_transfer_table(
                 );
             }
         }
-        let row_id_column = crate::source_rows::integer_primary_key(client, relid);
+        let row_id_column = crate::sources::row_ids::integer_primary_key(client, relid);
         spi_ok(
             client.update(
                 "INSERT INTO balance_queue.attached_sources
@@ -256,7 +256,7 @@ pub fn attach_transfer_table(
         }
         match (backfill, &mapping.row_id_column) {
             (false, _) => 0,
-            (true, Some(_)) => crate::source_rows::queue_rows(client, &mapping, table),
+            (true, Some(_)) => crate::sources::row_ids::queue_rows(client, &mapping, table),
             (true, None) => run_counted(client, &mapping.enqueue(table, 1, relid.to_u32())),
         }
     })
@@ -288,12 +288,12 @@ pub fn detach_transfer_table(source: PgRelation) -> i64 {
             ));
         }
         // Rows still waiting in an id-range item were never counted.
-        let never_counted = crate::source_rows::supersede_pending_rows(
+        let never_counted = crate::sources::row_ids::supersede_pending_rows(
             client,
             relid.to_u32(),
             "superseded: the table was detached before these rows were applied",
         );
-        let counted = crate::source_rows::without_cut_rows(
+        let counted = crate::sources::row_ids::without_cut_rows(
             &mapping,
             &mapping.label,
             never_counted.as_deref(),

@@ -25,7 +25,7 @@
 //! ([`try_lock_row_sources`]), skipping the items of the other tables.
 
 use crate::errors::spi_ok;
-use crate::source_sql::{SourceMapping, text_column};
+use crate::sources::mapping::{SourceMapping, text_column};
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, quote_identifier, quote_literal};
 
@@ -94,7 +94,7 @@ pub fn queue_rows_of_chain(client: &mut SpiClient<'_>, mapping: &SourceMapping, 
         (None, Some(network)) => format!(
             "(SELECT c.* FROM {relation} c
                WHERE {} = (SELECT network_name FROM balance_queue.chain_registry WHERE chain_id = {chain_id}))",
-            crate::source_sql::text_column("c", network)
+            crate::sources::mapping::text_column("c", network)
         ),
         _ => return 0,
     };
