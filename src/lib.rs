@@ -3,8 +3,8 @@
 //!
 //! Floors, lowest first (a module imports only from its own floor and the
 //! ones below; docs/architecture.md draws them):
-//! 1. `errors`, `address`, `uint256`, `format`, `gucs`: shared helpers and
-//!    settings.
+//! 1. `errors`, `address`, `uint256`, `format`, `gucs`, `config`: shared helpers,
+//!    settings and the per-chain processing configuration.
 //! 2. `sources/`: attached transfer tables: the column mapping and what a
 //!    valid row is (`mapping`, `row_check`), attach/detach (`attach`), the
 //!    statement triggers (`triggers`) and rows queued by id (`row_ids`).
@@ -20,6 +20,7 @@ use pgrx::prelude::*;
 
 mod address;
 mod apply;
+mod config;
 mod errors;
 mod format;
 mod gucs;

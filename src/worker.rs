@@ -20,6 +20,7 @@
 use crate::apply::{self, ClaimFilter};
 use crate::errors::spi_ok;
 use crate::gucs;
+use crate::config;
 use crate::maintenance::health;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
@@ -169,7 +170,7 @@ fn work_due() -> bool {
 #[derive(Debug, Clone)]
 struct Group {
     filter: ClaimFilter,
-    config: health::QueueConfig,
+    config: config::QueueConfig,
 }
 
 fn load_groups() -> Vec<Group> {
@@ -184,7 +185,7 @@ fn load_groups() -> Vec<Group> {
         let mut groups: Vec<Group> = configured
             .iter()
             .map(|&chain| {
-                let config = health::effective_config(client, Some(chain));
+                let config = config::effective_config(client, Some(chain));
                 Group {
                     filter: ClaimFilter {
                         chain_id: Some(chain),
@@ -195,7 +196,7 @@ fn load_groups() -> Vec<Group> {
                 }
             })
             .collect();
-        let config = health::effective_config(client, None);
+        let config = config::effective_config(client, None);
         groups.push(Group {
             filter: ClaimFilter {
                 exclude_chains: configured,

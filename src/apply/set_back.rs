@@ -171,7 +171,7 @@ pub(super) fn set_back_keys(
 ) {
     let backoff_ms = f64::from(crate::gucs::RETRY_BACKOFF_MS.get());
     for key in keys {
-        let max_attempts = crate::maintenance::health::effective_config(client, Some(key.0)).max_retry_attempts;
+        let max_attempts = crate::config::effective_config(client, Some(key.0)).max_retry_attempts;
         let args = key_args(ids, key, max_attempts, backoff_ms);
         for row in spi_ok(client.update(FAIL_KEY_SQL.as_str(), None, &args)) {
             set_back.ids.insert(spi_ok(row.get::<i64>(1)).expect("id"));
