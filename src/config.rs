@@ -49,4 +49,3 @@ pub fn effective_config(client: &pgrx::spi::SpiClient<'_>, chain_id: Option<i32>
         priority_boost_threshold_hours: spi_ok(row.get::<i32>(5)).unwrap_or(0),
     }
 }
-

@@ -18,9 +18,9 @@
 //! pruning, snapshots, priority boosts).
 
 use crate::apply::{self, ClaimFilter};
+use crate::config;
 use crate::errors::spi_ok;
 use crate::gucs;
-use crate::config;
 use crate::maintenance::health;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
@@ -154,12 +154,10 @@ fn ready_to_drain(state: &mut WorkerState) -> bool {
 /// idle worker costs one cheap query per naptime, whatever the number of
 /// configured chains.
 fn work_due() -> bool {
-    Spi::get_one::<bool>(
-        &format!(
-            "SELECT EXISTS (SELECT 1 FROM balance_queue.balance_update_queue WHERE {})",
-            apply::DUE
-        ),
-    )
+    Spi::get_one::<bool>(&format!(
+        "SELECT EXISTS (SELECT 1 FROM balance_queue.balance_update_queue WHERE {})",
+        apply::DUE
+    ))
     .ok()
     .flatten()
     .unwrap_or(true)
@@ -221,7 +219,12 @@ fn record_failure(id: i64, message: &str, max_attempts: i32) {
                   WHERE id = $1 AND status = 'pending'",
                 attempt = apply::failed_attempt_set("q", "$3", "$4")
             ),
-            &[id.into(), message.into(), max_attempts.into(), backoff_ms.into()],
+            &[
+                id.into(),
+                message.into(),
+                max_attempts.into(),
+                backoff_ms.into(),
+            ],
         )
     });
     let problem = match recorded {
@@ -332,9 +335,13 @@ fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
     state
         .last_bulk_check
         .insert(group.filter.chain_id, Instant::now());
-    state.bulk_failed.retain(|_, t| t.elapsed() < BULK_RETRY_AFTER);
+    state
+        .bulk_failed
+        .retain(|_, t| t.elapsed() < BULK_RETRY_AFTER);
     let mut filter = group.filter.clone();
-    filter.exclude_chains.extend(state.bulk_failed.keys().copied());
+    filter
+        .exclude_chains
+        .extend(state.bulk_failed.keys().copied());
     let begun = in_transaction(|| {
         Spi::connect_mut(|client| {
             let (chain, transfers) = apply::bulk_candidate(client, &filter, threshold)?;
@@ -350,7 +357,9 @@ fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
             return false;
         }
     };
-    log!("balance_queue: bulk apply of chain {chain} started: {transfers} transfers queued (bulk_loads id {load})");
+    log!(
+        "balance_queue: bulk apply of chain {chain} started: {transfers} transfers queued (bulk_loads id {load})"
+    );
     report_activity(Some(&format!(
         "balance_queue: bulk load {load} of chain {chain}, {transfers} transfers"
     )));
@@ -364,7 +373,9 @@ fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
         }
         Ok(None) => false,
         Err(message) => {
-            warning!("balance_queue: bulk apply of chain {chain} failed, draining it batch by batch: {message}");
+            warning!(
+                "balance_queue: bulk apply of chain {chain} failed, draining it batch by batch: {message}"
+            );
             state.bulk_failed.insert(chain, Instant::now());
             let _ = in_transaction(|| {
                 Spi::connect_mut(|client| {

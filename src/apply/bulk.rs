@@ -23,7 +23,8 @@ use pgrx::spi::SpiClient;
 use std::time::Instant;
 
 /// No ledger row, balance or pending-window row of chain `$1` exists.
-const CHAIN_EMPTY: &str = "NOT EXISTS (SELECT 1 FROM balance_queue.applied_transfers WHERE chain_id = $1)
+const CHAIN_EMPTY: &str =
+    "NOT EXISTS (SELECT 1 FROM balance_queue.applied_transfers WHERE chain_id = $1)
          AND NOT EXISTS (SELECT 1 FROM balance_queue.current_token_balances WHERE chain_id = $1)
          AND NOT EXISTS (SELECT 1 FROM balance_queue.pending_transfer_sides WHERE chain_id = $1)";
 
@@ -73,12 +74,9 @@ pub fn bulk_candidate(
             threshold.into(),
         ],
     ));
-    rows.into_iter().next().and_then(|row| {
-        Some((
-            spi_ok(row.get::<i32>(1))?,
-            spi_ok(row.get::<i64>(2))?,
-        ))
-    })
+    rows.into_iter()
+        .next()
+        .and_then(|row| Some((spi_ok(row.get::<i32>(1))?, spi_ok(row.get::<i64>(2))?)))
 }
 
 /// The chains a live backend is bulk-applying: batches leave them alone, so
@@ -140,9 +138,13 @@ pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Op
     let started = Instant::now();
     chain_lock::own_chain(client, chain_id);
     let empty = spi_ok(
-        spi_ok(client.select(&format!("SELECT {CHAIN_EMPTY}"), Some(1), &[chain_id.into()]))
-            .first()
-            .get_one::<bool>(),
+        spi_ok(client.select(
+            &format!("SELECT {CHAIN_EMPTY}"),
+            Some(1),
+            &[chain_id.into()],
+        ))
+        .first()
+        .get_one::<bool>(),
     )
     .unwrap_or(false);
     if !empty {
@@ -182,11 +184,7 @@ pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Op
         .collect();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     complete(client, &applied, &heads, elapsed_ms);
-    spi_ok(client.update(
-        DONE_SQL,
-        None,
-        &[load_id.into(), claimed.transfers.into()],
-    ));
+    spi_ok(client.update(DONE_SQL, None, &[load_id.into(), claimed.transfers.into()]));
     Some(BatchOutcome {
         processed: claimed.items as i32,
         full: true,

@@ -46,7 +46,8 @@ pub(super) struct Claimed {
 /// A queue item that is due: pending and past its backoff. The one
 /// definition of "due"; the pending index (`balance_update_queue_pending_idx`,
 /// on pending items) serves it.
-pub const DUE: &str = "status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())";
+pub const DUE: &str =
+    "status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())";
 
 /// The columns every claim selects, read by position in [`Claimed::absorb`].
 const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL AND source_row_ids IS NULL, chain_id, contract_address, \

@@ -2,10 +2,10 @@
 //! recalculation items in a batch and for `recalculate_address_balance`.
 
 use super::balances::{MAX_U256, usd_sql};
-use crate::sources::attach::mappings_for_chain;
 use crate::errors::spi_ok;
-use crate::sources::row_ids::counted_relation;
+use crate::sources::mapping::mappings_for_chain;
 use crate::sources::mapping::{RowFilter, SourceMapping};
+use crate::sources::row_ids::counted_relation;
 use crate::sources::triggers::row_trigger_mappings;
 use pgrx::spi::SpiClient;
 

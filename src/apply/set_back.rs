@@ -196,8 +196,14 @@ mod tests {
     fn a_failed_attempt_backs_off_doubling_then_fails_at_the_limit() {
         let set = failed_attempt_set("q", "$5", "$6");
         assert!(set.contains("retry_count = q.retry_count + 1"), "{set}");
-        assert!(set.contains("WHEN q.retry_count + 1 >= $5 THEN 'failed' ELSE 'pending'"), "{set}");
-        assert!(set.contains("$6 / 1000.0 * power(2, q.retry_count)"), "{set}");
+        assert!(
+            set.contains("WHEN q.retry_count + 1 >= $5 THEN 'failed' ELSE 'pending'"),
+            "{set}"
+        );
+        assert!(
+            set.contains("$6 / 1000.0 * power(2, q.retry_count)"),
+            "{set}"
+        );
         // The set-back statement binds the limit at $5 and the backoff at
         // $6, as key_args does.
         assert!(FAIL_KEY_SQL.contains(&set));

@@ -4,8 +4,8 @@
 
 use super::read_back::{ReadBack, row_sources};
 use crate::errors::spi_ok;
-use crate::sources::row_ids;
 use crate::sources::mapping::SourceMapping;
+use crate::sources::row_ids;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 

@@ -157,7 +157,8 @@ pub fn handle_reorg(
             // did: one item per 5,000 rows (bad rows among them are
             // recorded again when read back).
             if p_from_block == 0 && source.row_id_column.is_some() {
-                requeued += crate::sources::row_ids::queue_rows_of_chain(client, &source, p_chain_id);
+                requeued +=
+                    crate::sources::row_ids::queue_rows_of_chain(client, &source, p_chain_id);
                 continue;
             }
             // Rows still waiting in an id-range item are left to it; bad

@@ -87,7 +87,11 @@ pub fn queue_rows(client: &mut SpiClient<'_>, mapping: &SourceMapping, relation:
 /// Queues by id the rows of the table of `mapping` that belong to chain
 /// `chain_id` and wait in no item (see [`counted_relation`]), as a
 /// rebuild of the chain needs them. Returns the number of rows queued.
-pub fn queue_rows_of_chain(client: &mut SpiClient<'_>, mapping: &SourceMapping, chain_id: i32) -> i64 {
+pub fn queue_rows_of_chain(
+    client: &mut SpiClient<'_>,
+    mapping: &SourceMapping,
+    chain_id: i32,
+) -> i64 {
     let relation = counted_relation(mapping);
     let of_chain = match (mapping.chain_id, &mapping.network_column) {
         (Some(chain), _) if chain == chain_id => relation,

@@ -2,10 +2,9 @@
 //! never touch balances, so the indexer's INSERT or COPY never waits on the
 //! apply path, and a bad row becomes a failed queue item, never an error.
 
-use crate::sources::attach::load_mapping;
 use crate::errors::{invalid_parameter, spi_ok};
+use crate::sources::mapping::{BUILTIN_TYPED_COLUMN, SourceMapping, load_mapping};
 use crate::sources::row_ids;
-use crate::sources::mapping::{BUILTIN_TYPED_COLUMN, SourceMapping};
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use std::ffi::{CStr, CString};
