@@ -6,7 +6,7 @@
 //! Locks are taken in the apply path's global order: ledger rows sorted by
 //! key, then balance rows sorted by key.
 
-use super::balances::{BalanceKey, MAX_U256, content_id, usd_sql};
+use super::balances::{BalanceKey, MAX_U256, content_id, ledger_key, same_ledger_key, usd_sql};
 use super::chain_lock;
 use super::complete::merge_heads;
 use super::read_back::ReadBack;
@@ -116,8 +116,8 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
              SELECT chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
                     delta_wei, block_number, change, change
                FROM sides
-              ORDER BY chain_id, tx_hash, log_index, is_inbound, content_id
-             ON CONFLICT (chain_id, tx_hash, log_index, is_inbound, content_id) DO UPDATE
+              ORDER BY {key}
+             ON CONFLICT ({key}) DO UPDATE
                 SET copies = l.copies + EXCLUDED.copies,
                     last_change = EXCLUDED.copies
              RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
@@ -133,7 +133,7 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
                LEFT JOIN heads h USING (chain_id)
               WHERE l.copies > 0 AND l.copies - l.last_change <= 0
                 AND l.block_number > coalesce(h.confirmed_through, -1)
-              ORDER BY l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id
+              ORDER BY {l_key}
              ON CONFLICT DO NOTHING
              RETURNING 1
          ), pending_removed AS (
@@ -141,8 +141,7 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
              DELETE FROM balance_queue.pending_transfer_sides p
               USING ledger l
               WHERE l.copies <= 0 AND l.copies - l.last_change > 0
-                AND p.chain_id = l.chain_id AND p.tx_hash = l.tx_hash AND p.log_index = l.log_index
-                AND p.is_inbound = l.is_inbound AND p.content_id = l.content_id
+                AND {same_key}
              RETURNING 1
          ), effects AS (
              -- only sides whose counted state flipped change a balance
@@ -194,6 +193,9 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
                              WHERE u.chain_id = c.chain_id AND u.contract_address = c.contract_address
                                AND u.holder_address = c.holder_address)",
         usd_new = usd_sql("c.delta_wei", "m"),
+        key = ledger_key(""),
+        l_key = ledger_key("l"),
+        same_key = same_ledger_key("p", "l"),
         usd_sum = usd_sql("b.current_balance + EXCLUDED.current_balance", "m"),
     )
 });
@@ -211,7 +213,7 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
              SELECT chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
                     delta_wei, block_number, change, change
                FROM sides
-              ORDER BY chain_id, tx_hash, log_index, is_inbound, content_id
+              ORDER BY {key}
          ), pending_added AS (
              INSERT INTO balance_queue.pending_transfer_sides
                  (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
@@ -241,6 +243,7 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
          SELECT 'out_of_range', chain_id, contract_address, holder_address, NULL::bigint
            FROM effects WHERE abs(delta_wei) > {MAX_U256}",
         usd = usd_sql("e.delta_wei", "m"),
+        key = ledger_key(""),
     )
 });
 

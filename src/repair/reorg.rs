@@ -3,7 +3,7 @@
 //! `verify_balances` to prove the stored state against the sources.
 
 use crate::address::normalize_arg;
-use crate::apply::{sources_for_chain, usd_sql};
+use crate::apply::{ledger_key, same_ledger_key, sources_for_chain, usd_sql};
 use crate::errors::{invalid_parameter, spi_ok};
 use crate::sources::mapping::RowFilter;
 use once_cell::sync::Lazy;
@@ -17,13 +17,12 @@ static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
     WITH taken AS (
         UPDATE balance_queue.applied_transfers l
            SET copies = 0, last_change = -l.copies
-          FROM (SELECT chain_id, tx_hash, log_index, is_inbound, content_id
+          FROM (SELECT {key}
                   FROM balance_queue.applied_transfers
                  WHERE chain_id = $1 AND block_number >= $2 AND copies <> 0
-                 ORDER BY chain_id, tx_hash, log_index, is_inbound, content_id
+                 ORDER BY {key}
                    FOR UPDATE) k
-         WHERE l.chain_id = k.chain_id AND l.tx_hash = k.tx_hash AND l.log_index = k.log_index
-           AND l.is_inbound = k.is_inbound AND l.content_id = k.content_id
+         WHERE {same_key}
         RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.contract_address,
                   l.holder_address, l.delta_wei, l.last_change
     ), unpended AS (
@@ -54,7 +53,9 @@ static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
         RETURNING 1
     )
     SELECT count(*) FROM taken WHERE last_change < 0",
-        usd = usd_sql("b.current_balance - e.delta_wei", "m")
+        usd = usd_sql("b.current_balance - e.delta_wei", "m"),
+        key = ledger_key(""),
+        same_key = same_ledger_key("l", "k"),
     )
 });
 
