@@ -64,7 +64,8 @@ fn sides_ctes(read_back: &ReadBack) -> String {
                        delta_wei, block_number
          ), heads AS (
              SELECT s.chain_id, max(s.block_number) AS block_number,
-                    greatest(coalesce(r.head_block, 0), max(s.block_number)) - r.confirmation_depth AS confirmed_through
+                    balance_queue.confirmed_through(greatest(coalesce(r.head_block, 0), max(s.block_number)),
+                                                    r.confirmation_depth) AS confirmed_through
                FROM sides s JOIN balance_queue.chain_registry r USING (chain_id)
               GROUP BY s.chain_id, r.head_block, r.confirmation_depth
          )",
@@ -132,7 +133,7 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
                FROM ledger l
                LEFT JOIN heads h USING (chain_id)
               WHERE l.copies > 0 AND l.copies - l.last_change <= 0
-                AND l.block_number > coalesce(h.confirmed_through, -1)
+                AND balance_queue.is_unconfirmed(l.block_number, h.confirmed_through)
               ORDER BY {l_key}
              ON CONFLICT DO NOTHING
              RETURNING 1
@@ -222,7 +223,7 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
                     s.holder_address, s.delta_wei, s.block_number
                FROM sides s
                LEFT JOIN heads h USING (chain_id)
-              WHERE s.change > 0 AND s.block_number > coalesce(h.confirmed_through, -1)
+              WHERE s.change > 0 AND balance_queue.is_unconfirmed(s.block_number, h.confirmed_through)
          ), effects AS (
              SELECT chain_id, contract_address, holder_address, sum(delta_wei) AS delta_wei,
                     max(block_number) AS block_number

@@ -190,7 +190,9 @@ pub fn prune_confirmed_sides() -> i64 {
         "WITH pruned AS (
              DELETE FROM balance_queue.pending_transfer_sides p
               USING balance_queue.chain_registry r
-              WHERE p.chain_id = r.chain_id AND p.block_number <= r.head_block - r.confirmation_depth
+              WHERE p.chain_id = r.chain_id
+                AND NOT balance_queue.is_unconfirmed(
+                        p.block_number, balance_queue.confirmed_through(r.head_block, r.confirmation_depth))
              RETURNING 1
          )
          SELECT count(*) FROM pruned",
