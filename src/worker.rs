@@ -246,9 +246,10 @@ fn isolate_failures(group: &Group, batch_error: &str) {
                 &format!(
                     "SELECT id FROM balance_queue.balance_update_queue
                       WHERE {due}
-                        AND ($2::integer IS NULL OR chain_id = $2) AND coalesce(chain_id <> ALL($3::integer[]), true)
+                        AND {chains}
                       ORDER BY priority, id LIMIT $1",
-                    due = apply::DUE
+                    due = apply::DUE,
+                    chains = apply::chain_filter("$2", "$3"),
                 ),
                 None,
                 &[

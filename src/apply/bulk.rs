@@ -13,7 +13,7 @@
 
 use super::batch::BatchOutcome;
 use super::chain_lock;
-use super::claim::{ClaimFilter, DUE, claim_chain};
+use super::claim::{ClaimFilter, DUE, chain_filter, claim_chain};
 use super::complete::complete;
 use super::ledger::{Mode, apply_items_as};
 use super::read_back::row_sources;
@@ -37,8 +37,7 @@ fn candidate_sql() -> String {
            FROM (SELECT chain_id, sum(row_count) AS transfers
                    FROM balance_queue.balance_update_queue
                   WHERE {due} AND chain_id IS NOT NULL
-                    AND ($1::integer IS NULL OR chain_id = $1)
-                    AND coalesce(chain_id <> ALL($2::integer[]), true)
+                    AND {chains}
                   GROUP BY chain_id) q
           WHERE q.transfers >= $3
             AND {empty}
@@ -46,6 +45,7 @@ fn candidate_sql() -> String {
           LIMIT 1",
         empty = CHAIN_EMPTY.replace("$1", "q.chain_id"),
         due = DUE,
+        chains = chain_filter("$1", "$2"),
     )
 }
 

@@ -196,19 +196,21 @@ pub fn boost_old_items(
         return 0;
     }
     let rows = spi_ok(client.update(
-        "WITH boosted AS (
+        &format!(
+            "WITH boosted AS (
              UPDATE balance_queue.balance_update_queue
                 SET priority = 0
               WHERE id IN (SELECT id FROM balance_queue.balance_update_queue
                             WHERE status = 'pending' AND priority > 0
                               AND created_at < now() - make_interval(hours => $1)
-                              AND ($2::integer IS NULL OR chain_id = $2)
-                              AND coalesce(chain_id <> ALL($3::integer[]), true)
+                              AND {chains}
                               -- an item a drain holds is being applied already
                               FOR UPDATE SKIP LOCKED)
              RETURNING 1
          )
          SELECT count(*) FROM boosted",
+            chains = crate::apply::chain_filter("$2", "$3")
+        ),
         Some(1),
         &[
             threshold_hours.into(),

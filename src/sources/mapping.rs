@@ -96,33 +96,35 @@ pub(crate) fn text_column(alias: &str, name: &str) -> String {
 }
 
 impl SourceMapping {
+    /// How the chain of a source row aliased `row` is found: the chain id
+    /// expression and the join it needs. A fixed chain is a literal; a
+    /// network column joins the chain registry (aliased `c`) by network
+    /// name (a row whose network is unknown gets NULL, and fails its
+    /// check); neither gives NULL. The one network → chain join.
+    pub fn chain_of_row(&self, row: &str) -> (String, String) {
+        match (self.chain_id, &self.network_column) {
+            (Some(chain_id), _) => (chain_id.to_string(), String::new()),
+            (None, Some(network)) => (
+                "c.chain_id".to_string(),
+                format!(
+                    " LEFT JOIN balance_queue.chain_registry c ON c.network_name = {}",
+                    text_column(row, network)
+                ),
+            ),
+            (None, None) => ("NULL::integer".to_string(), String::new()),
+        }
+    }
+
     /// A SELECT over `relation` returning, per source row: chain_id,
     /// network, `error` (NULL for a valid row, else the reason, from
     /// `_transfer_row_error`), log_index_raw, value_raw, the lowercased
     /// contract_address, from_address, to_address and tx_hash, and for
     /// valid rows only value_wei (numeric), log_index and block_number.
     pub fn validated_rows(&self, relation: &str) -> String {
-        let (chain_expr, network_expr, join) = match (self.chain_id, &self.network_column) {
-            (Some(chain_id), _) => (
-                format!("{chain_id}"),
-                "NULL::text".to_string(),
-                String::new(),
-            ),
-            (None, Some(network)) => {
-                let network = text_column("r", network);
-                (
-                    "c.chain_id".to_string(),
-                    network.clone(),
-                    format!(
-                        " LEFT JOIN balance_queue.chain_registry c ON c.network_name = {network}"
-                    ),
-                )
-            }
-            (None, None) => (
-                "NULL::integer".to_string(),
-                "NULL::text".to_string(),
-                String::new(),
-            ),
+        let (chain_expr, join) = self.chain_of_row("r");
+        let network_expr = match (self.chain_id, &self.network_column) {
+            (None, Some(network)) => text_column("r", network),
+            _ => "NULL::text".to_string(),
         };
         // OFFSET 0 fences keep the subqueries from being flattened, so each
         // row is checked once rather than once per reference to `error`.

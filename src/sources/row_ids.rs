@@ -25,7 +25,7 @@
 //! ([`try_lock_row_sources`]), skipping the items of the other tables.
 
 use crate::errors::spi_ok;
-use crate::sources::mapping::{SourceMapping, text_column};
+use crate::sources::mapping::SourceMapping;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, quote_identifier, quote_literal};
 
@@ -95,11 +95,10 @@ pub fn queue_rows_of_chain(
     let relation = counted_relation(mapping);
     let of_chain = match (mapping.chain_id, &mapping.network_column) {
         (Some(chain), _) if chain == chain_id => relation,
-        (None, Some(network)) => format!(
-            "(SELECT c.* FROM {relation} c
-               WHERE {} = (SELECT network_name FROM balance_queue.chain_registry WHERE chain_id = {chain_id}))",
-            crate::sources::mapping::text_column("c", network)
-        ),
+        (None, Some(_)) => {
+            let (chain, join) = mapping.chain_of_row("r");
+            format!("(SELECT r.* FROM {relation} r{join} WHERE {chain} = {chain_id})")
+        }
         _ => return 0,
     };
     queue_rows(client, mapping, &of_chain)
@@ -110,17 +109,7 @@ pub fn queue_rows_of_chain(
 pub const ROWS_PER_ITEM: i64 = 5000;
 
 fn queue_rows_sql(mapping: &SourceMapping, relation: &str) -> String {
-    let (chain, join) = match (mapping.chain_id, &mapping.network_column) {
-        (Some(chain_id), _) => (chain_id.to_string(), String::new()),
-        (None, Some(network)) => (
-            "c.chain_id".to_string(),
-            format!(
-                " LEFT JOIN balance_queue.chain_registry c ON c.network_name = {}",
-                text_column("r", network)
-            ),
-        ),
-        (None, None) => ("NULL::integer".to_string(), String::new()),
-    };
+    let (chain, join) = mapping.chain_of_row("r");
     format!(
         "INSERT INTO balance_queue.balance_update_queue
              (chain_id, update_type, source_table, source_row_ids, row_count)
