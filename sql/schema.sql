@@ -252,7 +252,7 @@ CREATE TABLE balance_queue.queue_processing_config (
 CREATE UNIQUE INDEX queue_processing_config_chain_idx
     ON balance_queue.queue_processing_config ((coalesce(chain_id, 0)));
 -- The default row, and the plan's rows for its nine chains
--- (000-queue-based-balance-plan.md, Phase 4.1).
+-- (see docs/design-notes.md, "The plan").
 INSERT INTO balance_queue.queue_processing_config
     (chain_id, batch_size, processing_interval_seconds, priority_boost_threshold_hours)
 VALUES (NULL,  NULL, NULL, 1),
@@ -363,7 +363,7 @@ SELECT pg_catalog.pg_extension_config_dump(
 
 -- ---------------------------------------------------------------------------
 -- Queue health, as operators read it: the latest collection per chain, with
--- the plan's columns and status rules (000-queue-based-balance-plan.md,
+-- the plan's columns and status rules (docs/design-notes.md, "The plan";
 -- Phase 4), tested in this order: HIGH_LOAD (over 1,000 pending), DELAYED
 -- (oldest pending over 60 minutes), ERRORS (over 50 failed in the last
 -- hour), else HEALTHY. chain_name is the rindexer network name, as in the

@@ -15,6 +15,9 @@
 //!    retries, cleanup, snapshots; `chains`: registry and partitions),
 //!    callers of `apply`; `queries` (reading balances).
 //! 5. `worker`: the background worker.
+//!
+//! "The plan" in comments is the interface this extension keeps; see
+//! docs/design-notes.md.
 
 use pgrx::prelude::*;
 

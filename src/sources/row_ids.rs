@@ -3,8 +3,8 @@
 //! queues one `source_rows` item per statement and chain holding the ids it
 //! wrote, and the apply path reads those rows back by primary key
 //! (`apply::read_back`). Ingest then costs one small write per statement
-//! instead of two queue rows per transfer (shared/notes/design.md measured
-//! the latter at about 12× the indexer's own COPY, even set-based).
+//! instead of two queue rows per transfer (docs/design-notes.md: the
+//! latter cost about 12× the indexer's own COPY, even set-based).
 //!
 //! Rows are read when their item is applied, not when they were inserted,
 //! so a row deleted or updated before then was never counted and must not
