@@ -40,6 +40,26 @@ pub fn ledger_key(alias: &str) -> String {
     LEDGER_KEY.map(|c| format!("{dot}{c}")).join(", ")
 }
 
+/// A counted transfer side: its [`LEDGER_KEY`], then what it counts (token
+/// contract, holder, signed amount in wei, block): the columns of
+/// `pending_transfer_sides`, and the first of `applied_transfers`. Each
+/// column prefixed with `alias.` (none for "").
+pub fn side_columns(alias: &str) -> String {
+    let dot = if alias.is_empty() {
+        String::new()
+    } else {
+        format!("{alias}.")
+    };
+    let facts = [
+        "contract_address",
+        "holder_address",
+        "delta_wei",
+        "block_number",
+    ]
+    .map(|c| format!("{dot}{c}"));
+    format!("{}, {}", ledger_key(alias), facts.join(", "))
+}
+
 /// `a` and `b` (aliases) have the same [`LEDGER_KEY`].
 pub fn same_ledger_key(a: &str, b: &str) -> String {
     LEDGER_KEY
@@ -74,6 +94,17 @@ mod tests {
                 "{table}: {definition}"
             );
         }
+        // pending_transfer_sides holds exactly a counted side, in order.
+        let start = schema
+            .find("CREATE TABLE balance_queue.pending_transfer_sides (")
+            .unwrap();
+        let columns: Vec<&str> = schema
+            [start..start + schema[start..].find("PRIMARY KEY").unwrap()]
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        assert_eq!(columns.join(", "), side_columns(""));
         assert_eq!(
             same_ledger_key("p", "l"),
             "p.chain_id = l.chain_id AND p.tx_hash = l.tx_hash AND p.log_index = l.log_index \

@@ -6,7 +6,9 @@
 //! Locks are taken in the apply path's global order: ledger rows sorted by
 //! key, then balance rows sorted by key.
 
-use super::balances::{BalanceKey, MAX_U256, content_id, ledger_key, same_ledger_key, usd_sql};
+use super::balances::{
+    BalanceKey, MAX_U256, content_id, ledger_key, same_ledger_key, side_columns, usd_sql,
+};
 use super::chain_lock;
 use super::complete::merge_heads;
 use super::read_back::ReadBack;
@@ -112,24 +114,19 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
     format!(
         "ledger AS (
              INSERT INTO balance_queue.applied_transfers AS l
-                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                  delta_wei, block_number, copies, last_change)
-             SELECT chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                    delta_wei, block_number, change, change
+                 ({sides}, copies, last_change)
+             SELECT {sides}, change, change
                FROM sides
               ORDER BY {key}
              ON CONFLICT ({key}) DO UPDATE
                 SET copies = l.copies + EXCLUDED.copies,
                     last_change = EXCLUDED.copies
-             RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
-                       l.holder_address, l.delta_wei, l.block_number, l.copies, l.last_change
+             RETURNING {l_sides}, l.copies, l.last_change
          ), pending_added AS (
              -- newly counted sides inside the confirmation window
              INSERT INTO balance_queue.pending_transfer_sides
-                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                  delta_wei, block_number)
-             SELECT l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
-                    l.holder_address, l.delta_wei, l.block_number
+                 ({sides})
+             SELECT {l_sides}
                FROM ledger l
                LEFT JOIN heads h USING (chain_id)
               WHERE l.copies > 0 AND l.copies - l.last_change <= 0
@@ -196,6 +193,8 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
         usd_new = usd_sql("c.delta_wei", "m"),
         key = ledger_key(""),
         l_key = ledger_key("l"),
+        sides = side_columns(""),
+        l_sides = side_columns("l"),
         same_key = same_ledger_key("p", "l"),
         usd_sum = usd_sql("b.current_balance + EXCLUDED.current_balance", "m"),
     )
@@ -209,18 +208,14 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
     format!(
         "ledger AS (
              INSERT INTO balance_queue.applied_transfers
-                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                  delta_wei, block_number, copies, last_change)
-             SELECT chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                    delta_wei, block_number, change, change
+                 ({sides}, copies, last_change)
+             SELECT {sides}, change, change
                FROM sides
               ORDER BY {key}
          ), pending_added AS (
              INSERT INTO balance_queue.pending_transfer_sides
-                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                  delta_wei, block_number)
-             SELECT s.chain_id, s.tx_hash, s.log_index, s.is_inbound, s.content_id, s.contract_address,
-                    s.holder_address, s.delta_wei, s.block_number
+                 ({sides})
+             SELECT {s_sides}
                FROM sides s
                LEFT JOIN heads h USING (chain_id)
               WHERE s.change > 0 AND balance_queue.is_unconfirmed(s.block_number, h.confirmed_through)
@@ -245,6 +240,8 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
            FROM effects WHERE abs(delta_wei) > {MAX_U256}",
         usd = usd_sql("e.delta_wei", "m"),
         key = ledger_key(""),
+        sides = side_columns(""),
+        s_sides = side_columns("s"),
     )
 });
 
