@@ -266,6 +266,7 @@ pub fn queue_balance_update(
     p_block_number: default!(Option<i64>, "NULL"),
     p_priority: default!(i32, 5),
 ) -> i64 {
+    crate::errors::refuse_on_standby("queue_balance_update");
     let contract = normalize_arg("p_contract_address", p_contract_address);
     let holder = normalize_arg("p_holder_address", p_holder_address);
     if !["transfer_in", "transfer_out", "recalculate"].contains(&p_update_type) {

@@ -670,6 +670,7 @@ fn current_database() -> String {
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn start_worker() -> String {
+    crate::errors::refuse_on_standby("start_worker");
     let db = current_database();
     let running = workers_of_current_database();
     let wanted = gucs::WORKERS.get().max(1) as usize;
@@ -737,6 +738,7 @@ fn start_dynamic_worker(db: &str, index: i32) -> String {
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn stop_worker() -> String {
+    crate::errors::refuse_on_standby("stop_worker");
     let db = current_database();
     let pids = workers_of_current_database();
     if pids.is_empty() {

@@ -23,6 +23,7 @@ use pgrx::prelude::*;
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn collect_queue_health_metrics() -> i64 {
+    crate::errors::refuse_on_standby("collect_queue_health_metrics");
     let retention_h = gucs::HEALTH_RETENTION_H.get();
     Spi::connect_mut(|client| {
         let recorded = spi_ok(client.update(
@@ -86,6 +87,7 @@ pub fn collect_queue_health_metrics() -> i64 {
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn cleanup_completed_updates() -> i64 {
+    crate::errors::refuse_on_standby("cleanup_completed_updates");
     let retention_s = gucs::COMPLETED_RETENTION_S.get();
     let archive = gucs::ARCHIVE_COMPLETED.get();
     let archive_sql = if archive {
@@ -122,6 +124,7 @@ pub fn cleanup_completed_updates() -> i64 {
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn retry_failed_updates(p_chain_id: default!(Option<i32>, "NULL")) -> i64 {
+    crate::errors::refuse_on_standby("retry_failed_updates");
     Spi::connect_mut(|client| {
         let rows = spi_ok(client.update(
             "WITH retried AS (
@@ -233,6 +236,7 @@ pub fn boost_old_items(
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn create_daily_balance_snapshot(p_date: default!(pgrx::datum::Date, "current_date")) -> i64 {
+    crate::errors::refuse_on_standby("create_daily_balance_snapshot");
     Spi::connect_mut(|client| {
         spi_ok(client.update(
             "DELETE FROM balance_queue.daily_balance_snapshots WHERE snapshot_date = $1",

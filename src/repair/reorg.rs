@@ -106,6 +106,7 @@ pub fn handle_reorg(
     p_chain_id: i32,
     p_from_block: i64,
 ) -> TableIterator<'static, (name!(sides_taken_back, i64), name!(items_requeued, i64))> {
+    crate::errors::refuse_on_standby("handle_reorg");
     if p_from_block < 0 {
         invalid_parameter(format!("p_from_block {p_from_block} must be >= 0"));
     }

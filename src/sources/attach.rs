@@ -72,6 +72,7 @@ pub fn attach_transfer_table(
     network_column: default!(Option<&str>, "'network'"),
     backfill: default!(bool, true),
 ) -> i64 {
+    crate::errors::refuse_on_standby("attach_transfer_table");
     let relid = source.oid();
     Spi::connect_mut(|client| {
         if load_mapping(client, relid).is_some() {
@@ -223,6 +224,7 @@ pub fn attach_transfer_table(
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn detach_transfer_table(source: PgRelation) -> i64 {
+    crate::errors::refuse_on_standby("detach_transfer_table");
     let relid = source.oid();
     Spi::connect_mut(|client| {
         let Some(mapping) = load_mapping(client, relid) else {
