@@ -776,6 +776,41 @@ CREATE TRIGGER queue_processing_config_upsert BEFORE INSERT ON balance_queue.que
         'coalesce(t.chain_id, 0) = coalesce(($1).chain_id, 0)');
 
 -- ---------------------------------------------------------------------------
+-- Finality by confirmations: the one definition every statement uses. A
+-- chain's blocks at or below confirmed_through(head_block,
+-- confirmation_depth) are final; those above are unconfirmed, the only part
+-- a reorg shallower than the depth can move. Without a head block yet
+-- (NULL: nothing applied) every block is unconfirmed. SQL-standard bodies,
+-- inlined by the planner.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION balance_queue.confirmed_through(p_head_block bigint, p_confirmation_depth integer)
+RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_head_block - p_confirmation_depth;
+COMMENT ON FUNCTION balance_queue.confirmed_through(bigint, integer) IS
+    'The highest final block of a chain whose highest applied block is p_head_block: p_head_block - p_confirmation_depth (blocks); NULL without a head block.';
+CREATE FUNCTION balance_queue.is_unconfirmed(p_block bigint, p_confirmed_through bigint)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_block > coalesce(p_confirmed_through, -1);
+COMMENT ON FUNCTION balance_queue.is_unconfirmed(bigint, bigint) IS
+    'Whether block p_block is above p_confirmed_through (see confirmed_through), so a reorg may still move it; every block is when it is NULL.';
+
+CREATE OR REPLACE VIEW balance_queue.confirmed_token_balances AS
+SELECT b.chain_id, b.contract_address, b.holder_address,
+       b.current_balance - coalesce(p.pending_delta, 0) AS confirmed_balance,
+       coalesce(p.pending_delta, 0) AS pending_delta,
+       b.current_balance,
+       balance_queue.confirmed_through(r.head_block, r.confirmation_depth) AS confirmed_through_block,
+       b.token_symbol, b.token_decimals, b.last_updated_block
+  FROM balance_queue.current_token_balances b
+  LEFT JOIN balance_queue.chain_registry r USING (chain_id)
+  LEFT JOIN (SELECT s.chain_id, s.contract_address, s.holder_address, sum(s.delta_wei) AS pending_delta
+               FROM balance_queue.pending_transfer_sides s
+               JOIN balance_queue.chain_registry rr USING (chain_id)
+              WHERE balance_queue.is_unconfirmed(s.block_number,
+                                                 balance_queue.confirmed_through(rr.head_block, rr.confirmation_depth))
+              GROUP BY 1, 2, 3) p USING (chain_id, contract_address, holder_address);
+
+-- ---------------------------------------------------------------------------
 -- Rights of the new and re-created objects, as sql/finalize.sql grants them.
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON ALL TABLES IN SCHEMA balance_queue FROM PUBLIC;
@@ -787,7 +822,9 @@ GRANT SELECT ON balance_queue.queue_health_summary, balance_queue.queue_alerts, 
 GRANT EXECUTE ON FUNCTION
     balance_queue.get_current_balance(integer, text, text),
     balance_queue.get_address_portfolio(text, numeric),
-    balance_queue.get_queue_config(integer)
+    balance_queue.get_queue_config(integer),
+    balance_queue.confirmed_through(bigint, integer),
+    balance_queue.is_unconfirmed(bigint, bigint)
    TO balance_queue_reader;
 -- (the new chain partitions and the re-created views, as a fresh install)
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA balance_queue TO balance_queue_admin;

@@ -101,7 +101,9 @@ GRANT EXECUTE ON FUNCTION
     balance_queue.get_address_portfolio(text, numeric),
     balance_queue.get_top_holders(integer, text, integer),
     balance_queue.get_balance_at_date(integer, text, text, date),
-    balance_queue.get_queue_config(integer)
+    balance_queue.get_queue_config(integer),
+    balance_queue.confirmed_through(bigint, integer),
+    balance_queue.is_unconfirmed(bigint, bigint)
    TO balance_queue_reader;
 
 -- Admin: everything the extension does, with the table rights it needs.

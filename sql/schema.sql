@@ -252,7 +252,7 @@ CREATE TABLE balance_queue.queue_processing_config (
 CREATE UNIQUE INDEX queue_processing_config_chain_idx
     ON balance_queue.queue_processing_config ((coalesce(chain_id, 0)));
 -- The default row, and the plan's rows for its nine chains
--- (000-queue-based-balance-plan.md, Phase 4.1).
+-- (see docs/design-notes.md, "The plan").
 INSERT INTO balance_queue.queue_processing_config
     (chain_id, batch_size, processing_interval_seconds, priority_boost_threshold_hours)
 VALUES (NULL,  NULL, NULL, 1),
@@ -363,7 +363,7 @@ SELECT pg_catalog.pg_extension_config_dump(
 
 -- ---------------------------------------------------------------------------
 -- Queue health, as operators read it: the latest collection per chain, with
--- the plan's columns and status rules (000-queue-based-balance-plan.md,
+-- the plan's columns and status rules (docs/design-notes.md, "The plan";
 -- Phase 4), tested in this order: HIGH_LOAD (over 1,000 pending), DELAYED
 -- (oldest pending over 60 minutes), ERRORS (over 50 failed in the last
 -- hour), else HEALTHY. chain_name is the rindexer network name, as in the
@@ -448,6 +448,25 @@ COMMENT ON VIEW balance_queue.source_progress IS
     'Per attached table: rows queued, applied and waiting, rows per second over the last minute, and the time left at that rate.';
 
 -- ---------------------------------------------------------------------------
+-- Finality by confirmations: the one definition every statement uses. A
+-- chain's blocks at or below confirmed_through(head_block,
+-- confirmation_depth) are final; those above are unconfirmed, the only part
+-- a reorg shallower than the depth can move. Without a head block yet
+-- (NULL: nothing applied) every block is unconfirmed. SQL-standard bodies,
+-- inlined by the planner.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION balance_queue.confirmed_through(p_head_block bigint, p_confirmation_depth integer)
+RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_head_block - p_confirmation_depth;
+COMMENT ON FUNCTION balance_queue.confirmed_through(bigint, integer) IS
+    'The highest final block of a chain whose highest applied block is p_head_block: p_head_block - p_confirmation_depth (blocks); NULL without a head block.';
+CREATE FUNCTION balance_queue.is_unconfirmed(p_block bigint, p_confirmed_through bigint)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_block > coalesce(p_confirmed_through, -1);
+COMMENT ON FUNCTION balance_queue.is_unconfirmed(bigint, bigint) IS
+    'Whether block p_block is above p_confirmed_through (see confirmed_through), so a reorg may still move it; every block is when it is NULL.';
+
+-- ---------------------------------------------------------------------------
 -- Confirmed state (the seed's dual-state design): per key, the balance from
 -- transfers at least confirmation_depth blocks below the chain's head, and
 -- the pending delta of the blocks above it, the only part a reorg shallower
@@ -458,14 +477,15 @@ SELECT b.chain_id, b.contract_address, b.holder_address,
        b.current_balance - coalesce(p.pending_delta, 0) AS confirmed_balance,
        coalesce(p.pending_delta, 0) AS pending_delta,
        b.current_balance,
-       r.head_block - r.confirmation_depth AS confirmed_through_block,
+       balance_queue.confirmed_through(r.head_block, r.confirmation_depth) AS confirmed_through_block,
        b.token_symbol, b.token_decimals, b.last_updated_block
   FROM balance_queue.current_token_balances b
   LEFT JOIN balance_queue.chain_registry r USING (chain_id)
   LEFT JOIN (SELECT s.chain_id, s.contract_address, s.holder_address, sum(s.delta_wei) AS pending_delta
                FROM balance_queue.pending_transfer_sides s
                JOIN balance_queue.chain_registry rr USING (chain_id)
-              WHERE s.block_number > coalesce(rr.head_block, 0) - rr.confirmation_depth
+              WHERE balance_queue.is_unconfirmed(s.block_number,
+                                                 balance_queue.confirmed_through(rr.head_block, rr.confirmation_depth))
               GROUP BY 1, 2, 3) p USING (chain_id, contract_address, holder_address);
 COMMENT ON VIEW balance_queue.confirmed_token_balances IS
     'Per key: confirmed_balance (transfers at or below head_block - confirmation_depth), pending_delta (above it) and current_balance, in wei.';

@@ -37,3 +37,19 @@ pub fn spi_ok<T>(result: Result<T, pgrx::spi::SpiError>) -> T {
         ),
     }
 }
+
+/// 25006 read_only_sql_transaction when this server is a hot standby (in
+/// recovery): function `what` writes, and a standby writes nothing. Called
+/// first by every writing function, so a caller on a replica gets this
+/// rather than an internal error from the first write (docs/scaling.md).
+#[track_caller]
+pub fn refuse_on_standby(what: &str) {
+    // SAFETY: reads shared memory state; callable in any backend.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("balance_queue.{what}() writes, and this server is a standby in recovery"),
+            Some("Call it on the primary; a standby serves the reading functions and views only."),
+        )
+    }
+}

@@ -1,33 +1,36 @@
 //! balance_queue: exact, incremental ERC20 balances for EVM chains indexed
 //! into Postgres (rindexer), kept by a queue inside Postgres.
 //!
-//! Module map: `source_sql` (what a valid transfer row is), `attach` and
-//! `triggers` (ingest: queue changes, never block), `source_rows` (rows
-//! queued by id), `apply` (the exactly-once apply path, one folder: claim,
-//! read back, ledger, set back, complete, recompute), `recalc` (repairing
-//! one balance) and `reorg` (reorgs, confirmations, proofs), both callers of
-//! `apply`, `queries` (reading balances), `format` and `uint256` (exact
-//! amounts), `chains` (registry and partitions), `worker` and `gucs` (the
-//! background worker and its settings), `health` (metrics, retries,
-//! cleanup, snapshots).
+//! Floors, lowest first (a module imports only from its own floor and the
+//! ones below; docs/architecture.md draws them):
+//! 1. `errors`, `address`, `uint256`, `format`, `gucs`, `config`: shared helpers,
+//!    settings and the per-chain processing configuration.
+//! 2. `sources/`: attached transfer tables: the column mapping and what a
+//!    valid row is (`mapping`, `row_check`), attach/detach (`attach`), the
+//!    statement triggers (`triggers`) and rows queued by id (`row_ids`).
+//! 3. `apply/`: the exactly-once apply path (claim, read back, ledger, set
+//!    back, complete, bulk loads, recompute) and its SQL entry point.
+//! 4. `repair/` (`reorg`: reorgs, confirmations, proofs; `recalc`:
+//!    repairing one balance) and `maintenance/` (`health`: metrics,
+//!    retries, cleanup, snapshots; `chains`: registry and partitions),
+//!    callers of `apply`; `queries` (reading balances).
+//! 5. `worker`: the background worker.
+//!
+//! "The plan" in comments is the interface this extension keeps; see
+//! docs/design-notes.md.
 
 use pgrx::prelude::*;
 
 mod address;
 mod apply;
-mod attach;
-mod chains;
+mod config;
 mod errors;
 mod format;
 mod gucs;
-mod health;
+mod maintenance;
 mod queries;
-mod recalc;
-mod reorg;
-mod row_check;
-mod source_rows;
-mod source_sql;
-mod triggers;
+mod repair;
+mod sources;
 mod uint256;
 mod worker;
 

@@ -64,7 +64,8 @@ pub fn get_current_balance(
                        FROM balance_queue.pending_transfer_sides s
                        JOIN balance_queue.chain_registry r USING (chain_id)
                       WHERE s.chain_id = $1 AND s.contract_address = $2 AND s.holder_address = $3
-                        AND s.block_number > coalesce(r.head_block, 0) - r.confirmation_depth) AS p
+                        AND balance_queue.is_unconfirmed(
+                                s.block_number, balance_queue.confirmed_through(r.head_block, r.confirmation_depth))) AS p
                LEFT JOIN balance_queue.current_token_balances b
                  ON b.chain_id = $1 AND b.contract_address = $2 AND b.holder_address = $3
                LEFT JOIN balance_queue.token_metadata m
@@ -265,6 +266,7 @@ pub fn queue_balance_update(
     p_block_number: default!(Option<i64>, "NULL"),
     p_priority: default!(i32, 5),
 ) -> i64 {
+    crate::errors::refuse_on_standby("queue_balance_update");
     let contract = normalize_arg("p_contract_address", p_contract_address);
     let holder = normalize_arg("p_holder_address", p_holder_address);
     if !["transfer_in", "transfer_out", "recalculate"].contains(&p_update_type) {

@@ -18,8 +18,10 @@
 //! pruning, snapshots, priority boosts).
 
 use crate::apply::{self, ClaimFilter};
+use crate::config;
 use crate::errors::spi_ok;
-use crate::{gucs, health};
+use crate::gucs;
+use crate::maintenance::health;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
@@ -152,12 +154,10 @@ fn ready_to_drain(state: &mut WorkerState) -> bool {
 /// idle worker costs one cheap query per naptime, whatever the number of
 /// configured chains.
 fn work_due() -> bool {
-    Spi::get_one::<bool>(
-        &format!(
-            "SELECT EXISTS (SELECT 1 FROM balance_queue.balance_update_queue WHERE {})",
-            apply::DUE
-        ),
-    )
+    Spi::get_one::<bool>(&format!(
+        "SELECT EXISTS (SELECT 1 FROM balance_queue.balance_update_queue WHERE {})",
+        apply::DUE
+    ))
     .ok()
     .flatten()
     .unwrap_or(true)
@@ -168,7 +168,7 @@ fn work_due() -> bool {
 #[derive(Debug, Clone)]
 struct Group {
     filter: ClaimFilter,
-    config: health::QueueConfig,
+    config: config::QueueConfig,
 }
 
 fn load_groups() -> Vec<Group> {
@@ -183,7 +183,7 @@ fn load_groups() -> Vec<Group> {
         let mut groups: Vec<Group> = configured
             .iter()
             .map(|&chain| {
-                let config = health::effective_config(client, Some(chain));
+                let config = config::effective_config(client, Some(chain));
                 Group {
                     filter: ClaimFilter {
                         chain_id: Some(chain),
@@ -194,7 +194,7 @@ fn load_groups() -> Vec<Group> {
                 }
             })
             .collect();
-        let config = health::effective_config(client, None);
+        let config = config::effective_config(client, None);
         groups.push(Group {
             filter: ClaimFilter {
                 exclude_chains: configured,
@@ -219,7 +219,12 @@ fn record_failure(id: i64, message: &str, max_attempts: i32) {
                   WHERE id = $1 AND status = 'pending'",
                 attempt = apply::failed_attempt_set("q", "$3", "$4")
             ),
-            &[id.into(), message.into(), max_attempts.into(), backoff_ms.into()],
+            &[
+                id.into(),
+                message.into(),
+                max_attempts.into(),
+                backoff_ms.into(),
+            ],
         )
     });
     let problem = match recorded {
@@ -241,9 +246,10 @@ fn isolate_failures(group: &Group, batch_error: &str) {
                 &format!(
                     "SELECT id FROM balance_queue.balance_update_queue
                       WHERE {due}
-                        AND ($2::integer IS NULL OR chain_id = $2) AND coalesce(chain_id <> ALL($3::integer[]), true)
+                        AND {chains}
                       ORDER BY priority, id LIMIT $1",
-                    due = apply::DUE
+                    due = apply::DUE,
+                    chains = apply::chain_filter("$2", "$3"),
                 ),
                 None,
                 &[
@@ -330,9 +336,13 @@ fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
     state
         .last_bulk_check
         .insert(group.filter.chain_id, Instant::now());
-    state.bulk_failed.retain(|_, t| t.elapsed() < BULK_RETRY_AFTER);
+    state
+        .bulk_failed
+        .retain(|_, t| t.elapsed() < BULK_RETRY_AFTER);
     let mut filter = group.filter.clone();
-    filter.exclude_chains.extend(state.bulk_failed.keys().copied());
+    filter
+        .exclude_chains
+        .extend(state.bulk_failed.keys().copied());
     let begun = in_transaction(|| {
         Spi::connect_mut(|client| {
             let (chain, transfers) = apply::bulk_candidate(client, &filter, threshold)?;
@@ -348,7 +358,9 @@ fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
             return false;
         }
     };
-    log!("balance_queue: bulk apply of chain {chain} started: {transfers} transfers queued (bulk_loads id {load})");
+    log!(
+        "balance_queue: bulk apply of chain {chain} started: {transfers} transfers queued (bulk_loads id {load})"
+    );
     report_activity(Some(&format!(
         "balance_queue: bulk load {load} of chain {chain}, {transfers} transfers"
     )));
@@ -362,7 +374,9 @@ fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
         }
         Ok(None) => false,
         Err(message) => {
-            warning!("balance_queue: bulk apply of chain {chain} failed, draining it batch by batch: {message}");
+            warning!(
+                "balance_queue: bulk apply of chain {chain} failed, draining it batch by batch: {message}"
+            );
             state.bulk_failed.insert(chain, Instant::now());
             let _ = in_transaction(|| {
                 Spi::connect_mut(|client| {
@@ -384,7 +398,7 @@ fn maintenance(state: &mut WorkerState) {
         .is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL)
     {
         state.last_prune = Some(Instant::now());
-        if let Err(e) = in_transaction(crate::reorg::prune_confirmed_sides) {
+        if let Err(e) = in_transaction(crate::repair::reorg::prune_confirmed_sides) {
             warning!("balance_queue: pruning confirmed blocks failed: {e}");
         }
     }
@@ -656,6 +670,7 @@ fn current_database() -> String {
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn start_worker() -> String {
+    crate::errors::refuse_on_standby("start_worker");
     let db = current_database();
     let running = workers_of_current_database();
     let wanted = gucs::WORKERS.get().max(1) as usize;
@@ -723,6 +738,7 @@ fn start_dynamic_worker(db: &str, index: i32) -> String {
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn stop_worker() -> String {
+    crate::errors::refuse_on_standby("stop_worker");
     let db = current_database();
     let pids = workers_of_current_database();
     if pids.is_empty() {

@@ -52,6 +52,7 @@ pub fn process_balance_update_queue(
         name!(avg_processing_time_ms, AnyNumeric),
     ),
 > {
+    crate::errors::refuse_on_standby("process_balance_update_queue");
     if p_batch_size <= 0 {
         invalid_parameter(format!("p_batch_size {p_batch_size} must be > 0"));
     }

@@ -7,7 +7,7 @@ use super::complete::{complete, merge_heads};
 use super::ledger::apply_items;
 use super::read_back::row_sources;
 use super::recompute::{fail_out_of_range, recompute_and_store};
-use crate::source_rows;
+use crate::sources::row_ids;
 use pgrx::spi::SpiClient;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -32,7 +32,7 @@ pub fn apply_batch(
     filter: &ClaimFilter,
 ) -> BatchOutcome {
     let started = Instant::now();
-    let readable = source_rows::try_lock_row_sources(client);
+    let readable = row_ids::try_lock_row_sources(client);
     let mut claimed = claim_due(client, batch_size, filter, &readable);
     // A recalculation must see every earlier change of its key applied: take
     // the key's other pending items too, and defer the recalculation when

@@ -13,17 +13,18 @@
 
 use super::batch::BatchOutcome;
 use super::chain_lock;
-use super::claim::{ClaimFilter, DUE, claim_chain};
+use super::claim::{ClaimFilter, DUE, chain_filter, claim_chain};
 use super::complete::complete;
 use super::ledger::{Mode, apply_items_as};
 use super::read_back::row_sources;
 use crate::errors::spi_ok;
-use crate::source_rows;
+use crate::sources::row_ids;
 use pgrx::spi::SpiClient;
 use std::time::Instant;
 
 /// No ledger row, balance or pending-window row of chain `$1` exists.
-const CHAIN_EMPTY: &str = "NOT EXISTS (SELECT 1 FROM balance_queue.applied_transfers WHERE chain_id = $1)
+const CHAIN_EMPTY: &str =
+    "NOT EXISTS (SELECT 1 FROM balance_queue.applied_transfers WHERE chain_id = $1)
          AND NOT EXISTS (SELECT 1 FROM balance_queue.current_token_balances WHERE chain_id = $1)
          AND NOT EXISTS (SELECT 1 FROM balance_queue.pending_transfer_sides WHERE chain_id = $1)";
 
@@ -36,8 +37,7 @@ fn candidate_sql() -> String {
            FROM (SELECT chain_id, sum(row_count) AS transfers
                    FROM balance_queue.balance_update_queue
                   WHERE {due} AND chain_id IS NOT NULL
-                    AND ($1::integer IS NULL OR chain_id = $1)
-                    AND coalesce(chain_id <> ALL($2::integer[]), true)
+                    AND {chains}
                   GROUP BY chain_id) q
           WHERE q.transfers >= $3
             AND {empty}
@@ -45,6 +45,7 @@ fn candidate_sql() -> String {
           LIMIT 1",
         empty = CHAIN_EMPTY.replace("$1", "q.chain_id"),
         due = DUE,
+        chains = chain_filter("$1", "$2"),
     )
 }
 
@@ -73,12 +74,9 @@ pub fn bulk_candidate(
             threshold.into(),
         ],
     ));
-    rows.into_iter().next().and_then(|row| {
-        Some((
-            spi_ok(row.get::<i32>(1))?,
-            spi_ok(row.get::<i64>(2))?,
-        ))
-    })
+    rows.into_iter()
+        .next()
+        .and_then(|row| Some((spi_ok(row.get::<i32>(1))?, spi_ok(row.get::<i64>(2))?)))
 }
 
 /// The chains a live backend is bulk-applying: batches leave them alone, so
@@ -140,9 +138,13 @@ pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Op
     let started = Instant::now();
     chain_lock::own_chain(client, chain_id);
     let empty = spi_ok(
-        spi_ok(client.select(&format!("SELECT {CHAIN_EMPTY}"), Some(1), &[chain_id.into()]))
-            .first()
-            .get_one::<bool>(),
+        spi_ok(client.select(
+            &format!("SELECT {CHAIN_EMPTY}"),
+            Some(1),
+            &[chain_id.into()],
+        ))
+        .first()
+        .get_one::<bool>(),
     )
     .unwrap_or(false);
     if !empty {
@@ -161,7 +163,7 @@ pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Op
         None,
         &[],
     ));
-    let readable = source_rows::try_lock_row_sources(client);
+    let readable = row_ids::try_lock_row_sources(client);
     let claimed = claim_chain(client, chain_id, &readable);
     let mut heads = claimed.heads.clone();
     let (sources, row_ids) = row_sources(client, &claimed.row_items);
@@ -182,11 +184,7 @@ pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Op
         .collect();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     complete(client, &applied, &heads, elapsed_ms);
-    spi_ok(client.update(
-        DONE_SQL,
-        None,
-        &[load_id.into(), claimed.transfers.into()],
-    ));
+    spi_ok(client.update(DONE_SQL, None, &[load_id.into(), claimed.transfers.into()]));
     Some(BatchOutcome {
         processed: claimed.items as i32,
         full: true,

@@ -46,7 +46,17 @@ pub(super) struct Claimed {
 /// A queue item that is due: pending and past its backoff. The one
 /// definition of "due"; the pending index (`balance_update_queue_pending_idx`,
 /// on pending items) serves it.
-pub const DUE: &str = "status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())";
+pub const DUE: &str =
+    "status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())";
+
+/// Items of chain `chain` (a parameter, integer; NULL for every chain) and
+/// of no chain in `exclude` (a parameter, integer[]): the chain part of a
+/// [`ClaimFilter`], the one definition every claim and probe uses.
+pub fn chain_filter(chain: &str, exclude: &str) -> String {
+    format!(
+        "({chain}::integer IS NULL OR chain_id = {chain}) AND coalesce(chain_id <> ALL({exclude}::integer[]), true)"
+    )
+}
 
 /// The columns every claim selects, read by position in [`Claimed::absorb`].
 const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL AND source_row_ids IS NULL, chain_id, contract_address, \
@@ -60,12 +70,12 @@ static CLAIM_DUE_SQL: Lazy<String> = Lazy::new(|| {
     format!(
         "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
           WHERE {DUE}
-            AND ($1::integer IS NULL OR chain_id = $1)
-            AND coalesce(chain_id <> ALL($2::integer[]), true)
+            AND {chains}
             AND ($3::bigint[] IS NULL OR id = ANY($3))
             AND (source_row_ids IS NULL OR source_table::oid = ANY($4::oid[]))
           ORDER BY priority, id
-          FOR UPDATE SKIP LOCKED"
+          FOR UPDATE SKIP LOCKED",
+        chains = chain_filter("$1", "$2")
     )
 });
 
@@ -337,6 +347,7 @@ mod tests {
 
     #[test]
     fn every_claim_of_due_items_uses_the_one_due_rule() {
+        assert!(CLAIM_DUE_SQL.contains(&chain_filter("$1", "$2")));
         for sql in [CLAIM_DUE_SQL.as_str(), CLAIM_CHAIN_SQL.as_str()] {
             assert!(sql.contains(DUE), "{sql}");
             assert!(sql.contains("FOR UPDATE SKIP LOCKED"), "{sql}");

@@ -6,7 +6,7 @@ use super::claim::{claim_chain_row_items, claim_key};
 use super::complete::complete;
 use super::ledger::apply_items;
 use super::read_back::row_sources;
-use crate::source_rows;
+use crate::sources::row_ids;
 use pgrx::spi::SpiClient;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -28,7 +28,7 @@ pub struct Drained {
 /// holding no other lock, so the waits cannot deadlock.
 pub fn drain_key(client: &mut SpiClient<'_>, key: &BalanceKey) -> Drained {
     let started = Instant::now();
-    source_rows::lock_row_sources(client);
+    row_ids::lock_row_sources(client);
     let mut claimed = claim_key(client, key);
     claimed.row_items = claim_chain_row_items(client, key.0).row_items;
     let mut heads = claimed.heads;

@@ -6,13 +6,15 @@
 //! Locks are taken in the apply path's global order: ledger rows sorted by
 //! key, then balance rows sorted by key.
 
-use super::balances::{BalanceKey, MAX_U256, content_id, usd_sql};
+use super::balances::{
+    BalanceKey, MAX_U256, content_id, ledger_key, same_ledger_key, side_columns, usd_sql,
+};
 use super::chain_lock;
 use super::complete::merge_heads;
 use super::read_back::ReadBack;
 use super::set_back::{SetBack, set_back_keys};
 use crate::errors::spi_ok;
-use crate::source_sql::{RowFilter, SourceMapping};
+use crate::sources::mapping::{RowFilter, SourceMapping};
 use once_cell::sync::Lazy;
 use pgrx::spi::SpiClient;
 use std::collections::BTreeMap;
@@ -64,7 +66,8 @@ fn sides_ctes(read_back: &ReadBack) -> String {
                        delta_wei, block_number
          ), heads AS (
              SELECT s.chain_id, max(s.block_number) AS block_number,
-                    greatest(coalesce(r.head_block, 0), max(s.block_number)) - r.confirmation_depth AS confirmed_through
+                    balance_queue.confirmed_through(greatest(coalesce(r.head_block, 0), max(s.block_number)),
+                                                    r.confirmation_depth) AS confirmed_through
                FROM sides s JOIN balance_queue.chain_registry r USING (chain_id)
               GROUP BY s.chain_id, r.head_block, r.confirmation_depth
          )",
@@ -111,29 +114,24 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
     format!(
         "ledger AS (
              INSERT INTO balance_queue.applied_transfers AS l
-                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                  delta_wei, block_number, copies, last_change)
-             SELECT chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                    delta_wei, block_number, change, change
+                 ({sides}, copies, last_change)
+             SELECT {sides}, change, change
                FROM sides
-              ORDER BY chain_id, tx_hash, log_index, is_inbound, content_id
-             ON CONFLICT (chain_id, tx_hash, log_index, is_inbound, content_id) DO UPDATE
+              ORDER BY {key}
+             ON CONFLICT ({key}) DO UPDATE
                 SET copies = l.copies + EXCLUDED.copies,
                     last_change = EXCLUDED.copies
-             RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
-                       l.holder_address, l.delta_wei, l.block_number, l.copies, l.last_change
+             RETURNING {l_sides}, l.copies, l.last_change
          ), pending_added AS (
              -- newly counted sides inside the confirmation window
              INSERT INTO balance_queue.pending_transfer_sides
-                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                  delta_wei, block_number)
-             SELECT l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id, l.contract_address,
-                    l.holder_address, l.delta_wei, l.block_number
+                 ({sides})
+             SELECT {l_sides}
                FROM ledger l
                LEFT JOIN heads h USING (chain_id)
               WHERE l.copies > 0 AND l.copies - l.last_change <= 0
-                AND l.block_number > coalesce(h.confirmed_through, -1)
-              ORDER BY l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.content_id
+                AND balance_queue.is_unconfirmed(l.block_number, h.confirmed_through)
+              ORDER BY {l_key}
              ON CONFLICT DO NOTHING
              RETURNING 1
          ), pending_removed AS (
@@ -141,8 +139,7 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
              DELETE FROM balance_queue.pending_transfer_sides p
               USING ledger l
               WHERE l.copies <= 0 AND l.copies - l.last_change > 0
-                AND p.chain_id = l.chain_id AND p.tx_hash = l.tx_hash AND p.log_index = l.log_index
-                AND p.is_inbound = l.is_inbound AND p.content_id = l.content_id
+                AND {same_key}
              RETURNING 1
          ), effects AS (
              -- only sides whose counted state flipped change a balance
@@ -194,6 +191,11 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
                              WHERE u.chain_id = c.chain_id AND u.contract_address = c.contract_address
                                AND u.holder_address = c.holder_address)",
         usd_new = usd_sql("c.delta_wei", "m"),
+        key = ledger_key(""),
+        l_key = ledger_key("l"),
+        sides = side_columns(""),
+        l_sides = side_columns("l"),
+        same_key = same_ledger_key("p", "l"),
         usd_sum = usd_sql("b.current_balance + EXCLUDED.current_balance", "m"),
     )
 });
@@ -206,21 +208,17 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
     format!(
         "ledger AS (
              INSERT INTO balance_queue.applied_transfers
-                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                  delta_wei, block_number, copies, last_change)
-             SELECT chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                    delta_wei, block_number, change, change
+                 ({sides}, copies, last_change)
+             SELECT {sides}, change, change
                FROM sides
-              ORDER BY chain_id, tx_hash, log_index, is_inbound, content_id
+              ORDER BY {key}
          ), pending_added AS (
              INSERT INTO balance_queue.pending_transfer_sides
-                 (chain_id, tx_hash, log_index, is_inbound, content_id, contract_address, holder_address,
-                  delta_wei, block_number)
-             SELECT s.chain_id, s.tx_hash, s.log_index, s.is_inbound, s.content_id, s.contract_address,
-                    s.holder_address, s.delta_wei, s.block_number
+                 ({sides})
+             SELECT {s_sides}
                FROM sides s
                LEFT JOIN heads h USING (chain_id)
-              WHERE s.change > 0 AND s.block_number > coalesce(h.confirmed_through, -1)
+              WHERE s.change > 0 AND balance_queue.is_unconfirmed(s.block_number, h.confirmed_through)
          ), effects AS (
              SELECT chain_id, contract_address, holder_address, sum(delta_wei) AS delta_wei,
                     max(block_number) AS block_number
@@ -241,6 +239,9 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
          SELECT 'out_of_range', chain_id, contract_address, holder_address, NULL::bigint
            FROM effects WHERE abs(delta_wei) > {MAX_U256}",
         usd = usd_sql("e.delta_wei", "m"),
+        key = ledger_key(""),
+        sides = side_columns(""),
+        s_sides = side_columns("s"),
     )
 });
 

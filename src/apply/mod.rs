@@ -33,10 +33,10 @@ mod recompute;
 mod set_back;
 mod split;
 
-pub use balances::{BalanceKey, usd_sql};
+pub use balances::{BalanceKey, ledger_key, same_ledger_key, usd_sql};
 pub use batch::apply_batch;
 pub use bulk::{apply_bulk, begin_bulk_load, bulk_candidate, chains_in_bulk, end_bulk_load};
-pub use claim::{ClaimFilter, DUE};
+pub use claim::{ClaimFilter, DUE, chain_filter};
 pub use drain::{complete_drained, drain_key};
 pub use recompute::{recompute_and_store, sources_for_chain};
 pub use set_back::failed_attempt_set;

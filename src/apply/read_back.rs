@@ -3,8 +3,8 @@
 //! read the rows by primary key and validate them once per statement.
 
 use crate::errors::spi_ok;
-use crate::source_rows::row_id_column;
-use crate::source_sql::{BUILTIN_TYPED_COLUMN, RowFilter, SourceMapping, sides_of_validated};
+use crate::sources::mapping::{BUILTIN_TYPED_COLUMN, RowFilter, SourceMapping, sides_of_validated};
+use crate::sources::row_ids::row_id_column;
 use once_cell::sync::Lazy;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -53,7 +53,7 @@ pub(super) fn row_sources(
         let ids = items.iter().filter(|(_, r)| *r == relid).map(|(id, _)| *id);
         let oid = pg_sys::Oid::from(relid);
         let triggered = !spi_ok(client.select(TRIGGERED_SQL, Some(1), &[oid.into()])).is_empty();
-        match crate::attach::load_mapping(client, oid) {
+        match crate::sources::mapping::load_mapping(client, oid) {
             Some(mapping)
                 if triggered
                     && mapping.row_id_column.is_some()

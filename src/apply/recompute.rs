@@ -2,11 +2,11 @@
 //! recalculation items in a batch and for `recalculate_address_balance`.
 
 use super::balances::{MAX_U256, usd_sql};
-use crate::attach::mappings_for_chain;
 use crate::errors::spi_ok;
-use crate::source_rows::counted_relation;
-use crate::source_sql::{RowFilter, SourceMapping};
-use crate::triggers::row_trigger_mappings;
+use crate::sources::mapping::mappings_for_chain;
+use crate::sources::mapping::{RowFilter, SourceMapping};
+use crate::sources::row_ids::counted_relation;
+use crate::sources::triggers::row_trigger_mappings;
 use pgrx::spi::SpiClient;
 
 /// The sides of the key bound as every statement here binds it: chain $1,

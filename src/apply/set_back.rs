@@ -8,10 +8,10 @@
 //! (bigint[]), `$2` chain id, `$3` token contract, `$4` holder, `$5` the
 //! chain's max_retry_attempts, `$6` the retry backoff in milliseconds.
 
-use super::balances::{BalanceKey, content_id};
+use super::balances::{BalanceKey, content_id, same_ledger_key};
 use super::read_back::ReadBack;
 use crate::errors::spi_ok;
-use crate::source_sql::{RowFilter, SourceMapping};
+use crate::sources::mapping::{RowFilter, SourceMapping};
 use once_cell::sync::Lazy;
 use pgrx::datum::DatumWithOid;
 use pgrx::spi::SpiClient;
@@ -50,14 +50,18 @@ const OUT_OF_RANGE_MESSAGE: &str = "'transfer (tx_hash %s, log_index %s) not app
 /// A CTE `reverted` taking the copies counted in CTE `undo` (chain_id,
 /// tx_hash, log_index, is_inbound, content_id, change) back out of the
 /// ledger, for sides set back so that their retry starts clean.
-const REVERT_LEDGER: &str = "reverted AS (
+static REVERT_LEDGER: Lazy<String> = Lazy::new(|| {
+    format!(
+        "reverted AS (
         UPDATE balance_queue.applied_transfers l
            SET copies = l.copies - undo.change, last_change = 0
           FROM undo
-         WHERE l.chain_id = undo.chain_id AND l.tx_hash = undo.tx_hash AND l.log_index = undo.log_index
-           AND l.is_inbound = undo.is_inbound AND l.content_id = undo.content_id
+         WHERE {same_key}
         RETURNING 1
-    )";
+    )",
+        same_key = same_ledger_key("l", "undo")
+    )
+});
 
 /// Sets back the batch's transfer-side items (`$1`) of one out-of-range
 /// key, naming each row, and takes their copies back out of the ledger so
@@ -84,7 +88,7 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
         SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index, is_inbound,
                content_id, sum(source_change) AS change
           FROM failed GROUP BY 1, 2, 3, 4, 5
-    ), {REVERT_LEDGER}
+    ), {revert}
     SELECT id, status = 'failed' FROM failed",
         content = content_id(
             "q.contract_address",
@@ -93,6 +97,7 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
             "q.triggered_by_block"
         ),
         attempt = failed_attempt_set("q", "$5", "$6"),
+        revert = REVERT_LEDGER.as_str(),
     )
 });
 
@@ -126,11 +131,12 @@ fn spill_key_sql(sources: &[SourceMapping]) -> String {
                FROM key_sides
               GROUP BY chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
                        delta_wei, block_number
-         ), {REVERT_LEDGER}
+         ), {revert}
          SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FROM spilled",
         read_back = read_back.ctes(),
         sides = read_back.sides(&KEY_SIDES),
         content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
+        revert = REVERT_LEDGER.as_str(),
     )
 }
 
@@ -171,7 +177,7 @@ pub(super) fn set_back_keys(
 ) {
     let backoff_ms = f64::from(crate::gucs::RETRY_BACKOFF_MS.get());
     for key in keys {
-        let max_attempts = crate::health::effective_config(client, Some(key.0)).max_retry_attempts;
+        let max_attempts = crate::config::effective_config(client, Some(key.0)).max_retry_attempts;
         let args = key_args(ids, key, max_attempts, backoff_ms);
         for row in spi_ok(client.update(FAIL_KEY_SQL.as_str(), None, &args)) {
             set_back.ids.insert(spi_ok(row.get::<i64>(1)).expect("id"));
@@ -196,8 +202,14 @@ mod tests {
     fn a_failed_attempt_backs_off_doubling_then_fails_at_the_limit() {
         let set = failed_attempt_set("q", "$5", "$6");
         assert!(set.contains("retry_count = q.retry_count + 1"), "{set}");
-        assert!(set.contains("WHEN q.retry_count + 1 >= $5 THEN 'failed' ELSE 'pending'"), "{set}");
-        assert!(set.contains("$6 / 1000.0 * power(2, q.retry_count)"), "{set}");
+        assert!(
+            set.contains("WHEN q.retry_count + 1 >= $5 THEN 'failed' ELSE 'pending'"),
+            "{set}"
+        );
+        assert!(
+            set.contains("$6 / 1000.0 * power(2, q.retry_count)"),
+            "{set}"
+        );
         // The set-back statement binds the limit at $5 and the backoff at
         // $6, as key_args does.
         assert!(FAIL_KEY_SQL.contains(&set));

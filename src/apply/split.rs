@@ -4,8 +4,8 @@
 
 use super::read_back::{ReadBack, row_sources};
 use crate::errors::spi_ok;
-use crate::source_rows;
-use crate::source_sql::SourceMapping;
+use crate::sources::mapping::SourceMapping;
+use crate::sources::row_ids;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -45,7 +45,7 @@ fn split_sql(sources: &[SourceMapping]) -> String {
 /// TRUNCATE or DROP: the item stays pending), or `None` when `id` is not a
 /// pending id-range item of an attached table.
 pub fn split_row_item(client: &mut SpiClient<'_>, id: i64, reason: &str) -> Option<i64> {
-    let readable = source_rows::try_lock_row_sources(client);
+    let readable = row_ids::try_lock_row_sources(client);
     // Lock the item (a drain may hold it; once it commits the item is no
     // longer pending and there is nothing to split).
     let relid = spi_ok(

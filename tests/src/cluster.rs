@@ -60,6 +60,54 @@ impl Cluster {
     /// directories, found relative to them) of another installation, e.g.
     /// a [`crate::pgtree::PgTree`].
     pub fn start_with_bindir(name: &str, conf: &[&str], bindir: &Path) -> Cluster {
+        let cluster = Cluster::new_dir(name, conf, bindir);
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                cluster.data().to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        cluster.write_settings();
+        cluster.pg_ctl_start();
+        cluster
+    }
+
+    /// A hot standby of this cluster, streaming from it: a base backup
+    /// (`pg_basebackup -R`) started on a port and socket of its own, with
+    /// this cluster's settings.
+    pub fn standby(&self, name: &str) -> Cluster {
+        let extra: Vec<&str> = self.extra_conf.iter().map(String::as_str).collect();
+        let standby = Cluster::new_dir(name, &extra, &self.bindir);
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                standby.data().to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                "-h",
+                self.dir.to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ],
+        );
+        standby.write_settings();
+        standby.pg_ctl_start();
+        standby
+    }
+
+    /// A new, empty cluster directory with a port of its own.
+    fn new_dir(name: &str, conf: &[&str], bindir: &Path) -> Cluster {
         let port =
             20000 + (std::process::id() % 20000) as u16 + NEXT_PORT.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!(
@@ -79,25 +127,20 @@ impl Cluster {
                 "chown cluster dir to postgres"
             );
         }
-        let cluster = Cluster {
+        Cluster {
             dir,
             port,
             bindir: bindir.to_path_buf(),
             as_postgres,
             extra_conf: conf.iter().map(|s| s.to_string()).collect(),
-        };
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                cluster.data().to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        );
+        }
+    }
+
+    /// Appends the harness's settings and the cluster's own to its
+    /// postgresql.conf (later lines win, so a standby's port and socket
+    /// override its primary's).
+    fn write_settings(&self) {
+        let cluster = self;
         let mut settings = vec![
             "listen_addresses = ''".to_string(),
             format!("port = {}", cluster.port),
@@ -116,8 +159,6 @@ impl Cluster {
             settings.join("\n")
         ));
         std::fs::write(&conf_path, text).expect("write postgresql.conf");
-        cluster.pg_ctl_start();
-        cluster
     }
 
     fn data(&self) -> PathBuf {

@@ -35,7 +35,7 @@ fn quoted(text: &str) -> String {
 /// `p_contract`, `p_from`, `p_to`, `p_value` (wei, decimal), `p_block`.
 /// A valid row has a known chain, `0x`+64 hex tx_hash, decimal log_index
 /// and block_number, `0x`+40 hex addresses (any case), and a value in
-/// 0..2^256-1. The SQL that queues rows (`source_sql`) casts only rows for
+/// 0..2^256-1. The SQL that queues rows (`sources::mapping`) casts only rows for
 /// which this returns NULL. Internal; never raises.
 #[pg_extern(immutable, parallel_safe)]
 #[allow(clippy::too_many_arguments)]

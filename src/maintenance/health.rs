@@ -23,6 +23,7 @@ use pgrx::prelude::*;
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn collect_queue_health_metrics() -> i64 {
+    crate::errors::refuse_on_standby("collect_queue_health_metrics");
     let retention_h = gucs::HEALTH_RETENTION_H.get();
     Spi::connect_mut(|client| {
         let recorded = spi_ok(client.update(
@@ -86,6 +87,7 @@ pub fn collect_queue_health_metrics() -> i64 {
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn cleanup_completed_updates() -> i64 {
+    crate::errors::refuse_on_standby("cleanup_completed_updates");
     let retention_s = gucs::COMPLETED_RETENTION_S.get();
     let archive = gucs::ARCHIVE_COMPLETED.get();
     let archive_sql = if archive {
@@ -122,6 +124,7 @@ pub fn cleanup_completed_updates() -> i64 {
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn retry_failed_updates(p_chain_id: default!(Option<i32>, "NULL")) -> i64 {
+    crate::errors::refuse_on_standby("retry_failed_updates");
     Spi::connect_mut(|client| {
         let rows = spi_ok(client.update(
             "WITH retried AS (
@@ -137,51 +140,6 @@ pub fn retry_failed_updates(p_chain_id: default!(Option<i32>, "NULL")) -> i64 {
         ));
         spi_ok(rows.first().get_one::<i64>()).unwrap_or(0)
     })
-}
-
-/// The effective processing configuration of one chain.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueConfig {
-    /// Queue items per batch (the plan's unit); every batch also stops at
-    /// `balance_queue.batch_size` transfers.
-    pub batch_size: i32,
-    /// Seconds before a chain that had nothing to drain is polled again (0: naptime).
-    pub processing_interval_seconds: i32,
-    pub max_retry_attempts: i32,
-    pub enabled: bool,
-    /// Pending items older than this many hours are boosted (0: never).
-    pub priority_boost_threshold_hours: i32,
-}
-
-/// Effective settings for `chain_id` (None: the default for chains without
-/// a row): each NULL setting falls back to the NULL-chain row, then to the
-/// GUC (`balance_queue.batch_size`, `balance_queue.max_retries`), else to
-/// no interval and no boost.
-pub fn effective_config(client: &pgrx::spi::SpiClient<'_>, chain_id: Option<i32>) -> QueueConfig {
-    let rows = spi_ok(client.select(
-        "SELECT coalesce(c.batch_size, d.batch_size, $2),
-                coalesce(c.processing_interval_seconds, d.processing_interval_seconds, 0),
-                coalesce(c.max_retry_attempts, d.max_retry_attempts, $3),
-                coalesce(c.enabled, d.enabled, true),
-                coalesce(c.priority_boost_threshold_hours, d.priority_boost_threshold_hours, 0)
-           FROM (SELECT 1) one
-           LEFT JOIN balance_queue.queue_processing_config d ON d.chain_id IS NULL
-           LEFT JOIN balance_queue.queue_processing_config c ON c.chain_id = $1",
-        Some(1),
-        &[
-            chain_id.into(),
-            gucs::BATCH_SIZE.get().into(),
-            gucs::MAX_RETRIES.get().into(),
-        ],
-    ));
-    let row = rows.first();
-    QueueConfig {
-        batch_size: spi_ok(row.get::<i32>(1)).unwrap_or(gucs::BATCH_SIZE.get()),
-        processing_interval_seconds: spi_ok(row.get::<i32>(2)).unwrap_or(0),
-        max_retry_attempts: spi_ok(row.get::<i32>(3)).unwrap_or(gucs::MAX_RETRIES.get()),
-        enabled: spi_ok(row.get::<bool>(4)).unwrap_or(true),
-        priority_boost_threshold_hours: spi_ok(row.get::<i32>(5)).unwrap_or(0),
-    }
 }
 
 /// The effective queue processing configuration of a chain, as the worker
@@ -217,7 +175,7 @@ pub fn get_queue_config(
         name!(priority_boost_threshold_hours, i32),
     ),
 > {
-    let config = Spi::connect(|client| effective_config(client, p_chain_id));
+    let config = Spi::connect(|client| crate::config::effective_config(client, p_chain_id));
     TableIterator::once((
         config.batch_size,
         config.processing_interval_seconds,
@@ -241,19 +199,21 @@ pub fn boost_old_items(
         return 0;
     }
     let rows = spi_ok(client.update(
-        "WITH boosted AS (
+        &format!(
+            "WITH boosted AS (
              UPDATE balance_queue.balance_update_queue
                 SET priority = 0
               WHERE id IN (SELECT id FROM balance_queue.balance_update_queue
                             WHERE status = 'pending' AND priority > 0
                               AND created_at < now() - make_interval(hours => $1)
-                              AND ($2::integer IS NULL OR chain_id = $2)
-                              AND coalesce(chain_id <> ALL($3::integer[]), true)
+                              AND {chains}
                               -- an item a drain holds is being applied already
                               FOR UPDATE SKIP LOCKED)
              RETURNING 1
          )
          SELECT count(*) FROM boosted",
+            chains = crate::apply::chain_filter("$2", "$3")
+        ),
         Some(1),
         &[
             threshold_hours.into(),
@@ -276,6 +236,7 @@ pub fn boost_old_items(
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn create_daily_balance_snapshot(p_date: default!(pgrx::datum::Date, "current_date")) -> i64 {
+    crate::errors::refuse_on_standby("create_daily_balance_snapshot");
     Spi::connect_mut(|client| {
         spi_ok(client.update(
             "DELETE FROM balance_queue.daily_balance_snapshots WHERE snapshot_date = $1",

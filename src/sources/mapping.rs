@@ -2,10 +2,14 @@
 //! row" shared by the ingest triggers, the backfill, the seed's row trigger
 //! and recalculation, so they can never disagree about what counts.
 //!
+//! Also the one place that reads a mapping from `attached_sources`.
+//!
 //! Identifiers come from `attached_sources` (checked against the catalog at
 //! attach time) and are always quoted with `quote_identifier`.
 
-use pgrx::spi::{quote_identifier, quote_literal};
+use crate::errors::spi_ok;
+use pgrx::pg_sys;
+use pgrx::spi::{SpiClient, quote_identifier, quote_literal};
 
 /// A `pg_attribute` row whose column has a built-in type: one created by
 /// initdb, with an oid below `FirstNormalObjectId` (16384, Postgres's
@@ -31,10 +35,59 @@ pub struct SourceMapping {
     pub block_number_column: String,
     pub network_column: Option<String>,
     /// The table's single-column integer primary key when inserted rows
-    /// are queued by id (see `source_rows`); `None`: queued by content.
+    /// are queued by id (see `row_ids`); `None`: queued by content.
     pub row_id_column: Option<String>,
     /// The source table's oid (0 for a transition table or a literal row).
     pub relid: u32,
+}
+
+/// The `attached_sources` columns a mapping is read from, in [`mapping_from_row`]'s order.
+const MAPPING_COLUMNS: &str = "source_table::text, chain_id, from_column, to_column, value_column, \
+     contract_column, tx_hash_column, log_index_column, block_number_column, network_column, \
+     row_id_column, source_table::oid AS relid";
+
+fn mapping_from_row(row: &pgrx::spi::SpiHeapTupleData) -> SourceMapping {
+    let text = |i: usize| spi_ok(row.get::<String>(i)).unwrap_or_default();
+    SourceMapping {
+        label: text(1),
+        chain_id: spi_ok(row.get::<i32>(2)),
+        from_column: text(3),
+        to_column: text(4),
+        value_column: text(5),
+        contract_column: text(6),
+        tx_hash_column: text(7),
+        log_index_column: text(8),
+        block_number_column: text(9),
+        network_column: spi_ok(row.get::<String>(10)),
+        row_id_column: spi_ok(row.get::<String>(11)),
+        relid: spi_ok(row.get::<pg_sys::Oid>(12))
+            .map(|oid| oid.to_u32())
+            .unwrap_or_default(),
+    }
+}
+
+/// The mapping of one attached table, or `None` when it is not attached.
+pub fn load_mapping(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Option<SourceMapping> {
+    let rows = spi_ok(client.select(
+        &format!("SELECT {MAPPING_COLUMNS} FROM balance_queue.attached_sources WHERE source_table = $1::oid"),
+        Some(1),
+        &[relid.into()],
+    ));
+    rows.into_iter().next().map(|row| mapping_from_row(&row))
+}
+
+/// Every attached table that can hold transfers of `chain_id`: those fixed
+/// to it and those that take the chain from each row's network.
+pub fn mappings_for_chain(client: &SpiClient<'_>, chain_id: i32) -> Vec<SourceMapping> {
+    let rows = spi_ok(client.select(
+        &format!(
+            "SELECT {MAPPING_COLUMNS} FROM balance_queue.attached_sources
+              WHERE chain_id = $1 OR chain_id IS NULL ORDER BY source_table"
+        ),
+        None,
+        &[chain_id.into()],
+    ));
+    rows.into_iter().map(|row| mapping_from_row(&row)).collect()
 }
 
 /// Column `name` of the row aliased `alias`, as text.
@@ -43,33 +96,35 @@ pub(crate) fn text_column(alias: &str, name: &str) -> String {
 }
 
 impl SourceMapping {
+    /// How the chain of a source row aliased `row` is found: the chain id
+    /// expression and the join it needs. A fixed chain is a literal; a
+    /// network column joins the chain registry (aliased `c`) by network
+    /// name (a row whose network is unknown gets NULL, and fails its
+    /// check); neither gives NULL. The one network → chain join.
+    pub fn chain_of_row(&self, row: &str) -> (String, String) {
+        match (self.chain_id, &self.network_column) {
+            (Some(chain_id), _) => (chain_id.to_string(), String::new()),
+            (None, Some(network)) => (
+                "c.chain_id".to_string(),
+                format!(
+                    " LEFT JOIN balance_queue.chain_registry c ON c.network_name = {}",
+                    text_column(row, network)
+                ),
+            ),
+            (None, None) => ("NULL::integer".to_string(), String::new()),
+        }
+    }
+
     /// A SELECT over `relation` returning, per source row: chain_id,
     /// network, `error` (NULL for a valid row, else the reason, from
     /// `_transfer_row_error`), log_index_raw, value_raw, the lowercased
     /// contract_address, from_address, to_address and tx_hash, and for
     /// valid rows only value_wei (numeric), log_index and block_number.
     pub fn validated_rows(&self, relation: &str) -> String {
-        let (chain_expr, network_expr, join) = match (self.chain_id, &self.network_column) {
-            (Some(chain_id), _) => (
-                format!("{chain_id}"),
-                "NULL::text".to_string(),
-                String::new(),
-            ),
-            (None, Some(network)) => {
-                let network = text_column("r", network);
-                (
-                    "c.chain_id".to_string(),
-                    network.clone(),
-                    format!(
-                        " LEFT JOIN balance_queue.chain_registry c ON c.network_name = {network}"
-                    ),
-                )
-            }
-            (None, None) => (
-                "NULL::integer".to_string(),
-                "NULL::text".to_string(),
-                String::new(),
-            ),
+        let (chain_expr, join) = self.chain_of_row("r");
+        let network_expr = match (self.chain_id, &self.network_column) {
+            (None, Some(network)) => text_column("r", network),
+            _ => "NULL::text".to_string(),
         };
         // OFFSET 0 fences keep the subqueries from being flattened, so each
         // row is checked once rather than once per reference to `error`.

@@ -38,6 +38,7 @@ pub fn recalculate_address_balance(
     p_contract_address: &str,
     p_holder_address: &str,
 ) -> AnyNumeric {
+    crate::errors::refuse_on_standby("recalculate_address_balance");
     let contract = normalize_arg("p_contract_address", p_contract_address);
     let holder = normalize_arg("p_holder_address", p_holder_address);
     if holder == ZERO_ADDRESS {

@@ -3,8 +3,8 @@
 //! queues one `source_rows` item per statement and chain holding the ids it
 //! wrote, and the apply path reads those rows back by primary key
 //! (`apply::read_back`). Ingest then costs one small write per statement
-//! instead of two queue rows per transfer (shared/notes/design.md measured
-//! the latter at about 12× the indexer's own COPY, even set-based).
+//! instead of two queue rows per transfer (docs/design-notes.md: the
+//! latter cost about 12× the indexer's own COPY, even set-based).
 //!
 //! Rows are read when their item is applied, not when they were inserted,
 //! so a row deleted or updated before then was never counted and must not
@@ -25,7 +25,7 @@
 //! ([`try_lock_row_sources`]), skipping the items of the other tables.
 
 use crate::errors::spi_ok;
-use crate::source_sql::{SourceMapping, text_column};
+use crate::sources::mapping::SourceMapping;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, quote_identifier, quote_literal};
 
@@ -87,15 +87,18 @@ pub fn queue_rows(client: &mut SpiClient<'_>, mapping: &SourceMapping, relation:
 /// Queues by id the rows of the table of `mapping` that belong to chain
 /// `chain_id` and wait in no item (see [`counted_relation`]), as a
 /// rebuild of the chain needs them. Returns the number of rows queued.
-pub fn queue_rows_of_chain(client: &mut SpiClient<'_>, mapping: &SourceMapping, chain_id: i32) -> i64 {
+pub fn queue_rows_of_chain(
+    client: &mut SpiClient<'_>,
+    mapping: &SourceMapping,
+    chain_id: i32,
+) -> i64 {
     let relation = counted_relation(mapping);
     let of_chain = match (mapping.chain_id, &mapping.network_column) {
         (Some(chain), _) if chain == chain_id => relation,
-        (None, Some(network)) => format!(
-            "(SELECT c.* FROM {relation} c
-               WHERE {} = (SELECT network_name FROM balance_queue.chain_registry WHERE chain_id = {chain_id}))",
-            crate::source_sql::text_column("c", network)
-        ),
+        (None, Some(_)) => {
+            let (chain, join) = mapping.chain_of_row("r");
+            format!("(SELECT r.* FROM {relation} r{join} WHERE {chain} = {chain_id})")
+        }
         _ => return 0,
     };
     queue_rows(client, mapping, &of_chain)
@@ -106,17 +109,7 @@ pub fn queue_rows_of_chain(client: &mut SpiClient<'_>, mapping: &SourceMapping, 
 pub const ROWS_PER_ITEM: i64 = 5000;
 
 fn queue_rows_sql(mapping: &SourceMapping, relation: &str) -> String {
-    let (chain, join) = match (mapping.chain_id, &mapping.network_column) {
-        (Some(chain_id), _) => (chain_id.to_string(), String::new()),
-        (None, Some(network)) => (
-            "c.chain_id".to_string(),
-            format!(
-                " LEFT JOIN balance_queue.chain_registry c ON c.network_name = {}",
-                text_column("r", network)
-            ),
-        ),
-        (None, None) => ("NULL::integer".to_string(), String::new()),
-    };
+    let (chain, join) = mapping.chain_of_row("r");
     format!(
         "INSERT INTO balance_queue.balance_update_queue
              (chain_id, update_type, source_table, source_row_ids, row_count)

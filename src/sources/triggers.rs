@@ -2,10 +2,9 @@
 //! never touch balances, so the indexer's INSERT or COPY never waits on the
 //! apply path, and a bad row becomes a failed queue item, never an error.
 
-use crate::attach::load_mapping;
 use crate::errors::{invalid_parameter, spi_ok};
-use crate::source_rows;
-use crate::source_sql::{BUILTIN_TYPED_COLUMN, SourceMapping};
+use crate::sources::mapping::{BUILTIN_TYPED_COLUMN, SourceMapping, load_mapping};
+use crate::sources::row_ids;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use std::ffi::{CStr, CString};
@@ -37,13 +36,13 @@ fn _enqueue_transfer_rows<'a>(
         if matches!(op, PgTriggerOperation::Truncate) {
             // BEFORE TRUNCATE: the rows are still there to be taken back;
             // those still waiting in a source_rows item were never counted.
-            let never_counted = source_rows::supersede_pending_rows(
+            let never_counted = row_ids::supersede_pending_rows(
                 client,
                 relid,
                 "superseded: the table was truncated before these rows were applied",
             );
             let counted =
-                source_rows::without_cut_rows(&mapping, &mapping.label, never_counted.as_deref());
+                row_ids::without_cut_rows(&mapping, &mapping.label, never_counted.as_deref());
             spi_ok(client.update(&mapping.enqueue(&counted, -1, relid), None, &[]));
             return;
         }
@@ -51,8 +50,8 @@ fn _enqueue_transfer_rows<'a>(
             let old_rows = quote_identifier(old_rows);
             let removed = match mapping.row_id_column {
                 Some(_) => {
-                    let cut = source_rows::cut_pending_rows(client, &mapping, &old_rows);
-                    source_rows::without_cut_rows(&mapping, &old_rows, cut.as_deref())
+                    let cut = row_ids::cut_pending_rows(client, &mapping, &old_rows);
+                    row_ids::without_cut_rows(&mapping, &old_rows, cut.as_deref())
                 }
                 None => old_rows,
             };
@@ -62,7 +61,7 @@ fn _enqueue_transfer_rows<'a>(
             let new_rows = quote_identifier(new_rows);
             match mapping.row_id_column {
                 Some(_) => {
-                    source_rows::queue_rows(client, &mapping, &new_rows);
+                    row_ids::queue_rows(client, &mapping, &new_rows);
                 }
                 None => {
                     spi_ok(client.update(&mapping.enqueue(&new_rows, 1, relid), None, &[]));

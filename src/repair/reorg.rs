@@ -3,9 +3,9 @@
 //! `verify_balances` to prove the stored state against the sources.
 
 use crate::address::normalize_arg;
-use crate::apply::{sources_for_chain, usd_sql};
+use crate::apply::{ledger_key, same_ledger_key, sources_for_chain, usd_sql};
 use crate::errors::{invalid_parameter, spi_ok};
-use crate::source_sql::RowFilter;
+use crate::sources::mapping::RowFilter;
 use once_cell::sync::Lazy;
 use pgrx::prelude::*;
 
@@ -17,13 +17,12 @@ static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
     WITH taken AS (
         UPDATE balance_queue.applied_transfers l
            SET copies = 0, last_change = -l.copies
-          FROM (SELECT chain_id, tx_hash, log_index, is_inbound, content_id
+          FROM (SELECT {key}
                   FROM balance_queue.applied_transfers
                  WHERE chain_id = $1 AND block_number >= $2 AND copies <> 0
-                 ORDER BY chain_id, tx_hash, log_index, is_inbound, content_id
+                 ORDER BY {key}
                    FOR UPDATE) k
-         WHERE l.chain_id = k.chain_id AND l.tx_hash = k.tx_hash AND l.log_index = k.log_index
-           AND l.is_inbound = k.is_inbound AND l.content_id = k.content_id
+         WHERE {same_key}
         RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.contract_address,
                   l.holder_address, l.delta_wei, l.last_change
     ), unpended AS (
@@ -54,7 +53,9 @@ static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
         RETURNING 1
     )
     SELECT count(*) FROM taken WHERE last_change < 0",
-        usd = usd_sql("b.current_balance - e.delta_wei", "m")
+        usd = usd_sql("b.current_balance - e.delta_wei", "m"),
+        key = ledger_key(""),
+        same_key = same_ledger_key("l", "k"),
     )
 });
 
@@ -105,6 +106,7 @@ pub fn handle_reorg(
     p_chain_id: i32,
     p_from_block: i64,
 ) -> TableIterator<'static, (name!(sides_taken_back, i64), name!(items_requeued, i64))> {
+    crate::errors::refuse_on_standby("handle_reorg");
     if p_from_block < 0 {
         invalid_parameter(format!("p_from_block {p_from_block} must be >= 0"));
     }
@@ -122,8 +124,8 @@ pub fn handle_reorg(
         // Wait for drains holding id-range items of the chain, and keep
         // others off them: once they commit their rows count (and are taken
         // back and re-queued below); the rest stay waiting for their item.
-        crate::source_rows::lock_row_sources(client);
-        crate::source_rows::lock_waiting_rows_of_chain(client, p_chain_id);
+        crate::sources::row_ids::lock_row_sources(client);
+        crate::sources::row_ids::lock_waiting_rows_of_chain(client, p_chain_id);
         // Consume the chain's pending items from the block on, waiting for
         // drains that hold some: the rows they came from are re-read below.
         spi_ok(client.update(
@@ -157,13 +159,14 @@ pub fn handle_reorg(
             // did: one item per 5,000 rows (bad rows among them are
             // recorded again when read back).
             if p_from_block == 0 && source.row_id_column.is_some() {
-                requeued += crate::source_rows::queue_rows_of_chain(client, &source, p_chain_id);
+                requeued +=
+                    crate::sources::row_ids::queue_rows_of_chain(client, &source, p_chain_id);
                 continue;
             }
             // Rows still waiting in an id-range item are left to it; bad
             // rows were recorded as failed items when first queued.
             let insert = source.enqueue_where(
-                &crate::source_rows::counted_relation(&source),
+                &crate::sources::row_ids::counted_relation(&source),
                 1,
                 source.relid,
                 &RowFilter {
@@ -173,7 +176,7 @@ pub fn handle_reorg(
                     ..RowFilter::default()
                 },
             );
-            requeued += crate::attach::run_counted(client, &insert);
+            requeued += crate::sources::attach::run_counted(client, &insert);
         }
         (taken, requeued)
     });
@@ -188,7 +191,9 @@ pub fn prune_confirmed_sides() -> i64 {
         "WITH pruned AS (
              DELETE FROM balance_queue.pending_transfer_sides p
               USING balance_queue.chain_registry r
-              WHERE p.chain_id = r.chain_id AND p.block_number <= r.head_block - r.confirmation_depth
+              WHERE p.chain_id = r.chain_id
+                AND NOT balance_queue.is_unconfirmed(
+                        p.block_number, balance_queue.confirmed_through(r.head_block, r.confirmation_depth))
              RETURNING 1
          )
          SELECT count(*) FROM pruned",

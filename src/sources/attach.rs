@@ -1,7 +1,7 @@
 //! Attaching transfer tables: triggers, registration and backfill.
 
 use crate::errors::{invalid_parameter, raise, spi_ok};
-use crate::source_sql::{BUILTIN_TYPED_COLUMN, SourceMapping};
+use crate::sources::mapping::{BUILTIN_TYPED_COLUMN, load_mapping};
 use pgrx::PgRelation;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -16,54 +16,6 @@ const TRIGGERS: [&str; 4] = [
     "balance_queue_after_update",
     "balance_queue_before_truncate",
 ];
-
-const MAPPING_COLUMNS: &str = "source_table::text, chain_id, from_column, to_column, value_column, \
-     contract_column, tx_hash_column, log_index_column, block_number_column, network_column, \
-     row_id_column, source_table::oid AS relid";
-
-fn mapping_from_row(row: &pgrx::spi::SpiHeapTupleData) -> SourceMapping {
-    let text = |i: usize| spi_ok(row.get::<String>(i)).unwrap_or_default();
-    SourceMapping {
-        label: text(1),
-        chain_id: spi_ok(row.get::<i32>(2)),
-        from_column: text(3),
-        to_column: text(4),
-        value_column: text(5),
-        contract_column: text(6),
-        tx_hash_column: text(7),
-        log_index_column: text(8),
-        block_number_column: text(9),
-        network_column: spi_ok(row.get::<String>(10)),
-        row_id_column: spi_ok(row.get::<String>(11)),
-        relid: spi_ok(row.get::<pg_sys::Oid>(12))
-            .map(|oid| oid.to_u32())
-            .unwrap_or_default(),
-    }
-}
-
-/// The mapping of one attached table, or `None` when it is not attached.
-pub fn load_mapping(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Option<SourceMapping> {
-    let rows = spi_ok(client.select(
-        &format!("SELECT {MAPPING_COLUMNS} FROM balance_queue.attached_sources WHERE source_table = $1::oid"),
-        Some(1),
-        &[relid.into()],
-    ));
-    rows.into_iter().next().map(|row| mapping_from_row(&row))
-}
-
-/// Every attached table that can hold transfers of `chain_id`: those fixed
-/// to it and those that take the chain from each row's network.
-pub fn mappings_for_chain(client: &SpiClient<'_>, chain_id: i32) -> Vec<SourceMapping> {
-    let rows = spi_ok(client.select(
-        &format!(
-            "SELECT {MAPPING_COLUMNS} FROM balance_queue.attached_sources
-              WHERE chain_id = $1 OR chain_id IS NULL ORDER BY source_table"
-        ),
-        None,
-        &[chain_id.into()],
-    ));
-    rows.into_iter().map(|row| mapping_from_row(&row)).collect()
-}
 
 /// Runs an enqueue INSERT and returns how many queue items it wrote.
 pub fn run_counted(client: &mut SpiClient<'_>, insert: &str) -> i64 {
@@ -120,6 +72,7 @@ pub fn attach_transfer_table(
     network_column: default!(Option<&str>, "'network'"),
     backfill: default!(bool, true),
 ) -> i64 {
+    crate::errors::refuse_on_standby("attach_transfer_table");
     let relid = source.oid();
     Spi::connect_mut(|client| {
         if load_mapping(client, relid).is_some() {
@@ -196,7 +149,7 @@ pub fn attach_transfer_table(
                 );
             }
         }
-        let row_id_column = crate::source_rows::integer_primary_key(client, relid);
+        let row_id_column = crate::sources::row_ids::integer_primary_key(client, relid);
         spi_ok(
             client.update(
                 "INSERT INTO balance_queue.attached_sources
@@ -256,7 +209,7 @@ pub fn attach_transfer_table(
         }
         match (backfill, &mapping.row_id_column) {
             (false, _) => 0,
-            (true, Some(_)) => crate::source_rows::queue_rows(client, &mapping, table),
+            (true, Some(_)) => crate::sources::row_ids::queue_rows(client, &mapping, table),
             (true, None) => run_counted(client, &mapping.enqueue(table, 1, relid.to_u32())),
         }
     })
@@ -271,6 +224,7 @@ pub fn attach_transfer_table(
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn detach_transfer_table(source: PgRelation) -> i64 {
+    crate::errors::refuse_on_standby("detach_transfer_table");
     let relid = source.oid();
     Spi::connect_mut(|client| {
         let Some(mapping) = load_mapping(client, relid) else {
@@ -288,12 +242,12 @@ pub fn detach_transfer_table(source: PgRelation) -> i64 {
             ));
         }
         // Rows still waiting in an id-range item were never counted.
-        let never_counted = crate::source_rows::supersede_pending_rows(
+        let never_counted = crate::sources::row_ids::supersede_pending_rows(
             client,
             relid.to_u32(),
             "superseded: the table was detached before these rows were applied",
         );
-        let counted = crate::source_rows::without_cut_rows(
+        let counted = crate::sources::row_ids::without_cut_rows(
             &mapping,
             &mapping.label,
             never_counted.as_deref(),

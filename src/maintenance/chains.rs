@@ -38,6 +38,7 @@ pub fn add_chain(
     p_is_testnet: default!(Option<bool>, "NULL"),
     p_native_currency_symbol: default!(Option<&str>, "NULL"),
 ) -> String {
+    crate::errors::refuse_on_standby("add_chain");
     if p_chain_id <= 0 {
         invalid_parameter(format!(
             "p_chain_id {p_chain_id} must be a positive EIP-155 chain id"
