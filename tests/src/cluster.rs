@@ -92,6 +92,10 @@ impl Cluster {
                 "-R",
                 "-X",
                 "stream",
+                // An immediate checkpoint: the default spreads it over
+                // minutes of checkpoint_timeout.
+                "-c",
+                "fast",
                 "--no-sync",
                 "-h",
                 self.dir.to_str().unwrap(),
