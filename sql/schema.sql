@@ -19,7 +19,10 @@ CREATE TABLE balance_queue.chain_registry (
     display_name        text    NOT NULL,
     -- Blocks below the head after which a transfer is treated as final.
     confirmation_depth  integer NOT NULL DEFAULT 64 CHECK (confirmation_depth >= 0),
-    -- Highest block applied for this chain (the apply path raises it).
+    -- Highest block applied for this chain (the apply path raises it):
+    -- not the chain's own head, which the extension never asks a node for.
+    -- Confirmations count from it (confirmed_through()); NULL until a
+    -- transfer of the chain is applied. The name is the plan's.
     head_block          bigint,
     created_at          timestamptz NOT NULL DEFAULT now(),
     -- Added in 0.2.0, so last: an upgraded table keeps the columns' order.
@@ -108,6 +111,10 @@ CREATE TABLE balance_queue.balance_update_queue (
     priority                integer NOT NULL DEFAULT 5,
     created_at              timestamptz NOT NULL DEFAULT now(),
     processed_at            timestamptz,
+    -- 'processing' is the plan's and never set: an item being applied is
+    -- row-locked by its drain (FOR UPDATE SKIP LOCKED) and stays 'pending'
+    -- until the drain commits it 'completed', so a crash leaves no item
+    -- stuck in between.
     status                  text NOT NULL DEFAULT 'pending'
         CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
     retry_count             integer NOT NULL DEFAULT 0,
