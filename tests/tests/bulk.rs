@@ -67,10 +67,16 @@ fn a_large_backlog_is_applied_in_one_exact_bulk_load() {
             .unwrap();
         (r.get(0), r.get(1), r.get(2))
     };
-    assert!(queued >= 20_000 && applied >= queued, "{queued} queued, {applied} applied");
+    assert!(
+        queued >= 20_000 && applied >= queued,
+        "{queued} queued, {applied} applied"
+    );
     assert_eq!(
         balances,
-        scalar_i64(&mut c, "SELECT count(*) FROM balance_queue.current_token_balances")
+        scalar_i64(
+            &mut c,
+            "SELECT count(*) FROM balance_queue.current_token_balances"
+        )
     );
     common::assert_matches_sources(&mut c, &[TABLE]);
     let unverified = scalar_i64(
@@ -102,7 +108,10 @@ fn a_large_backlog_is_applied_in_one_exact_bulk_load() {
 fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
     let (cluster, mut c) = preloaded(
         "bulk-crash",
-        &["balance_queue.bulk_threshold = 20000", "balance_queue.workers = 1"],
+        &[
+            "balance_queue.bulk_threshold = 20000",
+            "balance_queue.workers = 1",
+        ],
     );
     paused_backlog(&mut c, 250_000);
     alter_system(&mut c, &["balance_queue.enabled = on"]);
@@ -113,15 +122,20 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
         ) > 0
     });
     std::thread::sleep(Duration::from_millis(500));
-    let counted = scalar_i64(&mut c, "SELECT count(*) FROM balance_queue.current_token_balances");
+    let counted = scalar_i64(
+        &mut c,
+        "SELECT count(*) FROM balance_queue.current_token_balances",
+    );
     drop(c);
     cluster.stop("immediate");
     cluster.start_again();
     let mut c = cluster.connect("test");
     assert_eq!(counted, 0, "nothing of a running bulk load is visible");
-    wait_until("the bulk load to be redone", Duration::from_secs(300), || {
-        pending(&mut c) == 0
-    });
+    wait_until(
+        "the bulk load to be redone",
+        Duration::from_secs(300),
+        || pending(&mut c) == 0,
+    );
     assert_eq!(
         bulk_loads(&mut c),
         vec![("done".to_string(), 1), ("interrupted".to_string(), 1)],
@@ -138,7 +152,10 @@ fn handle_reorg_from_block_zero_rebuilds_through_the_bulk_path() {
     // what this test watches.
     alter_system(
         &mut c,
-        &["balance_queue.bulk_threshold = 0", "balance_queue.enabled = on"],
+        &[
+            "balance_queue.bulk_threshold = 0",
+            "balance_queue.enabled = on",
+        ],
     );
     wait_until("the first drain", Duration::from_secs(120), || {
         pending(&mut c) == 0
@@ -154,7 +171,10 @@ fn handle_reorg_from_block_zero_rebuilds_through_the_bulk_path() {
     .unwrap();
     alter_system(&mut c, &["balance_queue.bulk_threshold = 20000"]);
     std::thread::sleep(Duration::from_millis(300));
-    let requeued = scalar_i64(&mut c, "SELECT items_requeued FROM balance_queue.handle_reorg(1, 0)");
+    let requeued = scalar_i64(
+        &mut c,
+        "SELECT items_requeued FROM balance_queue.handle_reorg(1, 0)",
+    );
     assert!(requeued > 0);
     wait_until("the rebuild to drain", Duration::from_secs(120), || {
         pending(&mut c) == 0

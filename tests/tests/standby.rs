@@ -28,9 +28,11 @@ fn a_standby_serves_balances_runs_no_worker_and_refuses_writes() {
         ..Default::default()
     });
     rindexer::write_all(&mut p, TABLE, &rows, 1000).unwrap();
-    wait_until("the primary's worker to drain", Duration::from_secs(60), || {
-        pending(&mut p) == 0
-    });
+    wait_until(
+        "the primary's worker to drain",
+        Duration::from_secs(60),
+        || pending(&mut p) == 0,
+    );
     let balances = "SELECT count(*) FROM balance_queue.current_token_balances";
     let on_primary = scalar_i64(&mut p, balances);
     assert!(on_primary > 0);
@@ -41,7 +43,10 @@ fn a_standby_serves_balances_runs_no_worker_and_refuses_writes() {
         scalar_i64(&mut s, balances) == on_primary
     });
     assert!(
-        scalar_i64(&mut s, "SELECT count(*)::bigint FROM pg_catalog.pg_stat_activity WHERE backend_type = 'balance_queue worker'") == 0,
+        scalar_i64(
+            &mut s,
+            "SELECT count(*)::bigint FROM pg_catalog.pg_stat_activity WHERE backend_type = 'balance_queue worker'"
+        ) == 0,
         "no worker runs on a standby"
     );
     let key = p

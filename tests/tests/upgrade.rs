@@ -40,9 +40,9 @@ use num_bigint::BigInt;
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::TABLE;
+use common::{TABLE, alter_system, scalar_i64, wait_until};
 
 const EXTENSION: &str = "balance_queue";
 
@@ -178,13 +178,6 @@ fn self_check_release(base: &Release, dir: &Path, update_sql: &str) -> Release {
     }
 }
 
-fn scalar_i64(client: &mut Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
-}
-
 fn extversion(client: &mut Client) -> String {
     client
         .query_one(
@@ -193,25 +186,6 @@ fn extversion(client: &mut Client) -> String {
         )
         .expect("the extension exists")
         .get(0)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// ALTER SYSTEM (persists across the restart) and a reload.
-fn alter_system(client: &mut Client, setting: &str) {
-    client
-        .batch_execute(&format!("ALTER SYSTEM SET {setting}"))
-        .unwrap();
-    client.batch_execute("SELECT pg_reload_conf()").unwrap();
 }
 
 /// Every member of the extension, described, sorted.
@@ -490,7 +464,7 @@ fn upgrade_from_the_previous_release_keeps_balances_and_matches_a_fresh_install(
     );
     assert_eq!(scalar_i64(&mut c, V0_FAILED), 0);
 
-    alter_system(&mut c, &format!("{WORKER_SWITCH} = off"));
+    alter_system(&mut c, &[&format!("{WORKER_SWITCH} = off")]);
     std::thread::sleep(Duration::from_millis(500));
     rindexer::write_all(&mut c, TABLE, &rows[drained..waiting], 1000).expect("COPY never fails");
     let waiting_items = scalar_i64(&mut c, V0_WAITING);
@@ -531,7 +505,7 @@ fn upgrade_from_the_previous_release_keeps_balances_and_matches_a_fresh_install(
     );
     // The new library's worker, switched on before the update, waits while
     // the installed SQL objects are the old version's, and says why.
-    alter_system(&mut c, &format!("{WORKER_SWITCH} = on"));
+    alter_system(&mut c, &[&format!("{WORKER_SWITCH} = on")]);
     let waits = format!(
         "the extension is installed at version {} but the library is {}",
         base.version, target.version
@@ -550,7 +524,7 @@ fn upgrade_from_the_previous_release_keeps_balances_and_matches_a_fresh_install(
         waiting_items,
         "nothing drains before ALTER EXTENSION UPDATE"
     );
-    alter_system(&mut c, &format!("{WORKER_SWITCH} = off"));
+    alter_system(&mut c, &[&format!("{WORKER_SWITCH} = off")]);
     std::thread::sleep(Duration::from_millis(300)); // the worker reloads
     c.batch_execute("ALTER EXTENSION balance_queue UPDATE")
         .unwrap_or_else(|e| panic!("ALTER EXTENSION balance_queue UPDATE ({path:?}): {e:?}"));
@@ -638,7 +612,7 @@ fn upgrade_from_the_previous_release_keeps_balances_and_matches_a_fresh_install(
     // --- waiting items and new rows drain exactly ---------------------------
     rindexer::write_all(&mut c, TABLE, &rows[waiting..], 1000).expect("COPY never fails");
     unchanged(&mut c);
-    alter_system(&mut c, &format!("{WORKER_SWITCH} = on"));
+    alter_system(&mut c, &[&format!("{WORKER_SWITCH} = on")]);
     let expected = recompute::recompute(&mut c, &source);
     assert_eq!(expected.distinct_transfers, 7_909);
     assert_eq!(expected.duplicate_rows, 7_909);

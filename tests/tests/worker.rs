@@ -10,7 +10,9 @@ use postgres::Client;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48";
-use common::{TABLE, alter_system, pending, preloaded, scalar_i64, wait_until, worker_pid, worker_pids};
+use common::{
+    TABLE, alter_system, pending, preloaded, scalar_i64, wait_until, worker_pid, worker_pids,
+};
 
 fn transfer(from: &str, to: &str, value: u64, n: u64, network: &str) -> TransferRow {
     TransferRow {
@@ -794,7 +796,10 @@ fn old_pending_items_are_boosted_ahead_of_newer_ones() {
 fn two_workers_drain_one_backlog_together_exactly() {
     let (_cluster, mut c) = preloaded(
         "two-workers",
-        &["balance_queue.batch_size = 2000", "balance_queue.bulk_threshold = 0"],
+        &[
+            "balance_queue.batch_size = 2000",
+            "balance_queue.bulk_threshold = 0",
+        ],
     );
     alter_system(&mut c, &["balance_queue.enabled = off"]);
     let rows = workload::generate(&workload::Shape {

@@ -466,7 +466,10 @@ fn drain(args: &Args) -> String {
         ..Default::default()
     };
     let rows = workload::generate(&shape);
-    let workers = scalar(&mut client, "SELECT current_setting('balance_queue.workers')::bigint");
+    let workers = scalar(
+        &mut client,
+        "SELECT current_setting('balance_queue.workers')::bigint",
+    );
     let bare = bare_copy(&mut client, &rows);
     let expected = recompute::recompute(&mut client, &[Source::rindexer("bench_bare.transfer")]);
     let floor = bare.ingest_s;
@@ -532,7 +535,11 @@ fn drain(args: &Args) -> String {
         let drain_s = started.elapsed().as_secs_f64();
         let correctness = check_balances(&mut client, &expected);
         let target = if threshold.is_some() {
-            if workers == 1 { "≥ 50,000/s" } else { "≥ 75,000/s" }
+            if workers == 1 {
+                "≥ 50,000/s"
+            } else {
+                "≥ 75,000/s"
+            }
         } else {
             "≤ 5×"
         };
@@ -722,7 +729,13 @@ fn growth(args: &Args) -> String {
     );
     let first = points.first().map_or(f64::NAN, |p| p.1);
     for (h, b, m) in &points {
-        writeln!(md, "| {h} | {b:.3} | {:.2}× | {m:.3} | {:.0}× |", b / first, m / b).unwrap();
+        writeln!(
+            md,
+            "| {h} | {b:.3} | {:.2}× | {m:.3} | {:.0}× |",
+            b / first,
+            m / b
+        )
+        .unwrap();
     }
     writeln!(md, "\nChart: {}", chart.display()).unwrap();
 

@@ -182,10 +182,15 @@ fn main() {
 fn rebuild(client: &mut postgres::Client) {
     let started = Instant::now();
     let requeued: i64 = client
-        .query_one("SELECT items_requeued FROM balance_queue.handle_reorg(1, 0)", &[])
+        .query_one(
+            "SELECT items_requeued FROM balance_queue.handle_reorg(1, 0)",
+            &[],
+        )
         .unwrap()
         .get(0);
-    println!("rebuild      handle_reorg(1, 0): chain 1 forgotten, {requeued} rows queued again; worker enabled");
+    println!(
+        "rebuild      handle_reorg(1, 0): chain 1 forgotten, {requeued} rows queued again; worker enabled"
+    );
     set_worker_enabled(client, true);
     let mut last_print = Instant::now() - Duration::from_secs(1);
     loop {
@@ -235,7 +240,9 @@ fn rebuild(client: &mut postgres::Client) {
 /// statement with the reload: it refuses a transaction block).
 fn set_worker_enabled(client: &mut postgres::Client, enabled: bool) {
     client
-        .batch_execute(&format!("ALTER SYSTEM SET balance_queue.enabled = {enabled}"))
+        .batch_execute(&format!(
+            "ALTER SYSTEM SET balance_queue.enabled = {enabled}"
+        ))
         .unwrap();
     client.batch_execute("SELECT pg_reload_conf()").unwrap();
 }

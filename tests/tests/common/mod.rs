@@ -158,4 +158,3 @@ pub fn pending(client: &mut Client) -> i64 {
         "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'",
     )
 }
-
