@@ -108,6 +108,21 @@ fn apply_sql(sources: &[SourceMapping], mode: Mode) -> String {
     )
 }
 
+/// The columns a balance statement inserts, in [`new_balance_values`]'s order.
+const BALANCE_INSERT_COLUMNS: &str = "chain_id, contract_address, holder_address, current_balance, \
+     last_updated_block, last_updated_time, token_symbol, token_decimals, balance_usd";
+
+/// The values of a new balance from the per-key sum aliased `e` (chain_id,
+/// contract_address, holder_address, delta_wei, block_number) and its token's
+/// metadata aliased `m`: [`BALANCE_INSERT_COLUMNS`].
+fn new_balance_values(e: &str) -> String {
+    format!(
+        "{e}.chain_id, {e}.contract_address, {e}.holder_address, {e}.delta_wei, {e}.block_number,
+                    now(), m.symbol, m.decimals, {usd}",
+        usd = usd_sql(&format!("{e}.delta_wei"), "m")
+    )
+}
+
 /// After [`sides_ctes`]: the ledger upsert, the confirmation window, the
 /// balance upsert, and the out-of-range keys.
 static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
@@ -166,10 +181,8 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
                FROM effects e
          ), upserted AS (
              INSERT INTO balance_queue.current_token_balances AS b
-                 (chain_id, contract_address, holder_address, current_balance, last_updated_block,
-                  last_updated_time, token_symbol, token_decimals, balance_usd)
-             SELECT c.chain_id, c.contract_address, c.holder_address, c.delta_wei, c.block_number,
-                    now(), m.symbol, m.decimals, {usd_new}
+                 ({BALANCE_INSERT_COLUMNS})
+             SELECT {new_balance}
                FROM checked c
                LEFT JOIN balance_queue.token_metadata m USING (chain_id, contract_address)
               WHERE c.in_range
@@ -190,7 +203,7 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
           WHERE NOT EXISTS (SELECT 1 FROM upserted u
                              WHERE u.chain_id = c.chain_id AND u.contract_address = c.contract_address
                                AND u.holder_address = c.holder_address)",
-        usd_new = usd_sql("c.delta_wei", "m"),
+        new_balance = new_balance_values("c"),
         key = ledger_key(""),
         l_key = ledger_key("l"),
         sides = side_columns(""),
@@ -227,10 +240,8 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
               GROUP BY 1, 2, 3
          ), inserted AS (
              INSERT INTO balance_queue.current_token_balances
-                 (chain_id, contract_address, holder_address, current_balance, last_updated_block,
-                  last_updated_time, token_symbol, token_decimals, balance_usd)
-             SELECT e.chain_id, e.contract_address, e.holder_address, e.delta_wei, e.block_number,
-                    now(), m.symbol, m.decimals, {usd}
+                 ({BALANCE_INSERT_COLUMNS})
+             SELECT {new_balance}
                FROM effects e
                LEFT JOIN balance_queue.token_metadata m USING (chain_id, contract_address)
               WHERE abs(e.delta_wei) <= {MAX_U256}
@@ -238,7 +249,7 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
          )
          SELECT 'out_of_range', chain_id, contract_address, holder_address, NULL::bigint
            FROM effects WHERE abs(delta_wei) > {MAX_U256}",
-        usd = usd_sql("e.delta_wei", "m"),
+        new_balance = new_balance_values("e"),
         key = ledger_key(""),
         sides = side_columns(""),
         s_sides = side_columns("s"),
