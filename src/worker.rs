@@ -301,8 +301,6 @@ struct WorkerState {
     last_date_check: Option<Instant>,
     last_prune: Option<Instant>,
     utc_date: Option<String>,
-    /// When each group was last looked at for a bulk apply.
-    last_bulk_check: HashMap<Option<i32>, Instant>,
     /// Chains whose bulk apply failed, and when: drained batch by batch
     /// (which isolates the failing items) for a while.
     bulk_failed: HashMap<i32, Instant>,
@@ -314,28 +312,19 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often old pending items are checked for a priority boost.
 const BOOST_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How often each group is looked at for a chain due a bulk apply.
-const BULK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
 /// How long a chain whose bulk apply failed is drained batch by batch.
 const BULK_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Applies in bulk the chain of `group` that is due one (see
-/// `apply::bulk_candidate`), if any, when the group was not looked at in
-/// the last [`BULK_CHECK_INTERVAL`]. Returns whether it applied one.
+/// `apply::bulk_candidate`), if any. Asked before every batch: a worker
+/// that started a batch on a chain due a bulk load would make the chain
+/// non-empty under it, and the other worker's bulk load would give way.
+/// Returns whether it applied one.
 fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
     let threshold = i64::from(gucs::BULK_THRESHOLD.get());
-    if threshold <= 0
-        || state
-            .last_bulk_check
-            .get(&group.filter.chain_id)
-            .is_some_and(|t| t.elapsed() < BULK_CHECK_INTERVAL)
-    {
+    if threshold <= 0 {
         return false;
     }
-    state
-        .last_bulk_check
-        .insert(group.filter.chain_id, Instant::now());
     state
         .bulk_failed
         .retain(|_, t| t.elapsed() < BULK_RETRY_AFTER);
@@ -599,7 +588,6 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
         last_date_check: None,
         last_prune: None,
         utc_date: None,
-        last_bulk_check: HashMap::new(),
         bulk_failed: HashMap::new(),
     };
     loop {

@@ -30,20 +30,22 @@ const CHAIN_EMPTY: &str =
 
 /// The chain with the most due queued transfers, at least `$3` (bigint),
 /// among chain `$1` (integer, NULL for all) and not in `$2` (integer[]),
-/// that has no counted state; with its transfers queued.
+/// that has no counted state; with its transfers queued. Empty chains are
+/// found first (three index probes per registered chain), so the queue is
+/// summed only for them: cheap enough to ask before every batch.
 fn candidate_sql() -> String {
     format!(
-        "SELECT q.chain_id, q.transfers
-           FROM (SELECT chain_id, sum(row_count) AS transfers
-                   FROM balance_queue.balance_update_queue
-                  WHERE {due} AND chain_id IS NOT NULL
-                    AND {chains}
-                  GROUP BY chain_id) q
+        "SELECT e.chain_id, q.transfers
+           FROM (SELECT chain_id FROM balance_queue.chain_registry
+                  WHERE {chains} AND {empty}
+                 OFFSET 0) e
+          CROSS JOIN LATERAL (SELECT sum(row_count) AS transfers
+                                FROM balance_queue.balance_update_queue
+                               WHERE {due} AND chain_id = e.chain_id) q
           WHERE q.transfers >= $3
-            AND {empty}
-          ORDER BY q.transfers DESC, q.chain_id
+          ORDER BY q.transfers DESC, e.chain_id
           LIMIT 1",
-        empty = CHAIN_EMPTY.replace("$1", "q.chain_id"),
+        empty = CHAIN_EMPTY.replace("$1", "chain_registry.chain_id"),
         due = DUE,
         chains = chain_filter("$1", "$2"),
     )
