@@ -98,12 +98,17 @@ pub fn chains_in_bulk(client: &mut SpiClient<'_>) -> Vec<i32> {
 
 /// Records a bulk load of `chain_id` starting with `transfers` queued, in
 /// its own transaction before the bulk starts; returns its id, or None when
-/// another one of the chain is running.
+/// another one of the chain is running, or the chain is no longer empty
+/// (checked again in this statement's snapshot: a load that just committed
+/// is seen, rather than recorded as `skipped` a moment later).
 pub fn begin_bulk_load(client: &mut SpiClient<'_>, chain_id: i32, transfers: i64) -> Option<i64> {
     let rows = spi_ok(client.update(
-        "INSERT INTO balance_queue.bulk_loads (chain_id, transfers_queued) VALUES ($1, $2)
-         ON CONFLICT (chain_id) WHERE status = 'running' DO NOTHING
-         RETURNING id",
+        &format!(
+            "INSERT INTO balance_queue.bulk_loads (chain_id, transfers_queued)
+             SELECT $1, $2 WHERE {CHAIN_EMPTY}
+             ON CONFLICT (chain_id) WHERE status = 'running' DO NOTHING
+             RETURNING id"
+        ),
         Some(1),
         &[chain_id.into(), transfers.into()],
     ));
