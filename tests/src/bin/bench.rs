@@ -963,19 +963,21 @@ fn sustained(args: &Args) -> String {
     let mut md = String::from(
         // Worker memory is its private resident memory (RssAnon): VmRSS also
         // counts every shared buffer the worker has touched.
-        "| t (s) | pending transfers | queue table (MB) | worker private memory, RssAnon (MB) | lag p50 (ms) | lag p99 (ms) |\n|---:|---:|---:|---:|---:|---:|\n",
+        "| t (s) | pending transfers | queue table (MB) | workers' private memory, RssAnon summed (MB) | lag p50 (ms) | lag p99 (ms) |\n|---:|---:|---:|---:|---:|---:|\n",
     );
     let started = Instant::now();
     let mut lags: Vec<f64> = Vec::new();
     let mut last_sample = 0.0f64;
     let mut last_print = Instant::now();
-    let worker_pid: i32 = client
-        .query_one(
+    let worker_pids: Vec<i32> = client
+        .query(
             "SELECT pid FROM pg_stat_activity WHERE backend_type = 'balance_queue worker'",
             &[],
         )
         .unwrap()
-        .get(0);
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
     loop {
         std::thread::sleep(Duration::from_millis(1000));
         let now = started.elapsed().as_secs_f64();
@@ -1004,19 +1006,25 @@ fn sustained(args: &Args) -> String {
             "SELECT pg_total_relation_size('balance_queue.balance_update_queue')",
         ) as f64
             / 1e6;
-        let rss = std::fs::read_to_string(format!("/proc/{worker_pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines().find(|l| l.starts_with("RssAnon")).map(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .unwrap_or("0")
-                        .parse::<f64>()
-                        .unwrap_or(0.0)
-                        / 1024.0
-                })
+        // Every worker's, summed.
+        let rss: f64 = worker_pids
+            .iter()
+            .map(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines().find(|l| l.starts_with("RssAnon")).map(|l| {
+                            l.split_whitespace()
+                                .nth(1)
+                                .unwrap_or("0")
+                                .parse::<f64>()
+                                .unwrap_or(0.0)
+                                / 1024.0
+                        })
+                    })
+                    .unwrap_or(f64::NAN)
             })
-            .unwrap_or(f64::NAN);
+            .sum();
         let mut w = window.clone();
         w.sort_by(f64::total_cmp);
         let pct = |v: &[f64], q: f64| {
