@@ -60,13 +60,12 @@ const MARK_INTERRUPTED_SQL: &str = "UPDATE balance_queue.bulk_loads
 
 /// A chain due a bulk apply: matching `filter`, with no counted state and
 /// at least `threshold` due transfers queued. Returns (chain id, transfers
-/// queued). Also marks interrupted bulk loads as such.
+/// queued). Read-only: the worker asks it before every batch.
 pub fn bulk_candidate(
     client: &mut SpiClient<'_>,
     filter: &ClaimFilter,
     threshold: i64,
 ) -> Option<(i32, i64)> {
-    spi_ok(client.update(MARK_INTERRUPTED_SQL, None, &[]));
     let rows = spi_ok(client.select(
         &candidate_sql(),
         Some(1),
@@ -100,8 +99,11 @@ pub fn chains_in_bulk(client: &mut SpiClient<'_>) -> Vec<i32> {
 /// its own transaction before the bulk starts; returns its id, or None when
 /// another one of the chain is running, or the chain is no longer empty
 /// (checked again in this statement's snapshot: a load that just committed
-/// is seen, rather than recorded as `skipped` a moment later).
+/// is seen, rather than recorded as `skipped` a moment later). First marks
+/// interrupted loads as such, so a crashed load of the chain does not hold
+/// its `running` slot.
 pub fn begin_bulk_load(client: &mut SpiClient<'_>, chain_id: i32, transfers: i64) -> Option<i64> {
+    spi_ok(client.update(MARK_INTERRUPTED_SQL, None, &[]));
     let rows = spi_ok(client.update(
         &format!(
             "INSERT INTO balance_queue.bulk_loads (chain_id, transfers_queued)
