@@ -811,6 +811,24 @@ SELECT b.chain_id, b.contract_address, b.holder_address,
               GROUP BY 1, 2, 3) p USING (chain_id, contract_address, holder_address);
 
 -- ---------------------------------------------------------------------------
+-- Workers split by holder (see sql/schema.sql).
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION balance_queue.holder_partition(p_holder_address text, p_partitions integer)
+RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (pg_catalog.hashtext(p_holder_address) & 2147483647) % p_partitions;
+COMMENT ON FUNCTION balance_queue.holder_partition(text, integer) IS
+    'The partition (0 .. p_partitions - 1) of holder p_holder_address among p_partitions: which worker applies its sides.';
+ALTER TABLE balance_queue.balance_update_queue
+    ADD COLUMN holder_partition smallint,
+    ADD COLUMN holder_partitions smallint,
+    ADD CONSTRAINT balance_update_queue_holder_partition_check
+        CHECK ((holder_partition IS NULL) = (holder_partitions IS NULL)
+               AND holder_partition >= 0 AND holder_partition < holder_partitions);
+ALTER TABLE balance_queue.balance_update_queue_archive
+    ADD COLUMN holder_partition smallint,
+    ADD COLUMN holder_partitions smallint;
+
+-- ---------------------------------------------------------------------------
 -- Rights of the new and re-created objects, as sql/finalize.sql grants them.
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON ALL TABLES IN SCHEMA balance_queue FROM PUBLIC;

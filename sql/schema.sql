@@ -131,7 +131,17 @@ CREATE TABLE balance_queue.balance_update_queue (
     source_row_ids          int8multirange,
     -- Transfers the item stands for: 1, or the rows in source_row_ids.
     -- A batch takes items until their row_count reaches the batch size.
-    row_count               integer NOT NULL DEFAULT 1
+    row_count               integer NOT NULL DEFAULT 1,
+    -- Workers split the queue by holder (see holder_partition()): a
+    -- source_rows item stands for the sides of its rows whose holder is in
+    -- partition holder_partition of holder_partitions, one item per
+    -- partition, and its row_count is that partition's share of the rows.
+    -- NULL: every side (one worker, or a transfer-side item).
+    holder_partition        smallint,
+    holder_partitions       smallint,
+    CONSTRAINT balance_update_queue_holder_partition_check
+        CHECK ((holder_partition IS NULL) = (holder_partitions IS NULL)
+               AND holder_partition >= 0 AND holder_partition < holder_partitions)
 );
 -- The drain's claim order; partial, so finished items leave it.
 CREATE INDEX balance_update_queue_pending_idx
@@ -472,6 +482,18 @@ RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN p_block > coalesce(p_confirmed_through, -1);
 COMMENT ON FUNCTION balance_queue.is_unconfirmed(bigint, bigint) IS
     'Whether block p_block is above p_confirmed_through (see confirmed_through), so a reorg may still move it; every block is when it is NULL.';
+
+-- ---------------------------------------------------------------------------
+-- Workers split by holder: worker k of n applies the sides whose holder is
+-- in partition k, so no two workers ever write the same balance, ledger,
+-- confirmation-window or leaderboard row, and they never wait on each
+-- other. The one definition of the partition of a holder.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION balance_queue.holder_partition(p_holder_address text, p_partitions integer)
+RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (pg_catalog.hashtext(p_holder_address) & 2147483647) % p_partitions;
+COMMENT ON FUNCTION balance_queue.holder_partition(text, integer) IS
+    'The partition (0 .. p_partitions - 1) of holder p_holder_address among p_partitions: which worker applies its sides.';
 
 -- ---------------------------------------------------------------------------
 -- Confirmed state (the seed's dual-state design): per key, the balance from

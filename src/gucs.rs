@@ -196,3 +196,11 @@ pub fn databases() -> Vec<String> {
         .filter(|d| !d.is_empty())
         .collect()
 }
+
+/// The number of holder partitions the queue is split into: one per
+/// worker (`balance_queue.workers`). Each new `source_rows` item is written
+/// once per partition, and worker k applies partition k (see
+/// `balance_queue.holder_partition()`), so workers never share a key.
+pub fn holder_partitions() -> i32 {
+    WORKERS.get().max(1)
+}

@@ -444,6 +444,15 @@ fn maintenance(state: &mut WorkerState) {
     }
 }
 
+/// The holder partition worker `index` applies first, `(index, n)`: with
+/// more than one worker, each has its own (see `ClaimFilter`), so they
+/// never wait on each other's keys. `None` (every item) for a lone worker,
+/// or one beyond `balance_queue.workers` (the setting was lowered).
+fn own_holder_partition(index: i32) -> Option<(i32, i32)> {
+    let partitions = gucs::holder_partitions();
+    (partitions > 1 && index < partitions).then_some((index, partitions))
+}
+
 /// One pass over every group. Returns how long to sleep before the next,
 /// or None when the extension is not (or no longer) in this database.
 fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
@@ -501,6 +510,7 @@ fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
             Spi::connect_mut(|client| {
                 let mut filter = group.filter.clone();
                 filter.exclude_chains.extend(apply::chains_in_bulk(client));
+                filter.holder_partition = own_holder_partition(state.index);
                 apply::apply_batch(client, gucs::BATCH_SIZE.get(), &filter)
             })
         }) {

@@ -24,6 +24,35 @@ pub struct ClaimFilter {
     /// At most this many items per batch (a chain's `batch_size` in
     /// `queue_processing_config`, counted in queue items as in the plan).
     pub max_items: Option<i32>,
+    /// Only the items of this holder partition (worker k of n: `(k, n)`),
+    /// first; another partition's items only once they have waited
+    /// [`STEAL_AFTER`] (their worker is down or far behind). `None`: every
+    /// item.
+    pub holder_partition: Option<(i32, i32)>,
+}
+
+/// How long an item of another worker's holder partition waits before a
+/// worker with nothing of its own takes it: a worker that stopped (a
+/// dynamic worker is not restarted) or fell far behind leaves its
+/// partition to the others after that, while two running workers never
+/// share keys.
+pub const STEAL_AFTER: &str = "5 seconds";
+
+/// Whether an item belongs to holder partition `$k` of `$n` (integer
+/// parameters; NULL `$k`: every item does): an id-range item by the
+/// partition it was written for (taken modulo `$n` when the number of
+/// workers changed since), a transfer-side item by its holder, an item of
+/// no holder by none. Or, when `$steal` (an interval parameter) is not
+/// NULL, whether it has waited that long.
+fn in_holder_partition(k: &str, n: &str, steal: &str) -> String {
+    format!(
+        "({k}::integer IS NULL
+          OR CASE WHEN holder_partitions IS NOT NULL THEN holder_partition % {n}::integer = {k}
+                  WHEN source_row_ids IS NULL AND holder_address IS NOT NULL
+                       THEN balance_queue.holder_partition(holder_address, {n}::integer) = {k}
+                  ELSE true END
+          OR created_at < now() - {steal}::interval)"
+    )
 }
 
 /// Items taken for one batch.
@@ -64,8 +93,9 @@ const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL AND source_row_ids IS NULL, c
 
 /// Due pending items in (priority, id) order, skipping locked ones: of
 /// chain `$1` (integer, NULL for all), of no chain in `$2` (integer[]),
-/// among `$3` (bigint[], NULL for all), and `source_rows` items only of the
-/// tables `$4` (oid[]) the drain could lock.
+/// among `$3` (bigint[], NULL for all), `source_rows` items only of the
+/// tables `$4` (oid[]) the drain could lock, and of holder partition `$5`
+/// of `$6` or waiting longer than `$7` (see [`in_holder_partition`]).
 static CLAIM_DUE_SQL: Lazy<String> = Lazy::new(|| {
     format!(
         "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
@@ -73,9 +103,11 @@ static CLAIM_DUE_SQL: Lazy<String> = Lazy::new(|| {
             AND {chains}
             AND ($3::bigint[] IS NULL OR id = ANY($3))
             AND (source_row_ids IS NULL OR source_table::oid = ANY($4::oid[]))
+            AND {partition}
           ORDER BY priority, id
           FOR UPDATE SKIP LOCKED",
-        chains = chain_filter("$1", "$2")
+        chains = chain_filter("$1", "$2"),
+        partition = in_holder_partition("$5", "$6", "$7"),
     )
 });
 
@@ -215,21 +247,31 @@ pub(super) fn claim_due(
             .get_one::<String>(),
     )
     .unwrap_or_else(|| "on,on,on".into());
-    let claimed = claim_weighted(
-        client,
-        batch_size,
-        filter.max_items,
-        &[
-            filter.chain_id.into(),
-            filter.exclude_chains.clone().into(),
-            filter.ids.clone().into(),
-            readable
-                .iter()
-                .map(|&relid| pg_sys::Oid::from(relid))
-                .collect::<Vec<_>>()
-                .into(),
-        ],
-    );
+    let (partition, partitions) = filter.holder_partition.unzip();
+    let claim_with = |client: &mut SpiClient<'_>, steal: Option<&str>| {
+        claim_weighted(
+            client,
+            batch_size,
+            filter.max_items,
+            &[
+                filter.chain_id.into(),
+                filter.exclude_chains.clone().into(),
+                filter.ids.clone().into(),
+                readable
+                    .iter()
+                    .map(|&relid| pg_sys::Oid::from(relid))
+                    .collect::<Vec<_>>()
+                    .into(),
+                partition.into(),
+                partitions.into(),
+                steal.into(),
+            ],
+        )
+    };
+    let mut claimed = claim_with(client, None);
+    if claimed.items == 0 && partition.is_some() {
+        claimed = claim_with(client, Some(STEAL_AFTER));
+    }
     spi_ok(client.update(RESTORE_PLANNER_SQL, None, &[saved_planner.as_str().into()]));
     claimed
 }

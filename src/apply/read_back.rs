@@ -144,8 +144,10 @@ impl<'a> ReadBack<'a> {
                 // per id range. Flattened, the planner joins against a scan of
                 // the whole source table, whose cost grows with history.
                 let rows = format!(
-                    "(SELECT t.* FROM (SELECT unnest(q.source_row_ids) AS ids
-                                     FROM balance_queue.balance_update_queue q
+                    "(SELECT t.*, a.holder_partition AS _bq_item_holder_partition,
+                            a.holder_partitions AS _bq_item_holder_partitions
+                       FROM (SELECT unnest(q.source_row_ids) AS ids, q.holder_partition, q.holder_partitions
+                               FROM balance_queue.balance_update_queue q
                                     WHERE q.id = ANY({items}) AND q.source_table = {relid}::oid::regclass) a
                    CROSS JOIN LATERAL (SELECT * FROM {label} s
                                         WHERE {id} >= lower(a.ids) AND {id} < upper(a.ids)
@@ -158,7 +160,7 @@ impl<'a> ReadBack<'a> {
                 format!(
                     "{} AS MATERIALIZED ({})",
                     Self::rows(i),
-                    m.validated_rows(&rows)
+                    m.validated_item_rows(&rows)
                 )
             })
             .collect::<Vec<_>>()

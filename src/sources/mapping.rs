@@ -119,8 +119,32 @@ impl SourceMapping {
     /// network, `error` (NULL for a valid row, else the reason, from
     /// `_transfer_row_error`), log_index_raw, value_raw, the lowercased
     /// contract_address, from_address, to_address and tx_hash, and for
-    /// valid rows only value_wei (numeric), log_index and block_number.
+    /// valid rows only value_wei (numeric), log_index and block_number;
+    /// then holder_partition and holder_partitions, NULL (every side
+    /// counts; see [`Self::validated_item_rows`]).
     pub fn validated_rows(&self, relation: &str) -> String {
+        self.validated_rows_with(relation, false)
+    }
+
+    /// [`Self::validated_rows`] of `relation`, rows read back for queue
+    /// items with their item's `holder_partition` and `holder_partitions`
+    /// (see `balance_update_queue`) in columns `_bq_item_holder_partition`
+    /// and `_bq_item_holder_partitions`: the fragments below then keep only
+    /// the sides of the item's partition, and its first partition's item
+    /// alone records bad rows.
+    pub fn validated_item_rows(&self, relation: &str) -> String {
+        self.validated_rows_with(relation, true)
+    }
+
+    fn validated_rows_with(&self, relation: &str, item_rows: bool) -> String {
+        let (partition, partition_count) = if item_rows {
+            (
+                "r._bq_item_holder_partition",
+                "r._bq_item_holder_partitions",
+            )
+        } else {
+            ("NULL::smallint", "NULL::smallint")
+        };
         let (chain_expr, join) = self.chain_of_row("r");
         let network_expr = match (self.chain_id, &self.network_column) {
             (None, Some(network)) => text_column("r", network),
@@ -136,14 +160,16 @@ impl SourceMapping {
                     lower(w.tx_hash_raw) COLLATE \"C\" AS tx_hash,
                     CASE WHEN w.error IS NULL THEN w.value_raw::numeric END AS value_wei,
                     CASE WHEN w.error IS NULL THEN w.log_index_raw::bigint END AS log_index,
-                    CASE WHEN w.error IS NULL THEN w.block_raw::bigint END AS block_number
+                    CASE WHEN w.error IS NULL THEN w.block_raw::bigint END AS block_number,
+                    w.holder_partition, w.holder_partitions
                FROM (SELECT raw.*, balance_queue._transfer_row_error(raw.chain_id, raw.network,
                             raw.tx_hash_raw, raw.log_index_raw, raw.contract_raw, raw.from_raw,
                             raw.to_raw, raw.value_raw, raw.block_raw) AS error
                        FROM (SELECT {chain_expr} AS chain_id, {network_expr} AS network,
                                     {contract} AS contract_raw, {from} AS from_raw, {to} AS to_raw,
                                     {value} AS value_raw, {tx_hash} AS tx_hash_raw,
-                                    {log_index} AS log_index_raw, {block} AS block_raw
+                                    {log_index} AS log_index_raw, {block} AS block_raw,
+                                    {partition} AS holder_partition, {partition_count} AS holder_partitions
                                FROM {relation} r{join} OFFSET 0) raw
                      OFFSET 0) w",
             value = text_column("r", &self.value_column),
@@ -214,9 +240,11 @@ impl SourceMapping {
                                          ('transfer_in', v.to_address, v.value_wei))
                          AS s(update_type, holder_address, delta_wei)
               WHERE CASE WHEN v.error IS NULL
-                         THEN s.holder_address <> '{zero}'
-                         ELSE s.update_type = 'transfer_in' END {only_valid}{filter}",
+                         THEN s.holder_address <> '{zero}' AND {in_partition}
+                         ELSE s.update_type = 'transfer_in' AND {records_bad_rows} END {only_valid}{filter}",
             label = quote_literal(&self.label),
+            in_partition = IN_ITEM_PARTITION,
+            records_bad_rows = RECORDS_BAD_ROWS,
             zero = crate::address::ZERO_ADDRESS,
             filter = filter.terms(),
         )
@@ -276,6 +304,17 @@ impl RowFilter<'_> {
     }
 }
 
+/// Whether side `s` of validated row `v` belongs to the partition of the
+/// queue item `v` was read back for (every side does outside a read-back,
+/// or for an item of all partitions): the one test of that, over
+/// `balance_queue.holder_partition()`.
+const IN_ITEM_PARTITION: &str = "(v.holder_partitions IS NULL \
+     OR balance_queue.holder_partition(s.holder_address, v.holder_partitions) = v.holder_partition)";
+
+/// Whether a bad row `v` is recorded here: by the item of the first
+/// partition only, as the statement's other items read the same row.
+const RECORDS_BAD_ROWS: &str = "coalesce(v.holder_partition, 0) = 0";
+
 /// [`SourceMapping::sides`] over `validated`, a relation already shaped
 /// like [`SourceMapping::validated_rows`] (a CTE name or a subquery).
 pub fn sides_of_validated(validated: &str, filter: &RowFilter<'_>) -> String {
@@ -286,7 +325,7 @@ pub fn sides_of_validated(validated: &str, filter: &RowFilter<'_>) -> String {
           CROSS JOIN LATERAL (VALUES (false, v.from_address, -v.value_wei),
                                      (true, v.to_address, v.value_wei))
                      AS s(is_inbound, holder_address, delta_wei)
-          WHERE v.error IS NULL AND s.holder_address <> '{zero}'{filter}",
+          WHERE v.error IS NULL AND s.holder_address <> '{zero}' AND {IN_ITEM_PARTITION}{filter}",
         zero = crate::address::ZERO_ADDRESS,
         filter = filter.terms(),
     )

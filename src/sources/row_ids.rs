@@ -108,18 +108,49 @@ pub fn queue_rows_of_chain(
 /// worker's default batch size.
 pub const ROWS_PER_ITEM: i64 = 5000;
 
+/// An item's share of `rows` (an integer expression) as its `row_count`:
+/// all of them for an item of every partition, else the part of partition
+/// `holder_partition` of `holder_partitions`, so the shares of one
+/// statement's items add up to its rows exactly.
+const ROW_SHARE: &str = "CASE WHEN holder_partitions IS NULL THEN {rows}
+          ELSE ({rows}) * (holder_partition + 1) / holder_partitions
+               - ({rows}) * holder_partition / holder_partitions END";
+
+fn row_share(rows: &str) -> String {
+    ROW_SHARE.replace("{rows}", rows)
+}
+
+/// The partitions new items are written for: `holder_partition` and
+/// `holder_partitions` of each (one row of NULLs with a single worker).
+fn partitions_sql() -> String {
+    match crate::gucs::holder_partitions() {
+        1 => "(VALUES (NULL::smallint, NULL::smallint)) p(holder_partition, holder_partitions)"
+            .into(),
+        n => format!(
+            "(SELECT k::smallint, {n}::smallint FROM generate_series(0, {n} - 1) k) p(holder_partition, holder_partitions)"
+        ),
+    }
+}
+
 fn queue_rows_sql(mapping: &SourceMapping, relation: &str) -> String {
     let (chain, join) = mapping.chain_of_row("r");
     format!(
         "INSERT INTO balance_queue.balance_update_queue
-             (chain_id, update_type, source_table, source_row_ids, row_count)
-         SELECT {chain}, 'source_rows', {relid}::oid::regclass,
-                range_agg(int8range({id}, {id}, '[]')), count(*)
-           FROM {relation} r{join}
-          GROUP BY 1, {id} / {ROWS_PER_ITEM}
+             (chain_id, update_type, source_table, source_row_ids, row_count,
+              holder_partition, holder_partitions)
+         SELECT g.chain_id, 'source_rows', {relid}::oid::regclass, g.ids, {share},
+                p.holder_partition, p.holder_partitions
+           FROM (SELECT {chain} AS chain_id, range_agg(int8range({id}, {id}, '[]')) AS ids,
+                        count(*)::integer AS rows
+                   FROM {relation} r{join}
+                  GROUP BY 1, {id} / {ROWS_PER_ITEM}) g
+          CROSS JOIN {partitions}
+          ORDER BY lower(g.ids), p.holder_partition
          RETURNING row_count",
         relid = mapping.relid,
         id = row_id(mapping, "r"),
+        share = row_share("g.rows"),
+        partitions = partitions_sql(),
     )
 }
 
@@ -146,7 +177,7 @@ pub fn cut_pending_rows(
     )?;
     spi_ok(
         spi_ok(client.update(
-            "WITH hit AS (
+            &format!("WITH hit AS (
                  SELECT q.id, q.source_row_ids * $1::int8multirange AS cut,
                         q.source_row_ids - $1::int8multirange AS rest
                    FROM balance_queue.balance_update_queue q
@@ -157,7 +188,7 @@ pub fn cut_pending_rows(
              ), cut AS (
                  UPDATE balance_queue.balance_update_queue q
                     SET source_row_ids = hit.rest,
-                        row_count = (SELECT coalesce(sum(upper(r) - lower(r)), 0) FROM unnest(hit.rest) r)::integer,
+                        row_count = {rest_share},
                         status = CASE WHEN isempty(hit.rest) THEN 'completed' ELSE q.status END,
                         processed_at = CASE WHEN isempty(hit.rest) THEN clock_timestamp() END,
                         error_message = CASE WHEN isempty(hit.rest)
@@ -167,6 +198,10 @@ pub fn cut_pending_rows(
                  RETURNING hit.cut
              )
              SELECT range_agg(c)::text FROM cut, unnest(cut.cut) c",
+                rest_share = row_share(
+                    "(SELECT coalesce(sum(upper(r) - lower(r)), 0) FROM unnest(hit.rest) r)::integer"
+                ),
+            ),
             Some(1),
             &[gone.as_str().into(), pg_sys::Oid::from(mapping.relid).into()],
         ))

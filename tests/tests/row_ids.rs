@@ -9,10 +9,14 @@ mod common;
 use balance_queue_harness::{drain, rindexer, workload};
 use std::time::Duration;
 
+/// The statements waiting (their items of the first holder partition: a
+/// statement is queued once per partition) and the rows they stand for
+/// (the items' shares add up to the rows).
 fn pending_items(client: &mut postgres::Client) -> (i64, i64) {
     let row = client
         .query_one(
-            "SELECT count(*), coalesce(sum(row_count), 0)::bigint FROM balance_queue.balance_update_queue
+            "SELECT count(*) FILTER (WHERE coalesce(holder_partition, 0) = 0),
+                    coalesce(sum(row_count), 0)::bigint FROM balance_queue.balance_update_queue
               WHERE status = 'pending' AND source_row_ids IS NOT NULL",
             &[],
         )
@@ -59,7 +63,8 @@ fn changes_before_and_after_the_drain_follow_the_rows() {
         common::count(
             &mut f.client,
             "SELECT 1 FROM balance_queue.balance_update_queue
-              WHERE status = 'completed' AND error_message LIKE 'superseded: every row was deleted%'"
+              WHERE status = 'completed' AND error_message LIKE 'superseded: every row was deleted%'
+                AND coalesce(holder_partition, 0) = 0"
         ),
         1,
         "the statement whose rows all went is superseded"

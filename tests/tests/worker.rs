@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48";
 use common::{
-    TABLE, alter_system, pending, preloaded, scalar_i64, wait_until, worker_pid, worker_pids,
+    TABLE, alter_system, pending, pending_transfers, preloaded, scalar_i64, wait_until, worker_pid,
+    worker_pids,
 };
 
 fn transfer(from: &str, to: &str, value: u64, n: u64, network: &str) -> TransferRow {
@@ -300,9 +301,10 @@ fn a_disabled_chain_waits_while_other_chains_flow() {
     assert_eq!(
         scalar_i64(
             &mut c,
-            "SELECT count(*) FROM balance_queue.balance_update_queue WHERE chain_id = 137 AND status = 'pending'"
+            "SELECT sum(row_count)::bigint FROM balance_queue.balance_update_queue WHERE chain_id = 137 AND status = 'pending'"
         ),
-        1
+        1,
+        "one transfer waits (in one item per worker's holder partition)"
     );
     c.batch_execute(
         "UPDATE balance_queue.queue_processing_config SET enabled = true WHERE chain_id = 137",
@@ -505,7 +507,15 @@ fn health_metrics_summary_alerts_and_cleanup() {
         &mut f.client,
         "SELECT balance_queue.cleanup_completed_updates()",
     );
-    assert_eq!(removed, 3, "the three id-range items");
+    let partitions = scalar_i64(
+        &mut f.client,
+        "SELECT current_setting('balance_queue.workers')::bigint",
+    );
+    assert_eq!(
+        removed,
+        3 * partitions,
+        "the three statements' id-range items, one per holder partition"
+    );
     assert_eq!(
         scalar_i64(
             &mut f.client,
@@ -532,14 +542,15 @@ fn health_metrics_summary_alerts_and_cleanup() {
             &mut f.client,
             "SELECT balance_queue.cleanup_completed_updates()"
         ),
-        1
+        partitions,
+        "the statement's item of each holder partition"
     );
     assert_eq!(
         scalar_i64(
             &mut f.client,
             "SELECT count(*) FROM balance_queue.balance_update_queue_archive"
         ),
-        1
+        partitions
     );
 }
 
@@ -692,7 +703,11 @@ fn dynamic_worker_starts_and_stops_and_survives_drop_extension() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(pending(&mut f.client), 1, "nothing drains once stopped");
+    assert_eq!(
+        pending_transfers(&mut f.client),
+        1,
+        "nothing drains once stopped"
+    );
 }
 
 #[test]
@@ -829,4 +844,84 @@ fn two_workers_drain_one_backlog_together_exactly() {
     }
     assert!(together, "both workers applied batches at the same time");
     common::assert_matches_sources(&mut c, &[TABLE]);
+}
+
+#[test]
+fn workers_split_the_queue_by_holder_and_a_lone_worker_takes_over_the_rest() {
+    let mut f = common::attached_rindexer_table("partitions");
+    // Two workers for two holder partitions, then worker #1 is gone (a
+    // dynamic worker is not restarted): partition 1's worker is missing.
+    alter_system(&mut f.client, &["balance_queue.workers = 2"]);
+    f.client
+        .query_one("SELECT balance_queue.start_worker()", &[])
+        .unwrap();
+    let second = worker_pids(&mut f.client)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|title| title.contains("#1"))
+        })
+        .expect("worker #1 runs (its process title names it)");
+    f.client
+        .execute("SELECT pg_terminate_backend($1)", &[&second])
+        .unwrap();
+    wait_until("worker #1 to exit", Duration::from_secs(10), || {
+        worker_pids(&mut f.client).len() == 1
+    });
+
+    let holders: Vec<String> = (1..=40).map(holder).collect();
+    let rows: Vec<TransferRow> = holders
+        .iter()
+        .enumerate()
+        .map(|(n, h)| transfer(MINTER, h, 7, n as u64 + 1, "ethereum"))
+        .collect();
+    let written = std::time::Instant::now();
+    rindexer::write_batch(&mut f.client, &f.table, &rows).unwrap();
+
+    // One item per partition, whose shares add up to the statement's rows.
+    let shares: Vec<(i16, i32)> = f
+        .client
+        .query(
+            "SELECT holder_partition, row_count FROM balance_queue.balance_update_queue
+              WHERE update_type = 'source_rows' ORDER BY holder_partition",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(shares, vec![(0, 20), (1, 20)]);
+
+    let partition_of = |c: &mut Client, h: &str| -> i32 {
+        c.query_one("SELECT balance_queue.holder_partition($1, 2)", &[&h])
+            .unwrap()
+            .get(0)
+    };
+    let (own, other): (Vec<String>, Vec<String>) = holders
+        .iter()
+        .cloned()
+        .partition(|h| partition_of(&mut f.client, h) == 0);
+    assert!(
+        !own.is_empty() && !other.is_empty(),
+        "both partitions hold holders"
+    );
+
+    wait_until(
+        "worker #0 to apply its partition",
+        Duration::from_secs(4),
+        || own.iter().all(|h| balance(&mut f.client, 1, h) == "7"),
+    );
+    assert!(written.elapsed() < Duration::from_secs(5));
+    assert!(
+        other.iter().all(|h| balance(&mut f.client, 1, h) == "0"),
+        "partition 1 belongs to the missing worker: worker #0 leaves it for {}",
+        "balance_queue's STEAL_AFTER (5 s)"
+    );
+    wait_until(
+        "worker #0 to take over partition 1 once it waited",
+        Duration::from_secs(20),
+        || other.iter().all(|h| balance(&mut f.client, 1, h) == "7"),
+    );
+    assert_eq!(pending_transfers(&mut f.client), 0);
+    common::assert_matches_sources(&mut f.client, &[&f.table]);
 }

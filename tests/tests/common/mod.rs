@@ -152,6 +152,15 @@ pub fn scalar_i64(client: &mut Client, sql: &str) -> i64 {
         .get(0)
 }
 
+/// The transfers the pending items stand for (their `row_count`s: an
+/// id-range item is written once per holder partition, each with its share).
+pub fn pending_transfers(client: &mut Client) -> i64 {
+    scalar_i64(
+        client,
+        "SELECT coalesce(sum(row_count), 0)::bigint FROM balance_queue.balance_update_queue WHERE status = 'pending'",
+    )
+}
+
 pub fn pending(client: &mut Client) -> i64 {
     scalar_i64(
         client,
