@@ -187,8 +187,11 @@ impl Claimed {
         if let (Some(chain), Some(block)) = (spi_ok(row.get::<i32>(3)), spi_ok(row.get::<i64>(6))) {
             merge_heads(&mut self.heads, &BTreeMap::from([(chain, block)]));
         }
-        let weight = i64::from(spi_ok(row.get::<i32>(8)).unwrap_or(1).max(1));
-        self.transfers += weight;
+        // An item of a holder partition may stand for no transfer (its
+        // share of a one-row statement): counted as it is, weighed as one.
+        let row_count = i64::from(spi_ok(row.get::<i32>(8)).unwrap_or(1));
+        self.transfers += row_count;
+        let weight = row_count.max(1);
         if spi_ok(row.get::<bool>(7)).unwrap_or(false) {
             let relid = spi_ok(row.get::<pg_sys::Oid>(9)).map_or(0, |oid| oid.to_u32());
             self.row_items.push((id, relid));

@@ -142,13 +142,19 @@ impl<'a> ReadBack<'a> {
             .map(|(i, m)| {
                 // LATERAL with an OFFSET 0 fence: one primary-key range scan
                 // per id range. Flattened, the planner joins against a scan of
-                // the whole source table, whose cost grows with history.
+                // the whole source table, whose cost grows with history. The
+                // items of one statement's holder partitions share their ids:
+                // claimed together (a bulk load, the SQL drain) the rows are
+                // read once, for the sides of every partition among them.
                 let rows = format!(
-                    "(SELECT t.*, a.holder_partition AS _bq_item_holder_partition,
-                            a.holder_partitions AS _bq_item_holder_partitions
-                       FROM (SELECT unnest(q.source_row_ids) AS ids, q.holder_partition, q.holder_partitions
-                               FROM balance_queue.balance_update_queue q
-                                    WHERE q.id = ANY({items}) AND q.source_table = {relid}::oid::regclass) a
+                    "(SELECT t.*, a.holder_partitions AS _bq_item_holder_partitions,
+                            a.holder_partition_set AS _bq_item_holder_partition_set
+                       FROM (SELECT unnest(g.source_row_ids) AS ids, g.holder_partitions, g.holder_partition_set
+                               FROM (SELECT q.source_row_ids, q.holder_partitions,
+                                            array_agg(q.holder_partition) AS holder_partition_set
+                                       FROM balance_queue.balance_update_queue q
+                                      WHERE q.id = ANY({items}) AND q.source_table = {relid}::oid::regclass
+                                      GROUP BY q.source_row_ids, q.holder_partitions) g) a
                    CROSS JOIN LATERAL (SELECT * FROM {label} s
                                         WHERE {id} >= lower(a.ids) AND {id} < upper(a.ids)
                                        OFFSET 0) t)",

@@ -120,30 +120,32 @@ impl SourceMapping {
     /// `_transfer_row_error`), log_index_raw, value_raw, the lowercased
     /// contract_address, from_address, to_address and tx_hash, and for
     /// valid rows only value_wei (numeric), log_index and block_number;
-    /// then holder_partition and holder_partitions, NULL (every side
+    /// then holder_partitions and holder_partition_set, NULL (every side
     /// counts; see [`Self::validated_item_rows`]).
     pub fn validated_rows(&self, relation: &str) -> String {
         self.validated_rows_with(relation, false)
     }
 
     /// [`Self::validated_rows`] of `relation`, rows read back for queue
-    /// items with their item's `holder_partition` and `holder_partitions`
-    /// (see `balance_update_queue`) in columns `_bq_item_holder_partition`
-    /// and `_bq_item_holder_partitions`: the fragments below then keep only
-    /// the sides of the item's partition, and its first partition's item
-    /// alone records bad rows.
+    /// items, with the `holder_partitions` of their items and the set of
+    /// their items' `holder_partition`s (see `balance_update_queue`) in
+    /// columns `_bq_item_holder_partitions` (smallint) and
+    /// `_bq_item_holder_partition_set` (smallint[]): the fragments below
+    /// then keep only the sides of those partitions, and record bad rows
+    /// only with the first partition, as the statement's other items read
+    /// the same rows.
     pub fn validated_item_rows(&self, relation: &str) -> String {
         self.validated_rows_with(relation, true)
     }
 
     fn validated_rows_with(&self, relation: &str, item_rows: bool) -> String {
-        let (partition, partition_count) = if item_rows {
+        let (partitions, partition_set) = if item_rows {
             (
-                "r._bq_item_holder_partition",
                 "r._bq_item_holder_partitions",
+                "r._bq_item_holder_partition_set",
             )
         } else {
-            ("NULL::smallint", "NULL::smallint")
+            ("NULL::smallint", "NULL::smallint[]")
         };
         let (chain_expr, join) = self.chain_of_row("r");
         let network_expr = match (self.chain_id, &self.network_column) {
@@ -161,7 +163,7 @@ impl SourceMapping {
                     CASE WHEN w.error IS NULL THEN w.value_raw::numeric END AS value_wei,
                     CASE WHEN w.error IS NULL THEN w.log_index_raw::bigint END AS log_index,
                     CASE WHEN w.error IS NULL THEN w.block_raw::bigint END AS block_number,
-                    w.holder_partition, w.holder_partitions
+                    w.holder_partitions, w.holder_partition_set
                FROM (SELECT raw.*, balance_queue._transfer_row_error(raw.chain_id, raw.network,
                             raw.tx_hash_raw, raw.log_index_raw, raw.contract_raw, raw.from_raw,
                             raw.to_raw, raw.value_raw, raw.block_raw) AS error
@@ -169,7 +171,7 @@ impl SourceMapping {
                                     {contract} AS contract_raw, {from} AS from_raw, {to} AS to_raw,
                                     {value} AS value_raw, {tx_hash} AS tx_hash_raw,
                                     {log_index} AS log_index_raw, {block} AS block_raw,
-                                    {partition} AS holder_partition, {partition_count} AS holder_partitions
+                                    {partitions} AS holder_partitions, {partition_set} AS holder_partition_set
                                FROM {relation} r{join} OFFSET 0) raw
                      OFFSET 0) w",
             value = text_column("r", &self.value_column),
@@ -309,11 +311,11 @@ impl RowFilter<'_> {
 /// or for an item of all partitions): the one test of that, over
 /// `balance_queue.holder_partition()`.
 const IN_ITEM_PARTITION: &str = "(v.holder_partitions IS NULL \
-     OR balance_queue.holder_partition(s.holder_address, v.holder_partitions) = v.holder_partition)";
+     OR balance_queue.holder_partition(s.holder_address, v.holder_partitions) = ANY(v.holder_partition_set))";
 
 /// Whether a bad row `v` is recorded here: by the item of the first
 /// partition only, as the statement's other items read the same row.
-const RECORDS_BAD_ROWS: &str = "coalesce(v.holder_partition, 0) = 0";
+const RECORDS_BAD_ROWS: &str = "(v.holder_partitions IS NULL OR 0 = ANY(v.holder_partition_set))";
 
 /// [`SourceMapping::sides`] over `validated`, a relation already shaped
 /// like [`SourceMapping::validated_rows`] (a CTE name or a subquery).
