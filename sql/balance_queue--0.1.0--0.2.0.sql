@@ -9,6 +9,18 @@
 \echo Use "ALTER EXTENSION balance_queue UPDATE" to load this file. \quit
 
 -- ---------------------------------------------------------------------------
+-- One name per thing: the counted sides inside the confirmation window are
+-- "unconfirmed" (0.1.0 called them pending, the queue's word for a waiting
+-- item). Views and functions with SQL-standard bodies follow the rename.
+-- ---------------------------------------------------------------------------
+ALTER TABLE balance_queue.pending_transfer_sides RENAME TO unconfirmed_transfer_sides;
+ALTER INDEX balance_queue.pending_transfer_sides_pkey RENAME TO unconfirmed_transfer_sides_pkey;
+ALTER INDEX balance_queue.pending_transfer_sides_key_idx RENAME TO unconfirmed_transfer_sides_key_idx;
+ALTER INDEX balance_queue.pending_transfer_sides_block_idx RENAME TO unconfirmed_transfer_sides_block_idx;
+COMMENT ON TABLE balance_queue.unconfirmed_transfer_sides IS
+    'Counted transfer sides within the confirmation window of their chain (unconfirmed): the pending delta of current balances.';
+
+-- ---------------------------------------------------------------------------
 -- Tables: the plan's columns.
 -- ---------------------------------------------------------------------------
 ALTER TABLE balance_queue.chain_registry
@@ -804,7 +816,7 @@ SELECT b.chain_id, b.contract_address, b.holder_address,
   FROM balance_queue.current_token_balances b
   LEFT JOIN balance_queue.chain_registry r USING (chain_id)
   LEFT JOIN (SELECT s.chain_id, s.contract_address, s.holder_address, sum(s.delta_wei) AS pending_delta
-               FROM balance_queue.pending_transfer_sides s
+               FROM balance_queue.unconfirmed_transfer_sides s
                JOIN balance_queue.chain_registry rr USING (chain_id)
               WHERE balance_queue.is_unconfirmed(s.block_number,
                                                  balance_queue.confirmed_through(rr.head_block, rr.confirmation_depth))

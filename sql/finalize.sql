@@ -88,7 +88,7 @@ GRANT USAGE ON SCHEMA balance_queue TO balance_queue_reader, balance_queue_admin
 -- Reader: balances, metadata, health, snapshots and the functions over them.
 GRANT SELECT ON balance_queue.current_token_balances, balance_queue.confirmed_token_balances,
                 balance_queue.token_metadata, balance_queue.chain_registry,
-                balance_queue.pending_transfer_sides, balance_queue.daily_balance_snapshots,
+                balance_queue.unconfirmed_transfer_sides, balance_queue.daily_balance_snapshots,
                 balance_queue.queue_health_metrics, balance_queue.queue_health_summary,
                 balance_queue.queue_alerts, balance_queue.balance_update_queue,
                 balance_queue.source_progress, balance_queue.token_leaderboard,

@@ -188,11 +188,12 @@ COMMENT ON TABLE balance_queue.applied_transfers IS
 
 -- ---------------------------------------------------------------------------
 -- Counted transfer sides still inside their chain's confirmation window
--- (block > head_block - confirmation_depth): the pending part of each
--- balance. Kept by the apply path, pruned as blocks confirm, so its size
--- follows the pending window, never history.
+-- (block > head_block - confirmation_depth): the pending delta of each
+-- balance (the plan's dual state: confirmed + pending). Kept by the apply
+-- path, pruned as blocks confirm, so its size follows the unconfirmed
+-- window, never history.
 -- ---------------------------------------------------------------------------
-CREATE TABLE balance_queue.pending_transfer_sides (
+CREATE TABLE balance_queue.unconfirmed_transfer_sides (
     chain_id          integer       NOT NULL,
     tx_hash           text COLLATE "C"          NOT NULL,
     log_index         bigint        NOT NULL,
@@ -204,12 +205,12 @@ CREATE TABLE balance_queue.pending_transfer_sides (
     block_number      bigint        NOT NULL,
     PRIMARY KEY (chain_id, tx_hash, log_index, is_inbound, content_id)
 );
-CREATE INDEX pending_transfer_sides_key_idx
-    ON balance_queue.pending_transfer_sides (chain_id, contract_address, holder_address);
-CREATE INDEX pending_transfer_sides_block_idx
-    ON balance_queue.pending_transfer_sides (chain_id, block_number);
-COMMENT ON TABLE balance_queue.pending_transfer_sides IS
-    'Counted transfer sides within the confirmation window of their chain: the pending part of current balances.';
+CREATE INDEX unconfirmed_transfer_sides_key_idx
+    ON balance_queue.unconfirmed_transfer_sides (chain_id, contract_address, holder_address);
+CREATE INDEX unconfirmed_transfer_sides_block_idx
+    ON balance_queue.unconfirmed_transfer_sides (chain_id, block_number);
+COMMENT ON TABLE balance_queue.unconfirmed_transfer_sides IS
+    'Counted transfer sides within the confirmation window of their chain (unconfirmed): the pending delta of current balances.';
 
 -- ---------------------------------------------------------------------------
 -- Attached source tables and their column mapping.
@@ -364,7 +365,7 @@ SELECT pg_catalog.pg_extension_config_dump('balance_queue.token_metadata', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.current_token_balances_default', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.balance_update_queue', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.applied_transfers', '');
-SELECT pg_catalog.pg_extension_config_dump('balance_queue.pending_transfer_sides', '');
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.unconfirmed_transfer_sides', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.attached_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.queue_processing_config', '');
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.daily_balance_snapshots', '');
@@ -511,7 +512,7 @@ SELECT b.chain_id, b.contract_address, b.holder_address,
   FROM balance_queue.current_token_balances b
   LEFT JOIN balance_queue.chain_registry r USING (chain_id)
   LEFT JOIN (SELECT s.chain_id, s.contract_address, s.holder_address, sum(s.delta_wei) AS pending_delta
-               FROM balance_queue.pending_transfer_sides s
+               FROM balance_queue.unconfirmed_transfer_sides s
                JOIN balance_queue.chain_registry rr USING (chain_id)
               WHERE balance_queue.is_unconfirmed(s.block_number,
                                                  balance_queue.confirmed_through(rr.head_block, rr.confirmation_depth))

@@ -24,6 +24,11 @@ pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 /// counted state from which the worker applies them in one bulk (0: never).
 pub static BULK_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 
+/// `balance_queue.takeover_after`: milliseconds an item of another
+/// worker's holder partition waits before a worker with nothing of its own
+/// takes it (default 1000).
+pub static TAKEOVER_AFTER_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
 /// `balance_queue.naptime`: milliseconds the worker sleeps when the queue is idle.
 pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(20);
 
@@ -102,6 +107,16 @@ pub fn init() {
         c"Queued transfers from which a chain with no counted state is applied in one bulk (0: never).",
         c"A chain with no ledger rows and no balances (a first attach of a table with history, a rebuild by handle_reorg(chain, 0)) and at least this many transfers waiting is applied in one transaction with plain inserts, using maintenance_work_mem; balance_queue.bulk_loads shows each run.",
         &BULK_THRESHOLD,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.takeover_after",
+        c"Milliseconds an item of another worker's holder partition waits before an idle worker takes it.",
+        c"Workers split the queue by holder; a worker with nothing of its own takes the items another worker left this long (that worker is busy with maintenance, far behind, or stopped). Lower: less lag behind a busy worker; higher: fewer batches that wait on each other's keys.",
+        &TAKEOVER_AFTER_MS,
         0,
         i32::MAX,
         GucContext::Suset,

@@ -61,7 +61,7 @@ pub fn get_current_balance(
                     b.last_updated_block, b.last_updated_time, coalesce(b.token_decimals, m.decimals),
                     coalesce(b.current_balance, 0) - p.pending_delta, p.pending_delta
                FROM (SELECT coalesce(sum(s.delta_wei), 0) AS pending_delta
-                       FROM balance_queue.pending_transfer_sides s
+                       FROM balance_queue.unconfirmed_transfer_sides s
                        JOIN balance_queue.chain_registry r USING (chain_id)
                       WHERE s.chain_id = $1 AND s.contract_address = $2 AND s.holder_address = $3
                         AND balance_queue.is_unconfirmed(

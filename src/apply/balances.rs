@@ -19,7 +19,7 @@ pub fn usd_sql(balance: &str, m: &str) -> String {
 }
 
 /// The ledger key of a counted transfer side: the primary key of
-/// `applied_transfers` and of `pending_transfer_sides` (sql/schema.sql;
+/// `applied_transfers` and of `unconfirmed_transfer_sides` (sql/schema.sql;
 /// a test below holds the two together). The one definition of it.
 pub const LEDGER_KEY: [&str; 5] = [
     "chain_id",
@@ -42,7 +42,7 @@ pub fn ledger_key(alias: &str) -> String {
 
 /// A counted transfer side: its [`LEDGER_KEY`], then what it counts (token
 /// contract, holder, signed amount in wei, block): the columns of
-/// `pending_transfer_sides`, and the first of `applied_transfers`. Each
+/// `unconfirmed_transfer_sides`, and the first of `applied_transfers`. Each
 /// column prefixed with `alias.` (none for "").
 pub fn side_columns(alias: &str) -> String {
     let dot = if alias.is_empty() {
@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn the_ledger_key_is_the_primary_key_of_the_ledger_and_the_window() {
         let schema = include_str!("../../sql/schema.sql");
-        for table in ["applied_transfers", "pending_transfer_sides"] {
+        for table in ["applied_transfers", "unconfirmed_transfer_sides"] {
             let start = schema
                 .find(&format!("CREATE TABLE balance_queue.{table} ("))
                 .expect(table);
@@ -94,9 +94,9 @@ mod tests {
                 "{table}: {definition}"
             );
         }
-        // pending_transfer_sides holds exactly a counted side, in order.
+        // unconfirmed_transfer_sides holds exactly a counted side, in order.
         let start = schema
-            .find("CREATE TABLE balance_queue.pending_transfer_sides (")
+            .find("CREATE TABLE balance_queue.unconfirmed_transfer_sides (")
             .unwrap();
         let columns: Vec<&str> = schema
             [start..start + schema[start..].find("PRIMARY KEY").unwrap()]

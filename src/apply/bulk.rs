@@ -26,7 +26,7 @@ use std::time::Instant;
 const CHAIN_EMPTY: &str =
     "NOT EXISTS (SELECT 1 FROM balance_queue.applied_transfers WHERE chain_id = $1)
          AND NOT EXISTS (SELECT 1 FROM balance_queue.current_token_balances WHERE chain_id = $1)
-         AND NOT EXISTS (SELECT 1 FROM balance_queue.pending_transfer_sides WHERE chain_id = $1)";
+         AND NOT EXISTS (SELECT 1 FROM balance_queue.unconfirmed_transfer_sides WHERE chain_id = $1)";
 
 /// The chain with the most due queued transfers, at least `$3` (bigint),
 /// among chain `$1` (integer, NULL for all) and not in `$2` (integer[]),

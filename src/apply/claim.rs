@@ -24,34 +24,29 @@ pub struct ClaimFilter {
     /// At most this many items per batch (a chain's `batch_size` in
     /// `queue_processing_config`, counted in queue items as in the plan).
     pub max_items: Option<i32>,
-    /// Only the items of this holder partition (worker k of n: `(k, n)`),
-    /// first; another partition's items only once they have waited
-    /// [`STEAL_AFTER`] (their worker is down or far behind). `None`: every
-    /// item.
+    /// The items of this holder partition (worker k of n: `(k, n)`); a
+    /// batch they do not fill also takes other partitions' items that have
+    /// waited `balance_queue.takeover_after` (their worker is busy with
+    /// maintenance, far behind, or stopped: a dynamic worker is not
+    /// restarted). `None`: every item.
     pub holder_partition: Option<(i32, i32)>,
 }
 
-/// How long an item of another worker's holder partition waits before a
-/// worker with nothing of its own takes it: a worker that stopped (a
-/// dynamic worker is not restarted) or fell far behind leaves its
-/// partition to the others after that, while two running workers never
-/// share keys.
-pub const STEAL_AFTER: &str = "5 seconds";
-
-/// Whether an item belongs to holder partition `$k` of `$n` (integer
-/// parameters; NULL `$k`: every item does): an id-range item by the
+/// Whether an item is for holder partition `$k` of `$n` (integer
+/// parameters; NULL `$k`: every item is): an id-range item by the
 /// partition it was written for (taken modulo `$n` when the number of
 /// workers changed since), a transfer-side item by its holder, an item of
-/// no holder by none. Or, when `$steal` (an interval parameter) is not
-/// NULL, whether it has waited that long.
-fn in_holder_partition(k: &str, n: &str, steal: &str) -> String {
+/// no holder always. When `$takeover` (an interval parameter) is not NULL,
+/// instead whether it is another partition's item that has waited that long.
+fn in_holder_partition(k: &str, n: &str, takeover: &str) -> String {
     format!(
         "({k}::integer IS NULL
-          OR CASE WHEN holder_partitions IS NOT NULL THEN holder_partition % {n}::integer = {k}
-                  WHEN source_row_ids IS NULL AND holder_address IS NOT NULL
-                       THEN balance_queue.holder_partition(holder_address, {n}::integer) = {k}
-                  ELSE true END
-          OR created_at < now() - {steal}::interval)"
+          OR (CASE WHEN holder_partitions IS NOT NULL THEN holder_partition % {n}::integer = {k}
+                   WHEN source_row_ids IS NULL AND holder_address IS NOT NULL
+                        THEN balance_queue.holder_partition(holder_address, {n}::integer) = {k}
+                   ELSE true END)
+             = ({takeover}::interval IS NULL)
+             AND ({takeover}::interval IS NULL OR created_at < now() - {takeover}::interval))"
     )
 }
 
@@ -180,6 +175,22 @@ static CLAIM_CHAIN_SQL: Lazy<String> = Lazy::new(|| {
 });
 
 impl Claimed {
+    /// Adds the items of another claim of the same batch.
+    fn absorb_claim(&mut self, other: Claimed) {
+        self.delta_ids.extend(other.delta_ids);
+        self.row_items.extend(other.row_items);
+        for (key, ids) in other.recalc {
+            match self.recalc.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, mine)) => mine.extend(ids),
+                None => self.recalc.push((key, ids)),
+            }
+        }
+        self.recalc.sort();
+        merge_heads(&mut self.heads, &other.heads);
+        self.transfers += other.transfers;
+        self.items += other.items;
+    }
+
     /// Adds one row selected with `CLAIM_COLUMNS`; returns its weight.
     fn absorb(&mut self, row: &SpiHeapTupleData) -> i64 {
         let id = spi_ok(row.get::<i64>(1)).expect("id is NOT NULL");
@@ -251,11 +262,14 @@ pub(super) fn claim_due(
     )
     .unwrap_or_else(|| "on,on,on".into());
     let (partition, partitions) = filter.holder_partition.unzip();
-    let claim_with = |client: &mut SpiClient<'_>, steal: Option<&str>| {
+    let claim_with = |client: &mut SpiClient<'_>,
+                      batch_size: i32,
+                      max_items: Option<i32>,
+                      takeover: Option<&str>| {
         claim_weighted(
             client,
             batch_size,
-            filter.max_items,
+            max_items,
             &[
                 filter.chain_id.into(),
                 filter.exclude_chains.clone().into(),
@@ -267,13 +281,28 @@ pub(super) fn claim_due(
                     .into(),
                 partition.into(),
                 partitions.into(),
-                steal.into(),
+                takeover.into(),
             ],
         )
     };
-    let mut claimed = claim_with(client, None);
-    if claimed.items == 0 && partition.is_some() {
-        claimed = claim_with(client, Some(STEAL_AFTER));
+    let mut claimed = claim_with(client, batch_size, filter.max_items, None);
+    // A batch its own partition does not fill takes the items other
+    // partitions left waiting: a worker busy with the maintenance, or
+    // stopped, delays its partition by takeover_after, while on a backlog
+    // (every batch full) each worker keeps to its own keys.
+    let target = i64::from(batch_size.max(1));
+    let item_cap = filter.max_items.map_or(i64::MAX, i64::from);
+    if partition.is_some() && claimed.transfers < target && claimed.items < item_cap {
+        let takeover = format!("{} ms", crate::gucs::TAKEOVER_AFTER_MS.get());
+        let rest = claim_with(
+            client,
+            (target - claimed.transfers).clamp(1, i64::from(i32::MAX)) as i32,
+            filter
+                .max_items
+                .map(|n| (i64::from(n) - claimed.items).max(1) as i32),
+            Some(&takeover),
+        );
+        claimed.absorb_claim(rest);
     }
     spi_ok(client.update(RESTORE_PLANNER_SQL, None, &[saved_planner.as_str().into()]));
     claimed

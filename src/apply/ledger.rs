@@ -139,7 +139,7 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
              RETURNING {l_sides}, l.copies, l.last_change
          ), pending_added AS (
              -- newly counted sides inside the confirmation window
-             INSERT INTO balance_queue.pending_transfer_sides
+             INSERT INTO balance_queue.unconfirmed_transfer_sides
                  ({sides})
              SELECT {l_sides}
                FROM ledger l
@@ -151,7 +151,7 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
              RETURNING 1
          ), pending_removed AS (
              -- sides no longer counted leave the window too
-             DELETE FROM balance_queue.pending_transfer_sides p
+             DELETE FROM balance_queue.unconfirmed_transfer_sides p
               USING ledger l
               WHERE l.copies <= 0 AND l.copies - l.last_change > 0
                 AND {same_key}
@@ -226,7 +226,7 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
                FROM sides
               ORDER BY {key}
          ), pending_added AS (
-             INSERT INTO balance_queue.pending_transfer_sides
+             INSERT INTO balance_queue.unconfirmed_transfer_sides
                  ({sides})
              SELECT {s_sides}
                FROM sides s

@@ -26,7 +26,7 @@ static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
         RETURNING l.chain_id, l.tx_hash, l.log_index, l.is_inbound, l.contract_address,
                   l.holder_address, l.delta_wei, l.last_change
     ), unpended AS (
-        DELETE FROM balance_queue.pending_transfer_sides p
+        DELETE FROM balance_queue.unconfirmed_transfer_sides p
          WHERE p.chain_id = $1 AND p.block_number >= $2
         RETURNING 1
     ), effects AS (
@@ -66,7 +66,7 @@ const FORGET_CHAIN_SQL: &str = "
     WITH ledger_gone AS (
         DELETE FROM balance_queue.applied_transfers WHERE chain_id = $1 RETURNING copies
     ), pending_gone AS (
-        DELETE FROM balance_queue.pending_transfer_sides WHERE chain_id = $1 RETURNING 1
+        DELETE FROM balance_queue.unconfirmed_transfer_sides WHERE chain_id = $1 RETURNING 1
     ), balances_gone AS (
         DELETE FROM balance_queue.current_token_balances WHERE chain_id = $1 RETURNING 1
     )
@@ -189,7 +189,7 @@ pub fn handle_reorg(
 pub fn prune_confirmed_sides() -> i64 {
     Spi::get_one::<i64>(
         "WITH pruned AS (
-             DELETE FROM balance_queue.pending_transfer_sides p
+             DELETE FROM balance_queue.unconfirmed_transfer_sides p
               USING balance_queue.chain_registry r
               WHERE p.chain_id = r.chain_id
                 AND NOT balance_queue.is_unconfirmed(

@@ -343,3 +343,49 @@ mod builtin_type_tests {
         assert_eq!(BUILTIN_TYPED_COLUMN, "atttypid < 16384");
     }
 }
+
+#[cfg(test)]
+mod partition_tests {
+    use super::*;
+
+    fn mapping() -> SourceMapping {
+        SourceMapping {
+            label: "t".into(),
+            chain_id: Some(1),
+            from_column: "from".into(),
+            to_column: "to".into(),
+            value_column: "value".into(),
+            contract_column: "contract_address".into(),
+            tx_hash_column: "tx_hash".into(),
+            log_index_column: "log_index".into(),
+            block_number_column: "block_number".into(),
+            network_column: None,
+            row_id_column: None,
+            relid: 0,
+        }
+    }
+
+    #[test]
+    fn only_rows_read_back_for_items_carry_their_holder_partitions() {
+        let m = mapping();
+        let item_rows = m.validated_item_rows("r0");
+        assert!(item_rows.contains("r._bq_item_holder_partitions AS holder_partitions"));
+        assert!(item_rows.contains("r._bq_item_holder_partition_set AS holder_partition_set"));
+        let rows = m.validated_rows("r0");
+        assert!(!rows.contains("_bq_item_"));
+        assert!(rows.contains("NULL::smallint AS holder_partitions"));
+    }
+
+    #[test]
+    fn sides_and_queued_items_keep_to_the_item_partition() {
+        let m = mapping();
+        assert!(
+            m.sides("r0", &RowFilter::default())
+                .contains(IN_ITEM_PARTITION)
+        );
+        let enqueue = m.enqueue("r0", 1, 0);
+        assert!(enqueue.contains(IN_ITEM_PARTITION));
+        assert!(enqueue.contains(RECORDS_BAD_ROWS));
+        assert!(IN_ITEM_PARTITION.contains("balance_queue.holder_partition("));
+    }
+}

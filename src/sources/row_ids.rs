@@ -323,3 +323,38 @@ pub fn counted_relation(mapping: &SourceMapping) -> String {
         relid = mapping.relid,
     )
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// The shares of a statement's items over every holder partition add
+    /// up to its rows, each between rows / n rounded down and up.
+    #[pg_test]
+    fn row_shares_add_up_to_the_rows() {
+        for partitions in 1..=5i64 {
+            for rows in [0i64, 1, 2, 3, 7, 4999, 5000] {
+                let sql = format!(
+                    "SELECT sum(s)::bigint, min(s)::bigint, max(s)::bigint
+                       FROM (SELECT {share} AS s
+                               FROM (SELECT k::smallint AS holder_partition, {partitions}::smallint AS holder_partitions
+                                       FROM generate_series(0, {partitions} - 1) k) p) shares",
+                    share = super::row_share(&format!("{rows}::integer")),
+                );
+                let (sum, min, max) = Spi::get_three::<i64, i64, i64>(&sql).expect("SPI");
+                assert_eq!(sum, Some(rows), "{rows} rows over {partitions}");
+                assert_eq!(
+                    min,
+                    Some(rows / partitions),
+                    "{rows} rows over {partitions}"
+                );
+                assert_eq!(
+                    max,
+                    Some(rows / partitions + i64::from(rows % partitions != 0)),
+                    "{rows} rows over {partitions}"
+                );
+            }
+        }
+    }
+}

@@ -851,7 +851,13 @@ fn workers_split_the_queue_by_holder_and_a_lone_worker_takes_over_the_rest() {
     let mut f = common::attached_rindexer_table("partitions");
     // Two workers for two holder partitions, then worker #1 is gone (a
     // dynamic worker is not restarted): partition 1's worker is missing.
-    alter_system(&mut f.client, &["balance_queue.workers = 2"]);
+    alter_system(
+        &mut f.client,
+        &[
+            "balance_queue.workers = 2",
+            "balance_queue.takeover_after = 5000",
+        ],
+    );
     f.client
         .query_one("SELECT balance_queue.start_worker()", &[])
         .unwrap();
@@ -914,8 +920,7 @@ fn workers_split_the_queue_by_holder_and_a_lone_worker_takes_over_the_rest() {
     assert!(written.elapsed() < Duration::from_secs(5));
     assert!(
         other.iter().all(|h| balance(&mut f.client, 1, h) == "0"),
-        "partition 1 belongs to the missing worker: worker #0 leaves it for {}",
-        "balance_queue's STEAL_AFTER (5 s)"
+        "partition 1 belongs to the missing worker: worker #0 leaves it for takeover_after (5 s)"
     );
     wait_until(
         "worker #0 to take over partition 1 once it waited",

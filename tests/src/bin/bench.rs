@@ -386,7 +386,7 @@ fn reset_balance_queue(client: &mut Client) {
     client
         .batch_execute(
             "TRUNCATE balance_queue.current_token_balances, balance_queue.applied_transfers,
-                      balance_queue.pending_transfer_sides, balance_queue.balance_update_queue;
+                      balance_queue.unconfirmed_transfer_sides, balance_queue.balance_update_queue;
              UPDATE balance_queue.chain_registry SET head_block = NULL;",
         )
         .unwrap();

@@ -1,0 +1,80 @@
+//! The periodic maintenance worker 0 runs between batches: pruning the
+//! confirmation window, health metrics and cleanup, the top-holder boards,
+//! and the daily snapshot when the UTC day changes.
+
+use super::WorkerState;
+use super::transaction::in_transaction;
+use crate::gucs;
+use crate::maintenance::health;
+use pgrx::prelude::*;
+use std::time::{Duration, Instant};
+
+/// How often confirmed blocks leave the pending window table.
+pub(super) const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the worker looks at the UTC date for the daily snapshot.
+pub(super) const DATE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs the periodic maintenance when due.
+pub(super) fn maintenance(state: &mut WorkerState) {
+    if state
+        .last_prune
+        .is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL)
+    {
+        state.last_prune = Some(Instant::now());
+        if let Err(e) = in_transaction(crate::repair::reorg::prune_confirmed_sides) {
+            warning!("balance_queue: pruning confirmed blocks failed: {e}");
+        }
+    }
+    let interval = Duration::from_secs(gucs::HEALTH_INTERVAL_S.get().max(1) as u64);
+    if state.last_health.is_none_or(|t| t.elapsed() >= interval) {
+        state.last_health = Some(Instant::now());
+        if let Err(e) = in_transaction(|| {
+            health::collect_queue_health_metrics();
+            health::cleanup_completed_updates();
+        }) {
+            warning!("balance_queue: health collection failed: {e}");
+        }
+        // Its own transaction: it may wait for drains to commit.
+        match in_transaction(|| Spi::run("SELECT balance_queue.refresh_leaderboards()")) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warning!("balance_queue: refreshing the top-holder boards failed: {e}"),
+            Err(e) => warning!("balance_queue: refreshing the top-holder boards failed: {e}"),
+        }
+    }
+    if !gucs::DAILY_SNAPSHOTS.get()
+        || state
+            .last_date_check
+            .is_some_and(|t| t.elapsed() < DATE_CHECK_INTERVAL)
+    {
+        return;
+    }
+    state.last_date_check = Some(Instant::now());
+    let today = in_transaction(|| {
+        Spi::get_one::<String>("SELECT (now() AT TIME ZONE 'UTC')::date::text")
+            .ok()
+            .flatten()
+    })
+    .ok()
+    .flatten();
+    match (&state.utc_date, today) {
+        (Some(previous), Some(today)) if *previous != today => {
+            // The UTC day changed: snapshot the balances as the day closed.
+            let day = previous.clone();
+            match in_transaction(|| {
+                Spi::get_one_with_args::<i64>(
+                    "SELECT balance_queue.create_daily_balance_snapshot($1::date)",
+                    &[day.as_str().into()],
+                )
+            }) {
+                Ok(Ok(Some(rows))) => {
+                    log!("balance_queue: daily snapshot of {day}: {rows} balances")
+                }
+                other => warning!("balance_queue: daily snapshot of {day} failed: {other:?}"),
+            }
+            state.utc_date = Some(today);
+        }
+        (None, Some(today)) => state.utc_date = Some(today),
+        _ => {}
+    }
+}
