@@ -104,6 +104,8 @@ CREATE TABLE balance_queue.balance_update_queue (
     delta_wei               numeric(78,0),
     -- +1: a copy of the source row was inserted; -1: a copy was deleted.
     source_change           smallint NOT NULL DEFAULT 1 CHECK (source_change IN (-1, 1)),
+    -- The transfer's tx hash, log index and block (the ledger's tx_hash,
+    -- log_index, block_number) under the plan's names.
     triggered_by_tx         text COLLATE "C",
     triggered_by_log_index  bigint,
     triggered_by_block      bigint,

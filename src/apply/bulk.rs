@@ -97,26 +97,50 @@ pub fn chains_in_bulk(client: &mut SpiClient<'_>) -> Vec<i32> {
 
 /// Records a bulk load of `chain_id` starting with `transfers` queued, in
 /// its own transaction before the bulk starts; returns its id, or None when
-/// another one of the chain is running, or the chain is no longer empty
-/// (checked again in this statement's snapshot: a load that just committed
-/// is seen, rather than recorded as `skipped` a moment later). First marks
-/// interrupted loads as such, so a crashed load of the chain does not hold
-/// its `running` slot.
+/// another one of the chain is running, or the chain is no longer empty.
+/// Emptiness is checked after the row is in, in a statement of its own: a
+/// load of the chain that committed while this insert waited on its
+/// `running` row is then seen, rather than this one recorded as `skipped` a
+/// moment later. First marks interrupted loads as such, so a crashed load
+/// of the chain does not hold its `running` slot.
 pub fn begin_bulk_load(client: &mut SpiClient<'_>, chain_id: i32, transfers: i64) -> Option<i64> {
     spi_ok(client.update(MARK_INTERRUPTED_SQL, None, &[]));
-    let rows = spi_ok(client.update(
-        &format!(
-            "INSERT INTO balance_queue.bulk_loads (chain_id, transfers_queued)
-             SELECT $1, $2 WHERE {CHAIN_EMPTY}
-             ON CONFLICT (chain_id) WHERE status = 'running' DO NOTHING
-             RETURNING id"
-        ),
+    let id = spi_ok(client.update(
+        "INSERT INTO balance_queue.bulk_loads (chain_id, transfers_queued)
+         VALUES ($1, $2)
+         ON CONFLICT (chain_id) WHERE status = 'running' DO NOTHING
+         RETURNING id",
         Some(1),
         &[chain_id.into(), transfers.into()],
+    ))
+    .into_iter()
+    .next()
+    .and_then(|row| spi_ok(row.get::<i64>(1)))?;
+    if chain_empty(client, chain_id) {
+        return Some(id);
+    }
+    spi_ok(client.update(
+        "DELETE FROM balance_queue.bulk_loads WHERE id = $1",
+        None,
+        &[id.into()],
     ));
-    rows.into_iter()
-        .next()
-        .and_then(|row| spi_ok(row.get::<i64>(1)))
+    None
+}
+
+/// Whether `chain_id` has no counted state ([`CHAIN_EMPTY`]), in a fresh
+/// snapshot (a read-write SPI call takes one per statement; a read-only
+/// one in a transaction that wrote nothing yet would reuse its first).
+fn chain_empty(client: &mut SpiClient<'_>, chain_id: i32) -> bool {
+    spi_ok(
+        spi_ok(client.update(
+            &format!("SELECT {CHAIN_EMPTY}"),
+            Some(1),
+            &[chain_id.into()],
+        ))
+        .first()
+        .get_one::<bool>(),
+    )
+    .unwrap_or(false)
 }
 
 /// Ends bulk load `id` with `status` and `message` (its own transaction
@@ -146,17 +170,7 @@ const DONE_SQL: &str = "UPDATE balance_queue.bulk_loads
 pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Option<BatchOutcome> {
     let started = Instant::now();
     chain_lock::own_chain(client, chain_id);
-    let empty = spi_ok(
-        spi_ok(client.select(
-            &format!("SELECT {CHAIN_EMPTY}"),
-            Some(1),
-            &[chain_id.into()],
-        ))
-        .first()
-        .get_one::<bool>(),
-    )
-    .unwrap_or(false);
-    if !empty {
+    if !chain_empty(client, chain_id) {
         end_bulk_load(
             client,
             load_id,

@@ -344,9 +344,12 @@ mod builtin_type_tests {
     }
 }
 
-#[cfg(test)]
-mod partition_tests {
+// pg_tests: the builders quote identifiers with Postgres's own functions.
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
     use super::*;
+    use pgrx::pg_test;
 
     fn mapping() -> SourceMapping {
         SourceMapping {
@@ -365,7 +368,7 @@ mod partition_tests {
         }
     }
 
-    #[test]
+    #[pg_test]
     fn only_rows_read_back_for_items_carry_their_holder_partitions() {
         let m = mapping();
         let item_rows = m.validated_item_rows("r0");
@@ -376,7 +379,7 @@ mod partition_tests {
         assert!(rows.contains("NULL::smallint AS holder_partitions"));
     }
 
-    #[test]
+    #[pg_test]
     fn sides_and_queued_items_keep_to_the_item_partition() {
         let m = mapping();
         assert!(
