@@ -193,8 +193,12 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
                     last_updated_time = EXCLUDED.last_updated_time,
                     token_symbol = EXCLUDED.token_symbol,
                     token_decimals = EXCLUDED.token_decimals,
-                    balance_usd = (SELECT {usd_sum} FROM balance_queue.token_metadata m
-                                    WHERE m.chain_id = b.chain_id AND m.contract_address = b.contract_address)
+                    -- EXCLUDED.balance_usd (the delta's value) is NULL exactly
+                    -- when the token has no price or no decimals: then so is
+                    -- the balance's, without a metadata lookup per key.
+                    balance_usd = CASE WHEN EXCLUDED.balance_usd IS NOT NULL THEN
+                                  (SELECT {usd_sum} FROM balance_queue.token_metadata m
+                                    WHERE m.chain_id = b.chain_id AND m.contract_address = b.contract_address) END
               WHERE abs(b.current_balance + EXCLUDED.current_balance) <= {MAX_U256}
              RETURNING b.chain_id, b.contract_address, b.holder_address
          )

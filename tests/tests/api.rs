@@ -156,6 +156,32 @@ fn seed_row_trigger_portfolio_recalculation_and_detach() {
         portfolio,
         vec![(1, "ethereum".into(), "USDC".into(), "7.500000".into())]
     );
+    // A later batch updates the balance and its USD value with it.
+    f.client
+        .execute(
+            "INSERT INTO public.token_transfers (token_address, from_address, to_address, value, transaction_hash, log_index, block_number)
+             VALUES ($1, $2, $3, 1000000, $4, 0, 210)",
+            &[&USDC, &BOB, &ALICE, &tx(110)],
+        )
+        .unwrap();
+    drain(&mut f.client, 100);
+    let usd: String = f
+        .client
+        .query_one(
+            "SELECT balance_usd::text FROM balance_queue.current_token_balances
+              WHERE chain_id = 1 AND contract_address = $1 AND holder_address = $2",
+            &[&USDC, &ALICE],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(usd, "8.500000", "the update path recomputes balance_usd");
+    f.client
+        .execute(
+            "DELETE FROM public.token_transfers WHERE transaction_hash = $1",
+            &[&tx(110)],
+        )
+        .unwrap();
+    drain(&mut f.client, 100);
     // A balance under the USD threshold is left out unless the threshold is 0.
     f.client
         .execute("UPDATE balance_queue.token_metadata SET price_usd = 0.1 WHERE chain_id = 1 AND contract_address = $1", &[&USDC])
