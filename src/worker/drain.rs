@@ -27,19 +27,27 @@ pub(super) fn work_due() -> bool {
 }
 
 /// Whether any item of the chains of `filter` is due, of any holder
-/// partition.
+/// partition, outside the chains another worker is bulk-loading.
 pub(super) fn group_has_due_items(filter: &ClaimFilter) -> bool {
-    Spi::get_one_with_args::<bool>(
-        &format!(
-            "SELECT EXISTS (SELECT 1 FROM balance_queue.balance_update_queue WHERE {} AND {})",
-            apply::DUE,
-            apply::chain_filter("$1", "$2"),
-        ),
-        &[filter.chain_id.into(), filter.exclude_chains.clone().into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    Spi::connect_mut(|client| {
+        // Chains being bulk-loaded are another worker's until it commits.
+        let mut exclude = filter.exclude_chains.clone();
+        exclude.extend(apply::chains_in_bulk(client));
+        spi_ok(client.select(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM balance_queue.balance_update_queue WHERE {} AND {})",
+                apply::DUE,
+                apply::chain_filter("$1", "$2"),
+            ),
+            Some(1),
+            &[filter.chain_id.into(), exclude.into()],
+        ))
+        .first()
+        .get_one::<bool>()
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    })
 }
 
 /// One drain schedule: a chain with its own configuration row, or the

@@ -53,13 +53,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[test]
 fn committed_transfers_reach_balances_without_manual_calls() {
     let (_cluster, mut c) = preloaded("fresh", &[]);
-    let worker = c
-        .query_one(
-            "SELECT backend_type, application_name FROM pg_stat_activity WHERE backend_type = 'balance_queue worker' LIMIT 1",
-            &[],
-        )
-        .expect("the worker shows in pg_stat_activity");
-    assert_eq!(worker.get::<_, String>(1), "balance_queue worker");
+    // A worker sets its application_name once connected, a moment after
+    // it shows in pg_stat_activity.
+    wait_until(
+        "the workers to name themselves",
+        Duration::from_secs(10),
+        || {
+            scalar_i64(
+                &mut c,
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE backend_type = 'balance_queue worker' AND application_name = 'balance_queue worker'",
+            ) >= 1
+        },
+    );
 
     // Commit-to-balance latency: one small rindexer INSERT at a time, on
     // Ethereum with the plan's preloaded 3 s interval (an idle database is
