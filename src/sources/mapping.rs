@@ -96,6 +96,27 @@ pub(crate) fn text_column(alias: &str, name: &str) -> String {
 }
 
 impl SourceMapping {
+    /// A mapping whose columns carry rindexer's Transfer names (`from`,
+    /// `to`, `value`, `contract_address`, `tx_hash`, `log_index`,
+    /// `block_number`), of no table (relid 0) and without a network or row
+    /// id column; callers set those they have.
+    pub fn rindexer_named(label: String, chain_id: Option<i32>) -> Self {
+        SourceMapping {
+            label,
+            chain_id,
+            from_column: "from".into(),
+            to_column: "to".into(),
+            value_column: "value".into(),
+            contract_column: "contract_address".into(),
+            tx_hash_column: "tx_hash".into(),
+            log_index_column: "log_index".into(),
+            block_number_column: "block_number".into(),
+            network_column: None,
+            row_id_column: None,
+            relid: 0,
+        }
+    }
+
     /// How the chain of a source row aliased `row` is found: the chain id
     /// expression and the join it needs. A fixed chain is a literal; a
     /// network column joins the chain registry (aliased `c`) by network
@@ -352,20 +373,7 @@ mod tests {
     use pgrx::pg_test;
 
     fn mapping() -> SourceMapping {
-        SourceMapping {
-            label: "t".into(),
-            chain_id: Some(1),
-            from_column: "from".into(),
-            to_column: "to".into(),
-            value_column: "value".into(),
-            contract_column: "contract_address".into(),
-            tx_hash_column: "tx_hash".into(),
-            log_index_column: "log_index".into(),
-            block_number_column: "block_number".into(),
-            network_column: None,
-            row_id_column: None,
-            relid: 0,
-        }
+        SourceMapping::rindexer_named("t".into(), Some(1))
     }
 
     #[pg_test]

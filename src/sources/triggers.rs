@@ -165,18 +165,9 @@ fn trigger_queue_balance_update<'a>(
         .flatten()
         .unwrap_or_default();
     let mapping = SourceMapping {
-        label,
-        chain_id,
-        from_column: "from".into(),
-        to_column: "to".into(),
-        value_column: "value".into(),
-        contract_column: "contract_address".into(),
-        tx_hash_column: "tx_hash".into(),
-        log_index_column: "log_index".into(),
-        block_number_column: "block_number".into(),
         network_column: Some("network".into()),
-        row_id_column: None,
         relid: relid.to_u32(),
+        ..SourceMapping::rindexer_named(label, chain_id)
     };
     Spi::connect_mut(|client| {
         for (tuple, change) in rows {
