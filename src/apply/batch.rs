@@ -95,10 +95,7 @@ pub fn apply_batch(
     );
     BatchOutcome {
         processed: attempted,
-        full: claimed.transfers >= i64::from(batch_size.max(1))
-            || filter
-                .max_items
-                .is_some_and(|n| claimed.items >= i64::from(n)),
+        full: claimed.is_full(batch_size, filter.max_items),
         failed,
         elapsed_ms,
     }

@@ -175,15 +175,27 @@ static CLAIM_CHAIN_SQL: Lazy<String> = Lazy::new(|| {
 });
 
 impl Claimed {
+    /// Whether the batch is full: it stands for `batch_size` transfers or
+    /// holds `max_items` items. The one definition of that rule.
+    pub(super) fn is_full(&self, batch_size: i32, max_items: Option<i32>) -> bool {
+        self.transfers >= i64::from(batch_size.max(1))
+            || max_items.is_some_and(|n| self.items >= i64::from(n.max(1)))
+    }
+
+    /// Adds recalculation item(s) `ids` of `key`, one entry per key.
+    fn add_recalc(&mut self, key: BalanceKey, ids: Vec<i64>) {
+        match self.recalc.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, mine)) => mine.extend(ids),
+            None => self.recalc.push((key, ids)),
+        }
+    }
+
     /// Adds the items of another claim of the same batch.
     fn absorb_claim(&mut self, other: Claimed) {
         self.delta_ids.extend(other.delta_ids);
         self.row_items.extend(other.row_items);
         for (key, ids) in other.recalc {
-            match self.recalc.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, mine)) => mine.extend(ids),
-                None => self.recalc.push((key, ids)),
-            }
+            self.add_recalc(key, ids);
         }
         self.recalc.sort();
         merge_heads(&mut self.heads, &other.heads);
@@ -214,10 +226,7 @@ impl Claimed {
                 spi_ok(row.get::<String>(4)).unwrap_or_default(),
                 spi_ok(row.get::<String>(5)).unwrap_or_default(),
             );
-            match self.recalc.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, ids)) => ids.push(id),
-                None => self.recalc.push((key, vec![id])),
-            }
+            self.add_recalc(key, vec![id]);
         }
         weight
     }
@@ -290,13 +299,11 @@ pub(super) fn claim_due(
     // partitions left waiting: a worker busy with the maintenance, or
     // stopped, delays its partition by takeover_after, while on a backlog
     // (every batch full) each worker keeps to its own keys.
-    let target = i64::from(batch_size.max(1));
-    let item_cap = filter.max_items.map_or(i64::MAX, i64::from);
-    if partition.is_some() && claimed.transfers < target && claimed.items < item_cap {
+    if partition.is_some() && !claimed.is_full(batch_size, filter.max_items) {
         let takeover = format!("{} ms", crate::gucs::TAKEOVER_AFTER_MS.get());
         let rest = claim_with(
             client,
-            (target - claimed.transfers).clamp(1, i64::from(i32::MAX)) as i32,
+            (i64::from(batch_size) - claimed.transfers).clamp(1, i64::from(i32::MAX)) as i32,
             filter
                 .max_items
                 .map(|n| (i64::from(n) - claimed.items).max(1) as i32),
@@ -325,7 +332,7 @@ fn claim_weighted(
     let mut cursor = client.open_cursor_mut(CLAIM_DUE_SQL.as_str(), args);
     let mut heaviest = 1i64;
     let mut want = 1i64;
-    while claimed.transfers < target && claimed.items < item_cap {
+    while !claimed.is_full(batch_size, max_items) {
         let rows = spi_ok(cursor.fetch(want as _));
         let fetched = rows.len() as i64;
         if fetched == 0 {
@@ -335,7 +342,7 @@ fn claim_weighted(
             // A fetched row is locked, but one past the batch is left out:
             // it stays pending, and other sessions take it once this
             // transaction ends.
-            if claimed.items > 0 && (claimed.transfers >= target || claimed.items >= item_cap) {
+            if claimed.items > 0 && claimed.is_full(batch_size, max_items) {
                 break;
             }
             heaviest = heaviest.max(claimed.absorb(&row));
