@@ -55,6 +55,20 @@ if ! grep -q "pg${PG_MAJOR} *= *\"${PG_CONFIG}\"" "$HOME/.pgrx/config.toml" 2>/d
   cargo pgrx init "--pg${PG_MAJOR}" "$PG_CONFIG"
 fi
 
+# --- Node.js and the GraphQL test harness (tests/graphql): rindexer's --------
+# PostGraphile server with the versions pinned in its package-lock.json.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  log "installing Debian packages: nodejs npm"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+if ! (cd "$ROOT_DIR/tests/graphql" && [ node_modules/.package-lock.json -nt package-lock.json ]); then
+  log "npm ci in tests/graphql (PostGraphile 4.14.1, as rindexer 0.41)"
+  (cd "$ROOT_DIR/tests/graphql" && npm ci --no-audit --no-fund >/dev/null)
+else
+  log "tests/graphql node modules present"
+fi
+
 # --- a non-root user needs write access to the system extension dirs --------
 if [ -n "$SUDO" ]; then
   for d in "$("$PG_CONFIG" --pkglibdir)" "$("$PG_CONFIG" --sharedir)/extension"; do

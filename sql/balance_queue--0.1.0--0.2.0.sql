@@ -416,6 +416,26 @@ SELECT pg_catalog.pg_extension_config_dump(
     pg_catalog.pg_get_serial_sequence('balance_queue.bulk_loads', 'id')::regclass, '');
 -- END sql/bulk_loads.sql
 
+-- Schemas exposed to rindexer's GraphQL API.
+-- BEGIN sql/graphql.sql
+-- ---------------------------------------------------------------------------
+-- Schemas exposed to rindexer's GraphQL API (src/graphql.rs): which schema,
+-- with which name prefix, asked by which role. The wrappers themselves are
+-- in the schema, made by expose_graphql() and dropped with the extension;
+-- this record lets the worker make them again when rindexer recreates the
+-- schema (drop_each_run), as the role that asked.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.graphql_exposures (
+    schema_name  name        PRIMARY KEY,
+    name_prefix  text        NOT NULL DEFAULT '',
+    exposed_by   name        NOT NULL DEFAULT current_user,
+    exposed_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE balance_queue.graphql_exposures IS
+    'Schemas exposed to rindexer''s GraphQL API by expose_graphql(): prefix of the wrapper names, the role that asked and when.';
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.graphql_exposures', '');
+-- END sql/graphql.sql
+
 -- JIT costs a drain batch more than it saves (see sql/finalize.sql).
 ALTER FUNCTION balance_queue.process_balance_update_queue(integer, integer) SET jit = off;
 
@@ -841,20 +861,155 @@ ALTER TABLE balance_queue.balance_update_queue_archive
     ADD COLUMN holder_partitions smallint;
 
 -- ---------------------------------------------------------------------------
+-- The change feed (see sql/change_feed.sql) and the GraphQL exposure
+-- functions (src/change_feed.rs, src/graphql.rs).
+-- ---------------------------------------------------------------------------
+-- BEGIN sql/change_feed.sql
+-- ---------------------------------------------------------------------------
+-- The change feed (src/change_feed.rs, src/apply/announce.rs): which
+-- balances each transaction changed, for caches in front of the balances.
+--
+-- Statement triggers on current_token_balances record, per statement, the
+-- keys it wrote as three parallel arrays in one row, stamped with the
+-- writing transaction's id: every writer is recorded (drain batches, bulk
+-- loads, recalculation, handle_reorg, an operator's UPDATE), at the cost of
+-- one row per statement rather than one per key. A reader holding a cursor
+-- (a snapshot, as PgQ reads its batches) gets the keys of exactly the
+-- transactions that committed after it, whatever order concurrent drains
+-- commit in. The worker deletes rows older than
+-- balance_queue.change_retention; cursors older than what it deleted are
+-- expired and their consumer reloads everything.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.balance_changes (
+    txid                xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    recorded_at         timestamptz NOT NULL DEFAULT now(),
+    chain_ids           integer[]   NOT NULL,
+    contract_addresses  text[]      NOT NULL,
+    holder_addresses    text[]      NOT NULL
+);
+CREATE INDEX balance_changes_txid_idx ON balance_queue.balance_changes (txid);
+COMMENT ON TABLE balance_queue.balance_changes IS
+    'Change feed: the balance keys (chain_ids[i], contract_addresses[i], holder_addresses[i]) each statement of transaction txid wrote; read with balance_changes_since(), kept for balance_queue.change_retention.';
+
+-- One row: the feed's identity (cursors of another feed, from before a
+-- DROP EXTENSION or from another cluster restored from a dump, are
+-- expired: transaction ids do not carry over) and the highest transaction
+-- whose changes were deleted (cursors that had not seen it are expired).
+CREATE TABLE balance_queue.change_feed_state (
+    feed_id         uuid NOT NULL DEFAULT gen_random_uuid(),
+    pruned_through  xid8 NOT NULL DEFAULT '0'::xid8,
+    single_row      boolean PRIMARY KEY DEFAULT true CHECK (single_row)
+);
+INSERT INTO balance_queue.change_feed_state DEFAULT VALUES;
+COMMENT ON TABLE balance_queue.change_feed_state IS
+    'Change feed identity (feed_id, part of every cursor) and pruned_through, the highest transaction id whose recorded changes were deleted.';
+
+CREATE FUNCTION balance_queue._record_balance_changes()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- balance_queue.change_feed is a reload-only setting; a session that
+    -- never loaded the library does not know it and records (the default).
+    IF coalesce(current_setting('balance_queue.change_feed', true), 'on') = 'off' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO balance_queue.balance_changes (chain_ids, contract_addresses, holder_addresses)
+        SELECT array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
+          FROM old_rows HAVING count(*) > 0;
+    ELSE
+        INSERT INTO balance_queue.balance_changes (chain_ids, contract_addresses, holder_addresses)
+        SELECT array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
+          FROM new_rows HAVING count(*) > 0;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER current_token_balances_change_feed_insert
+    AFTER INSERT ON balance_queue.current_token_balances
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._record_balance_changes();
+CREATE TRIGGER current_token_balances_change_feed_update
+    AFTER UPDATE ON balance_queue.current_token_balances
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._record_balance_changes();
+CREATE TRIGGER current_token_balances_change_feed_delete
+    AFTER DELETE ON balance_queue.current_token_balances
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._record_balance_changes();
+
+-- TRUNCATE names no keys: every cursor from before it is expired.
+CREATE FUNCTION balance_queue._expire_change_cursors()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE balance_queue.change_feed_state
+       SET pruned_through = greatest(pruned_through, pg_current_xact_id());
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER current_token_balances_change_feed_truncate
+    AFTER TRUNCATE ON balance_queue.current_token_balances
+    FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._expire_change_cursors();
+-- END sql/change_feed.sql
+
+CREATE FUNCTION balance_queue."balance_changes_cursor"() RETURNS TEXT /* String */
+STRICT STABLE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'balance_changes_cursor_wrapper';
+
+CREATE FUNCTION balance_queue."balance_changes_since"(
+	"p_cursor" TEXT /* & str */
+) RETURNS TABLE (
+	"chain_id" INT,  /* i32 */
+	"contract_address" TEXT,  /* String */
+	"holder_address" TEXT,  /* String */
+	"current_balance" NUMERIC,  /* AnyNumeric */
+	"next_cursor" TEXT  /* String */
+)
+STRICT STABLE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'balance_changes_since_wrapper';
+
+CREATE FUNCTION balance_queue."expose_graphql"(
+	"p_schema" TEXT, /* & str */
+	"p_prefix" TEXT DEFAULT '' /* & str */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'expose_graphql_wrapper';
+
+CREATE FUNCTION balance_queue."unexpose_graphql"(
+	"p_schema" TEXT /* & str */
+) RETURNS INT /* i32 */
+STRICT
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unexpose_graphql_wrapper';
+
+-- ---------------------------------------------------------------------------
 -- Rights of the new and re-created objects, as sql/finalize.sql grants them.
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON ALL TABLES IN SCHEMA balance_queue FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA balance_queue FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA balance_queue FROM PUBLIC;
 GRANT SELECT ON balance_queue.queue_health_summary, balance_queue.queue_alerts, balance_queue.source_progress,
-                balance_queue.token_leaderboard, balance_queue.leaderboard_cutoffs, balance_queue.bulk_loads
+                balance_queue.token_leaderboard, balance_queue.leaderboard_cutoffs, balance_queue.bulk_loads,
+                balance_queue.balance_changes, balance_queue.change_feed_state, balance_queue.graphql_exposures
    TO balance_queue_reader;
 GRANT EXECUTE ON FUNCTION
     balance_queue.get_current_balance(integer, text, text),
     balance_queue.get_address_portfolio(text, numeric),
     balance_queue.get_queue_config(integer),
     balance_queue.confirmed_through(bigint, integer),
-    balance_queue.is_unconfirmed(bigint, bigint)
+    balance_queue.is_unconfirmed(bigint, bigint),
+    balance_queue.balance_changes_cursor(),
+    balance_queue.balance_changes_since(text)
    TO balance_queue_reader;
 -- (the new chain partitions and the re-created views, as a fresh install)
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA balance_queue TO balance_queue_admin;

@@ -54,6 +54,20 @@ pub static HEALTH_RETENTION_H: GucSetting<i32> = GucSetting::<i32>::new(24);
 /// `balance_queue.snapshots`: take a daily balance snapshot when the UTC day changes.
 pub static DAILY_SNAPSHOTS: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// `balance_queue.change_feed`: record which balances each transaction
+/// changed, for `balance_changes_since()` and the NOTIFY (default on).
+pub static CHANGE_FEED: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `balance_queue.change_channel`: the NOTIFY channel each drain batch that
+/// changed balances announces on (default `balance_queue_changes`; empty:
+/// no NOTIFY).
+pub static CHANGE_CHANNEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"balance_queue_changes"));
+
+/// `balance_queue.change_retention`: seconds the recorded changes are kept
+/// for `balance_changes_since()` (default 3600).
+pub static CHANGE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
+
 /// Registers every setting; called from `_PG_init`.
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -190,6 +204,34 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    // The feed's settings are reload-only: every drainer of a database,
+    // worker or session, must record and announce alike.
+    GucRegistry::define_bool_guc(
+        c"balance_queue.change_feed",
+        c"Record which balances each transaction changed (balance_changes_since, NOTIFY).",
+        c"Off: nothing is recorded or announced, and balance_changes_since() refuses cursors.",
+        &CHANGE_FEED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"balance_queue.change_channel",
+        c"NOTIFY channel a drain batch that changed balances announces on (empty: none).",
+        c"One notification per committed batch, with a JSON payload of at most about 6,000 bytes (docs/change-feed.md).",
+        &CHANGE_CHANNEL,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"balance_queue.change_retention",
+        c"Seconds the recorded balance changes are kept for balance_changes_since().",
+        c"A cursor older than what the worker deleted is refused; its consumer reloads every balance.",
+        &CHANGE_RETENTION_S,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_bool_guc(
         c"balance_queue.snapshots",
         c"Take a daily balance snapshot when the UTC day changes.",
@@ -218,4 +260,16 @@ pub fn databases() -> Vec<String> {
 /// `balance_queue.holder_partition()`), so workers never share a key.
 pub fn holder_partitions() -> i32 {
     WORKERS.get().max(1)
+}
+
+/// The NOTIFY channel for balance changes, or None when announcing is off
+/// (the feed is off or the channel is empty).
+pub fn change_channel() -> Option<String> {
+    if !CHANGE_FEED.get() {
+        return None;
+    }
+    CHANGE_CHANNEL
+        .get()
+        .map(|c| c.to_string_lossy().trim().to_string())
+        .filter(|c| !c.is_empty())
 }

@@ -13,7 +13,9 @@
 //! 4. `repair/` (`reorg`: reorgs, confirmations, proofs; `recalc`:
 //!    repairing one balance) and `maintenance/` (`health`: metrics,
 //!    retries, cleanup, snapshots; `chains`: registry and partitions),
-//!    callers of `apply`; `queries` (reading balances).
+//!    callers of `apply`; `queries` (reading balances); `graphql` (the
+//!    wrappers that show them in rindexer's GraphQL API); `change_feed`
+//!    (the cursor over changed balances).
 //! 5. `worker`: the background worker.
 //!
 //! "The plan" in comments is the interface this extension keeps; see
@@ -23,9 +25,11 @@ use pgrx::prelude::*;
 
 mod address;
 mod apply;
+mod change_feed;
 mod config;
 mod errors;
 mod format;
+mod graphql;
 mod gucs;
 mod maintenance;
 mod queries;
@@ -50,6 +54,8 @@ pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/reference_data.sql", name = "reference_data");
 pgrx::extension_sql_file!("../sql/leaderboard.sql", name = "leaderboard");
 pgrx::extension_sql_file!("../sql/bulk_loads.sql", name = "bulk_loads");
+pgrx::extension_sql_file!("../sql/graphql.sql", name = "graphql");
+pgrx::extension_sql_file!("../sql/change_feed.sql", name = "change_feed");
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[cfg(test)]

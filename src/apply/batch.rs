@@ -93,6 +93,7 @@ pub fn apply_batch(
         &BTreeMap::new(),
         elapsed_ms,
     );
+    super::announce::announce_changes(client);
     BatchOutcome {
         processed: attempted,
         full: claimed.is_full(batch_size, filter.max_items),

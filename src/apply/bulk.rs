@@ -208,6 +208,7 @@ pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Op
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     complete(client, &applied, &heads, elapsed_ms);
     spi_ok(client.update(DONE_SQL, None, &[load_id.into(), claimed.transfers.into()]));
+    super::announce::announce_changes(client);
     Some(BatchOutcome {
         processed: claimed.items as i32,
         full: true,

@@ -14,11 +14,13 @@
 //! `complete` (heads, completed items) → `recompute` (recalculation items).
 //! `bulk` applies a chain with no counted state and a large backlog in one
 //! set-based statement, kept alone on its chain by `chain_lock`.
+//! `announce` sends the change feed's NOTIFY for a transaction's changes.
 //! `drain` and `split` take the same steps for one key and for one id-range
 //! item; `api` is the SQL entry point; `balances` holds the types and SQL
 //! expressions the steps share. Nothing here imports the modules that call
 //! the apply path (`recalc`, `reorg`, `worker`).
 
+mod announce;
 mod api;
 mod balances;
 mod batch;
@@ -33,6 +35,7 @@ mod recompute;
 mod set_back;
 mod split;
 
+pub use announce::announce_changes;
 pub use balances::{BalanceKey, ledger_key, same_ledger_key, usd_sql};
 pub use batch::apply_batch;
 pub use bulk::{apply_bulk, begin_bulk_load, bulk_candidate, chains_in_bulk, end_bulk_load};

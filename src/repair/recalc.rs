@@ -50,6 +50,7 @@ pub fn recalculate_address_balance(
         let drained = apply::drain_key(client, &key);
         let balance = apply::recompute_and_store(client, key.0, &key.1, &key.2);
         apply::complete_drained(client, &drained, started.elapsed().as_secs_f64() * 1000.0);
+        apply::announce_changes(client);
         balance
     });
     match balance {

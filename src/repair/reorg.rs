@@ -178,6 +178,7 @@ pub fn handle_reorg(
             );
             requeued += crate::sources::attach::run_counted(client, &insert);
         }
+        crate::apply::announce_changes(client);
         (taken, requeued)
     });
     TableIterator::once(result)

@@ -1,6 +1,7 @@
 //! The periodic maintenance worker 0 runs between batches: pruning the
-//! confirmation window, health metrics and cleanup, the top-holder boards,
-//! and the daily snapshot when the UTC day changes.
+//! confirmation window and the change feed, health metrics and cleanup,
+//! the top-holder boards, the GraphQL wrappers of recreated schemas, and
+//! the daily snapshot when the UTC day changes.
 
 use super::WorkerState;
 use super::transaction::in_transaction;
@@ -15,6 +16,18 @@ pub(super) const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the worker looks at the UTC date for the daily snapshot.
 pub(super) const DATE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Makes the GraphQL wrappers of recorded exposures again where rindexer
+/// recreated their schema, one transaction per schema.
+fn restore_graphql_exposures() {
+    let missing = in_transaction(crate::graphql::missing_exposures).unwrap_or_default();
+    for (schema, prefix, role) in missing {
+        match in_transaction(|| crate::graphql::restore_exposure(&schema, &prefix, &role)) {
+            Ok(()) => log!("balance_queue: exposed schema {schema} to GraphQL again (as {role})"),
+            Err(e) => warning!("balance_queue: could not expose schema {schema} to GraphQL again as {role}: {e}"),
+        }
+    }
+}
+
 /// Runs the periodic maintenance when due.
 pub(super) fn maintenance(state: &mut WorkerState) {
     if state
@@ -24,6 +37,9 @@ pub(super) fn maintenance(state: &mut WorkerState) {
         state.last_prune = Some(Instant::now());
         if let Err(e) = in_transaction(crate::repair::reorg::prune_confirmed_sides) {
             warning!("balance_queue: pruning confirmed blocks failed: {e}");
+        }
+        if let Err(e) = in_transaction(crate::change_feed::prune_balance_changes) {
+            warning!("balance_queue: pruning the change feed failed: {e}");
         }
     }
     let interval = Duration::from_secs(gucs::HEALTH_INTERVAL_S.get().max(1) as u64);
@@ -41,6 +57,7 @@ pub(super) fn maintenance(state: &mut WorkerState) {
             Ok(Err(e)) => warning!("balance_queue: refreshing the top-holder boards failed: {e}"),
             Err(e) => warning!("balance_queue: refreshing the top-holder boards failed: {e}"),
         }
+        restore_graphql_exposures();
     }
     if !gucs::DAILY_SNAPSHOTS.get()
         || state

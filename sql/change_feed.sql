@@ -1,0 +1,88 @@
+-- ---------------------------------------------------------------------------
+-- The change feed (src/change_feed.rs, src/apply/announce.rs): which
+-- balances each transaction changed, for caches in front of the balances.
+--
+-- Statement triggers on current_token_balances record, per statement, the
+-- keys it wrote as three parallel arrays in one row, stamped with the
+-- writing transaction's id: every writer is recorded (drain batches, bulk
+-- loads, recalculation, handle_reorg, an operator's UPDATE), at the cost of
+-- one row per statement rather than one per key. A reader holding a cursor
+-- (a snapshot, as PgQ reads its batches) gets the keys of exactly the
+-- transactions that committed after it, whatever order concurrent drains
+-- commit in. The worker deletes rows older than
+-- balance_queue.change_retention; cursors older than what it deleted are
+-- expired and their consumer reloads everything.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.balance_changes (
+    txid                xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    recorded_at         timestamptz NOT NULL DEFAULT now(),
+    chain_ids           integer[]   NOT NULL,
+    contract_addresses  text[]      NOT NULL,
+    holder_addresses    text[]      NOT NULL
+);
+CREATE INDEX balance_changes_txid_idx ON balance_queue.balance_changes (txid);
+COMMENT ON TABLE balance_queue.balance_changes IS
+    'Change feed: the balance keys (chain_ids[i], contract_addresses[i], holder_addresses[i]) each statement of transaction txid wrote; read with balance_changes_since(), kept for balance_queue.change_retention.';
+
+-- One row: the feed's identity (cursors of another feed, from before a
+-- DROP EXTENSION or from another cluster restored from a dump, are
+-- expired: transaction ids do not carry over) and the highest transaction
+-- whose changes were deleted (cursors that had not seen it are expired).
+CREATE TABLE balance_queue.change_feed_state (
+    feed_id         uuid NOT NULL DEFAULT gen_random_uuid(),
+    pruned_through  xid8 NOT NULL DEFAULT '0'::xid8,
+    single_row      boolean PRIMARY KEY DEFAULT true CHECK (single_row)
+);
+INSERT INTO balance_queue.change_feed_state DEFAULT VALUES;
+COMMENT ON TABLE balance_queue.change_feed_state IS
+    'Change feed identity (feed_id, part of every cursor) and pruned_through, the highest transaction id whose recorded changes were deleted.';
+
+CREATE FUNCTION balance_queue._record_balance_changes()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- balance_queue.change_feed is a reload-only setting; a session that
+    -- never loaded the library does not know it and records (the default).
+    IF coalesce(current_setting('balance_queue.change_feed', true), 'on') = 'off' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO balance_queue.balance_changes (chain_ids, contract_addresses, holder_addresses)
+        SELECT array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
+          FROM old_rows HAVING count(*) > 0;
+    ELSE
+        INSERT INTO balance_queue.balance_changes (chain_ids, contract_addresses, holder_addresses)
+        SELECT array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
+          FROM new_rows HAVING count(*) > 0;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER current_token_balances_change_feed_insert
+    AFTER INSERT ON balance_queue.current_token_balances
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._record_balance_changes();
+CREATE TRIGGER current_token_balances_change_feed_update
+    AFTER UPDATE ON balance_queue.current_token_balances
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._record_balance_changes();
+CREATE TRIGGER current_token_balances_change_feed_delete
+    AFTER DELETE ON balance_queue.current_token_balances
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._record_balance_changes();
+
+-- TRUNCATE names no keys: every cursor from before it is expired.
+CREATE FUNCTION balance_queue._expire_change_cursors()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE balance_queue.change_feed_state
+       SET pruned_through = greatest(pruned_through, pg_current_xact_id());
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER current_token_balances_change_feed_truncate
+    AFTER TRUNCATE ON balance_queue.current_token_balances
+    FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._expire_change_cursors();

@@ -1,0 +1,16 @@
+-- ---------------------------------------------------------------------------
+-- Schemas exposed to rindexer's GraphQL API (src/graphql.rs): which schema,
+-- with which name prefix, asked by which role. The wrappers themselves are
+-- in the schema, made by expose_graphql() and dropped with the extension;
+-- this record lets the worker make them again when rindexer recreates the
+-- schema (drop_each_run), as the role that asked.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.graphql_exposures (
+    schema_name  name        PRIMARY KEY,
+    name_prefix  text        NOT NULL DEFAULT '',
+    exposed_by   name        NOT NULL DEFAULT current_user,
+    exposed_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE balance_queue.graphql_exposures IS
+    'Schemas exposed to rindexer''s GraphQL API by expose_graphql(): prefix of the wrapper names, the role that asked and when.';
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.graphql_exposures', '');

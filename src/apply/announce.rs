@@ -1,0 +1,65 @@
+//! The change feed's announcement: one NOTIFY per transaction of the apply
+//! path that changed balances, sent by Postgres when (and only if) the
+//! transaction commits. The keys come from what the statement triggers of
+//! sql/change_feed.sql recorded for this transaction, so every writer of
+//! the batch (ledger apply, set-back, recalculation) is announced at once.
+
+use crate::errors::spi_ok;
+use pgrx::spi::SpiClient;
+
+/// Most tokens and keys a payload names; beyond them it carries counts only
+/// (a consumer then reads the keys with `balance_changes_since`). 30 keys
+/// of ~95 bytes, 30 tokens of ~50 and every chain stay under 6,000 bytes,
+/// well below NOTIFY's 8,000-byte payload limit.
+pub const PAYLOAD_MAX_KEYS: i64 = 30;
+
+/// Version 1 of the payload, built from this transaction's recorded changes:
+/// `{"v": 1, "txid": "<transaction id>", "keys": <distinct keys>,
+///   "chains": [chain ids], "token_count": <distinct tokens>,
+///   "tokens": [[chain id, token contract], ...] or null when more than
+///   PAYLOAD_MAX_KEYS, "changes": [[chain id, token contract, holder], ...]
+///   or null when more than PAYLOAD_MAX_KEYS}`. `$1` is the channel.
+const ANNOUNCE_SQL: &str = "
+    WITH keys AS (
+        SELECT DISTINCT u.chain_id, u.contract_address, u.holder_address
+          FROM balance_queue.balance_changes c
+         CROSS JOIN LATERAL unnest(c.chain_ids, c.contract_addresses, c.holder_addresses)
+                            AS u(chain_id, contract_address, holder_address)
+         WHERE c.txid = pg_catalog.pg_current_xact_id_if_assigned()
+    ), tokens AS (
+        SELECT DISTINCT chain_id, contract_address FROM keys
+    ), counts AS (
+        SELECT (SELECT count(*) FROM keys) AS keys, (SELECT count(*) FROM tokens) AS tokens
+    ), payload AS (
+        SELECT pg_catalog.json_build_object(
+                   'v', 1,
+                   'txid', pg_catalog.pg_current_xact_id_if_assigned()::text,
+                   'keys', n.keys,
+                   'chains', (SELECT pg_catalog.json_agg(DISTINCT chain_id ORDER BY chain_id) FROM keys),
+                   'token_count', n.tokens,
+                   'tokens', CASE WHEN n.tokens <= $2 THEN
+                       (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(chain_id, contract_address)
+                                                   ORDER BY chain_id, contract_address) FROM tokens) END,
+                   'changes', CASE WHEN n.keys <= $2 THEN
+                       (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(chain_id, contract_address, holder_address)
+                                                   ORDER BY chain_id, contract_address, holder_address) FROM keys) END
+               )::text AS body
+          FROM counts n
+         WHERE n.keys > 0
+    )
+    SELECT pg_catalog.pg_notify($1, body) FROM payload";
+
+/// Queues this transaction's NOTIFY on `balance_queue.change_channel` when
+/// it changed balances and the feed is on; Postgres delivers it after
+/// commit, and drops it on rollback. Call once, at the end of the
+/// transaction's work: a second call would announce the same keys again.
+pub fn announce_changes(client: &mut SpiClient<'_>) {
+    let Some(channel) = crate::gucs::change_channel() else {
+        return;
+    };
+    spi_ok(client.update(
+        ANNOUNCE_SQL,
+        None,
+        &[channel.into(), PAYLOAD_MAX_KEYS.into()],
+    ));
+}
