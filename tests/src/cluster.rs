@@ -261,6 +261,16 @@ impl Cluster {
         String::from_utf8(out.stdout).expect("pg_dump output is UTF-8")
     }
 
+    /// A connection URL for `database` in the form node-postgres (and so
+    /// PostGraphile) takes: the socket directory as the `host` parameter.
+    pub fn conn_url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres@localhost/{database}?host={}&port={}",
+            self.dir.display(),
+            self.port
+        )
+    }
+
     /// A libpq connection string for `database`.
     pub fn conn_string(&self, database: &str) -> String {
         format!(
