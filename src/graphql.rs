@@ -189,7 +189,7 @@ fn check_schema(client: &SpiClient<'_>, schema: &str) {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
             format!("schema {schema} does not exist or is balance_queue's own"),
-            Some("Pass the {indexer}_{contract} schema rindexer made for a contract (lowercase, e.g. rethindexer_reth)."),
+            Some("Pass the {indexer}_{contract} schema rindexer made for a contract (snake case, e.g. r_eth_indexer_rocket_pool_eth)."),
         );
     }
 }

@@ -82,7 +82,7 @@ pub fn bulk_candidate(
 
 /// The chains a live backend is bulk-applying: batches leave them alone, so
 /// that a bulk load does not find its chain written under it and give way.
-pub fn chains_in_bulk(client: &mut SpiClient<'_>) -> Vec<i32> {
+pub fn chains_in_bulk(client: &SpiClient<'_>) -> Vec<i32> {
     spi_ok(client.select(
         "SELECT chain_id FROM balance_queue.bulk_loads
           WHERE status = 'running'

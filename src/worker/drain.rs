@@ -3,7 +3,7 @@
 //! due, else a batch of the worker's holder partition; a batch that fails is
 //! retried item by item so the failing items back off alone.
 
-use super::transaction::{extension_exists, in_transaction, ready_to_drain};
+use super::transaction::{extension_exists, in_transaction, read_one, ready_to_drain};
 use super::{WorkerState, report_activity};
 use crate::apply::{self, ClaimFilter};
 use crate::config;
@@ -17,19 +17,18 @@ use std::time::{Duration, Instant};
 /// idle worker costs one cheap query per naptime, whatever the number of
 /// configured chains.
 pub(super) fn work_due() -> bool {
-    Spi::get_one::<bool>(&format!(
+    read_one::<bool>(&format!(
         "SELECT EXISTS (SELECT 1 FROM balance_queue.balance_update_queue WHERE {})",
         apply::DUE
     ))
-    .ok()
-    .flatten()
     .unwrap_or(true)
 }
 
 /// Whether any item of the chains of `filter` is due, of any holder
 /// partition, outside the chains another worker is bulk-loading.
 pub(super) fn group_has_due_items(filter: &ClaimFilter) -> bool {
-    Spi::connect_mut(|client| {
+    // Read-only (Spi::connect): no transaction id for a poll.
+    Spi::connect(|client| {
         // Chains being bulk-loaded are another worker's until it commits.
         let mut exclude = filter.exclude_chains.clone();
         exclude.extend(apply::chains_in_bulk(client));

@@ -4,7 +4,7 @@
 //! the daily snapshot when the UTC day changes.
 
 use super::WorkerState;
-use super::transaction::in_transaction;
+use super::transaction::{in_transaction, read_one};
 use crate::gucs;
 use crate::maintenance::health;
 use pgrx::prelude::*;
@@ -68,9 +68,7 @@ pub(super) fn maintenance(state: &mut WorkerState) {
     }
     state.last_date_check = Some(Instant::now());
     let today = in_transaction(|| {
-        Spi::get_one::<String>("SELECT (now() AT TIME ZONE 'UTC')::date::text")
-            .ok()
-            .flatten()
+        read_one::<String>("SELECT (now() AT TIME ZONE 'UTC')::date::text")
     })
     .ok()
     .flatten();

@@ -63,11 +63,27 @@ pub(super) fn extension_exists() -> bool {
 
 /// The version of the extension installed in this database, if any.
 pub(super) fn installed_version() -> Option<String> {
-    Spi::get_one::<String>(
+    read_one::<String>(
         "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'balance_queue'",
     )
-    .ok()
-    .flatten()
+}
+
+/// The first column of the first row of a read-only query. Not
+/// `Spi::get_one`: pgrx runs that as a possibly writing statement and so
+/// assigns the transaction an id, which for the two reads of every idle
+/// poll (about 50 a second per worker at the default naptime) used about
+/// 200 transaction ids a second: a commit record each in the WAL, and
+/// every table aged towards an anti-wraparound vacuum in days.
+pub(super) fn read_one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(sql: &str) -> Option<T> {
+    Spi::connect(|client| {
+        client
+            .select(sql, Some(1), &[])
+            .ok()?
+            .first()
+            .get_one::<T>()
+            .ok()
+            .flatten()
+    })
 }
 
 /// The version of this library: the SQL objects it expects.

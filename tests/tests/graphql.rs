@@ -16,10 +16,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// rindexer names a contract's schema `{indexer}_{contract}`, lowercase.
-const SCHEMA: &str = "rethindexer_reth";
+/// rindexer names a contract's schema `{indexer}_{contract}`, each in snake
+/// case: project rETHIndexer, contract RocketPoolETH.
+const SCHEMA: &str = "r_eth_indexer_rocket_pool_eth";
 /// A second contract of the same project, exposed while the server runs.
-const OTHER_SCHEMA: &str = "rethindexer_weth";
+const OTHER_SCHEMA: &str = "r_eth_indexer_weth";
 const RETH: &str = "0xae78736cd615f374d3085123a210448e74fc6393";
 /// A token whose one holder holds 2^256-1 wei.
 const BIG_TOKEN: &str = "0x00000000000000000000000000000000000000b1";
