@@ -92,6 +92,15 @@ fn dump_and_restore_keep_user_changes_and_the_queue_goes_on_exactly() {
              INSERT INTO balance_queue.queue_processing_config (chain_id, batch_size) VALUES (999999, 7);",
         )
         .unwrap();
+    // An exposure to rindexer's GraphQL API and a change-feed cursor.
+    f.client
+        .batch_execute("SELECT balance_queue.expose_graphql('rindexer_test_erc_20')")
+        .unwrap();
+    let cursor: String = f
+        .client
+        .query_one("SELECT balance_queue.balance_changes_cursor()", &[])
+        .unwrap()
+        .get(0);
     let changes = user_changes(&mut f.client);
     let before = state(&mut f.client);
     assert!(before[0] > 0, "items are waiting when the dump is taken");
@@ -130,6 +139,30 @@ fn dump_and_restore_keep_user_changes_and_the_queue_goes_on_exactly() {
         balances(&mut r),
         balances(&mut f.client),
         "balances restored to the wei"
+    );
+
+    // The GraphQL wrappers come back still dropped with the extension; the
+    // change feed starts afresh, so a cursor of the dumped database is
+    // refused rather than answered with another cluster's transaction ids.
+    assert_eq!(
+        common::count(
+            &mut r,
+            "SELECT 1 FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+              JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE d.deptype = 'x' AND n.nspname = 'rindexer_test_erc_20'"
+        ),
+        4
+    );
+    assert_eq!(
+        common::count(&mut r, "SELECT 1 FROM balance_queue.graphql_exposures"),
+        1
+    );
+    assert_eq!(
+        common::sqlstate(
+            &mut r,
+            &format!("SELECT * FROM balance_queue.balance_changes_since('{cursor}')")
+        ),
+        "55000"
     );
 
     // The waiting items apply once; then new rows, replays of applied rows
