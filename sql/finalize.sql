@@ -94,7 +94,8 @@ GRANT SELECT ON balance_queue.current_token_balances, balance_queue.confirmed_to
                 balance_queue.source_progress, balance_queue.token_leaderboard,
                 balance_queue.leaderboard_cutoffs, balance_queue.bulk_loads,
                 balance_queue.queue_processing_config, balance_queue.balance_changes,
-                balance_queue.change_feed_state, balance_queue.graphql_exposures
+                balance_queue.change_feed_state, balance_queue.graphql_exposures,
+                balance_queue.token_stats, balance_queue.token_stats_deltas
    TO balance_queue_reader;
 GRANT EXECUTE ON FUNCTION
     balance_queue.format_token_balance(numeric, integer),
@@ -106,7 +107,8 @@ GRANT EXECUTE ON FUNCTION
     balance_queue.confirmed_through(bigint, integer),
     balance_queue.is_unconfirmed(bigint, bigint),
     balance_queue.balance_changes_cursor(),
-    balance_queue.balance_changes_since(text)
+    balance_queue.balance_changes_since(text),
+    balance_queue.get_token_stats(integer, text)
    TO balance_queue_reader;
 
 -- Admin: everything the extension does, with the table rights it needs.

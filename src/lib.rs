@@ -15,7 +15,8 @@
 //!    retries, cleanup, snapshots; `chains`: registry and partitions),
 //!    callers of `apply`; `queries` (reading balances); `graphql` (the
 //!    wrappers that show them in rindexer's GraphQL API); `change_feed`
-//!    (the cursor over changed balances).
+//!    (the cursor over changed balances); `token_stats` (holders and supply
+//!    per token).
 //! 5. `worker`: the background worker.
 //!
 //! "The plan" in comments is the interface this extension keeps; see
@@ -35,6 +36,7 @@ mod maintenance;
 mod queries;
 mod repair;
 mod sources;
+mod token_stats;
 mod uint256;
 mod worker;
 
@@ -56,6 +58,7 @@ pgrx::extension_sql_file!("../sql/leaderboard.sql", name = "leaderboard");
 pgrx::extension_sql_file!("../sql/bulk_loads.sql", name = "bulk_loads");
 pgrx::extension_sql_file!("../sql/graphql.sql", name = "graphql");
 pgrx::extension_sql_file!("../sql/change_feed.sql", name = "change_feed");
+pgrx::extension_sql_file!("../sql/token_stats.sql", name = "token_stats");
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The periodic maintenance worker 0 runs between batches: pruning the
-//! confirmation window and the change feed, health metrics and cleanup,
-//! the top-holder boards, the GraphQL wrappers of recreated schemas, and
-//! the daily snapshot when the UTC day changes.
+//! confirmation window and the change feed, folding the token statistics,
+//! health metrics and cleanup, the top-holder boards, the GraphQL wrappers
+//! of recreated schemas, and the daily snapshot when the UTC day changes.
 
 use super::WorkerState;
 use super::transaction::{in_transaction, read_one};
@@ -10,7 +10,8 @@ use crate::maintenance::health;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
-/// How often confirmed blocks leave the pending window table.
+/// How often confirmed blocks leave the pending window table, old changes
+/// leave the change feed, and token statistics are folded.
 pub(super) const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the worker looks at the UTC date for the daily snapshot.
@@ -40,6 +41,9 @@ pub(super) fn maintenance(state: &mut WorkerState) {
         }
         if let Err(e) = in_transaction(crate::change_feed::prune_balance_changes) {
             warning!("balance_queue: pruning the change feed failed: {e}");
+        }
+        if let Err(e) = in_transaction(crate::token_stats::fold_token_stats) {
+            warning!("balance_queue: folding the token statistics failed: {e}");
         }
     }
     let interval = Duration::from_secs(gucs::HEALTH_INTERVAL_S.get().max(1) as u64);

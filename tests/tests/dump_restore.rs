@@ -141,6 +141,9 @@ fn dump_and_restore_keep_user_changes_and_the_queue_goes_on_exactly() {
         "balances restored to the wei"
     );
 
+    // Token statistics come back with the balances, not counted twice.
+    common::assert_token_stats_match(&mut r);
+
     // The GraphQL wrappers come back still dropped with the extension; the
     // change feed starts afresh, so a cursor of the dumped database is
     // refused rather than answered with another cluster's transaction ids.
@@ -184,6 +187,7 @@ fn dump_and_restore_keep_user_changes_and_the_queue_goes_on_exactly() {
     assert!(deleted > 0);
     drain(&mut r, 5000);
     common::assert_matches_sources(&mut r, &[&f.table]);
+    common::assert_token_stats_match(&mut r);
     assert_eq!(
         common::count(
             &mut r,

@@ -630,6 +630,8 @@ fn upgrade_from_the_previous_release_keeps_balances_and_matches_a_fresh_install(
     let comparison = last.unwrap();
     assert_eq!(comparison.keys, 2_727);
     assert_eq!(drain(&mut c, 1000), (0, 0), "nothing is left to drain");
+    // The statistics of the balances the upgrade found, plus what came after.
+    assert!(common::assert_token_stats_match(&mut c) >= 1);
 
     let log = std::fs::read(cluster.log_path()).unwrap_or_default();
     let since_restart = String::from_utf8_lossy(&log[log_offset as usize..]);

@@ -167,3 +167,47 @@ pub fn pending(client: &mut Client) -> i64 {
         "SELECT count(*) FROM balance_queue.balance_update_queue WHERE status = 'pending'",
     )
 }
+
+/// Asserts that `get_token_stats` of every token (with balances, or with
+/// statistics left) equals a recomputation from `current_token_balances`.
+/// Returns the number of tokens compared.
+pub fn assert_token_stats_match(client: &mut Client) -> usize {
+    let rows = client
+        .query(
+            "WITH r AS (
+                 SELECT chain_id, contract_address,
+                        count(*) FILTER (WHERE current_balance <> 0) AS holders,
+                        count(*) FILTER (WHERE current_balance < 0) AS negatives,
+                        sum(current_balance) AS supply
+                   FROM balance_queue.current_token_balances GROUP BY 1, 2
+             ), tokens AS (
+                 SELECT chain_id, contract_address FROM r
+                 UNION SELECT chain_id, contract_address FROM balance_queue.token_stats
+                 UNION SELECT chain_id, contract_address FROM balance_queue.token_stats_deltas
+             )
+             SELECT t.chain_id, t.contract_address,
+                    s.holder_count, s.negative_balance_count, s.supply_wei::text,
+                    coalesce(r.holders, 0), coalesce(r.negatives, 0), coalesce(r.supply, 0)::text
+               FROM tokens t
+               LEFT JOIN r USING (chain_id, contract_address)
+              CROSS JOIN LATERAL balance_queue.get_token_stats(t.chain_id, t.contract_address) s",
+            &[],
+        )
+        .expect("token statistics");
+    let mismatches: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let stored = (r.get::<_, i64>(2), r.get::<_, i64>(3), r.get::<_, String>(4));
+            let computed = (r.get::<_, i64>(5), r.get::<_, i64>(6), r.get::<_, String>(7));
+            (stored != computed).then(|| {
+                format!(
+                    "chain {} token {}: stats {stored:?}, balances {computed:?}",
+                    r.get::<_, i32>(0),
+                    r.get::<_, String>(1)
+                )
+            })
+        })
+        .collect();
+    assert!(mismatches.is_empty(), "token statistics differ: {mismatches:?}");
+    rows.len()
+}
