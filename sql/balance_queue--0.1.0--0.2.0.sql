@@ -1149,6 +1149,438 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'fold_token_stats_wrapper';
 
 -- ---------------------------------------------------------------------------
+-- Prices and collateral (sql/prices.sql, sql/collateral.sql): USD values are
+-- computed when read, so the balances lose their stored balance_usd and a
+-- price change no longer rewrites a token's balances.
+-- ---------------------------------------------------------------------------
+ALTER TABLE balance_queue.token_metadata
+    ADD COLUMN price_source text CHECK (price_source IN ('manual', 'feed')),
+    ADD COLUMN price_observed_at timestamptz,
+    ADD COLUMN price_max_age interval,
+    ADD COLUMN price_pinned boolean NOT NULL DEFAULT false;
+DROP INDEX balance_queue.current_token_balances_usd_idx;
+ALTER TABLE balance_queue.current_token_balances DROP COLUMN balance_usd;
+CREATE OR REPLACE FUNCTION balance_queue._refresh_balances_from_metadata()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.symbol IS NOT DISTINCT FROM NEW.symbol
+       AND OLD.decimals IS NOT DISTINCT FROM NEW.decimals THEN
+        RETURN NULL;
+    END IF;
+    UPDATE balance_queue.current_token_balances b
+       SET token_symbol = NEW.symbol,
+           token_decimals = NEW.decimals
+     WHERE b.chain_id = NEW.chain_id AND b.contract_address = NEW.contract_address
+       AND (b.token_symbol, b.token_decimals) IS DISTINCT FROM (NEW.symbol, NEW.decimals);
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER token_metadata_refresh_balances ON balance_queue.token_metadata;
+CREATE TRIGGER token_metadata_refresh_balances
+    AFTER INSERT OR UPDATE OF symbol, decimals ON balance_queue.token_metadata
+    FOR EACH ROW EXECUTE FUNCTION balance_queue._refresh_balances_from_metadata();
+-- BEGIN sql/prices.sql
+-- ---------------------------------------------------------------------------
+-- Prices (docs/prices.md). A token's USD price lives in one row of
+-- token_metadata; USD values are computed when read (balance / 10^decimals
+-- * price), so a price change writes that one row, whatever the number of
+-- holders. A price comes from, in order of precedence:
+--   a pinned manual price (set_token_price(..., pin => true)),
+--   the latest surviving round of a Chainlink aggregator table rindexer
+--     indexes (attach_price_feed), or an unpinned manual price, whichever
+--     was set last,
+--   1 for the preloaded stable tokens.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.price_feeds (
+    chain_id          integer NOT NULL,
+    contract_address  text COLLATE "C" NOT NULL CHECK (contract_address ~ '^0x[0-9a-f]{40}$'),
+    source_table      oid     NOT NULL,
+    -- 'schema.table' when attached, for messages after a rename.
+    source_label      text    NOT NULL,
+    feed_address      text COLLATE "C" NOT NULL CHECK (feed_address ~ '^0x[0-9a-f]{40}$'),
+    -- Chainlink USD feeds answer with 8 decimals.
+    feed_decimals     integer NOT NULL CHECK (feed_decimals BETWEEN 0 AND 77),
+    -- A feed price older than this is stale (Chainlink's heartbeat is 1 h to
+    -- 24 h by feed; the default 25 hours allows the longest heartbeat).
+    max_age           interval NOT NULL,
+    attached_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (chain_id, contract_address)
+);
+CREATE INDEX price_feeds_source_idx ON balance_queue.price_feeds (source_table);
+COMMENT ON TABLE balance_queue.price_feeds IS
+    'Chainlink aggregator tables (rindexer AnswerUpdated) followed for a token''s USD price: feed address, decimals, maximum age.';
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.price_feeds', '');
+
+-- The price of one token from its feed: the newest surviving positive
+-- answer by (block_number, log_index), or, with none left (a reorg deleted
+-- them), no feed price. Malformed values are skipped, never cast: a bad row
+-- must not fail the indexer's insert.
+CREATE FUNCTION balance_queue._refresh_feed_price(p_chain_id integer, p_contract_address text)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f balance_queue.price_feeds;
+    answer numeric;
+    updated numeric;
+    feed_price numeric;
+    observed timestamptz;
+BEGIN
+    SELECT * INTO f FROM balance_queue.price_feeds
+     WHERE chain_id = p_chain_id AND contract_address = p_contract_address;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    EXECUTE format(
+        'SELECT CASE WHEN s."current" ~ ''^[0-9]{1,78}$'' THEN s."current"::numeric END,
+                CASE WHEN s.updated_at ~ ''^[0-9]{1,20}$'' THEN s.updated_at::numeric END
+           FROM %s s
+          WHERE lower(s.contract_address) = $1
+            AND CASE WHEN s."current" ~ ''^[0-9]{1,78}$'' THEN s."current"::numeric > 0 ELSE false END
+          ORDER BY s.block_number DESC,
+                   CASE WHEN s.log_index ~ ''^[0-9]{1,20}$'' THEN s.log_index::numeric END DESC NULLS LAST
+          LIMIT 1', f.source_table::regclass)
+      INTO answer, updated
+     USING f.feed_address;
+    IF answer IS NULL THEN
+        UPDATE balance_queue.token_metadata
+           SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL,
+               price_observed_at = NULL, price_max_age = NULL, updated_at = now()
+         WHERE chain_id = p_chain_id AND contract_address = p_contract_address
+           AND price_source = 'feed' AND NOT price_pinned;
+        RETURN;
+    END IF;
+    feed_price := pg_catalog.trim_scale(answer * (1::numeric / (10::numeric ^ f.feed_decimals)));
+    observed := to_timestamp(updated::double precision);
+    -- UPDATE, then INSERT when the token has no row: an INSERT on a present
+    -- key would be turned into a whole-row update by the restore trigger
+    -- (sql/finalize.sql) and clear the token's symbol and decimals.
+    UPDATE balance_queue.token_metadata m
+       SET price_usd = feed_price, price_source = 'feed',
+           price_observed_at = observed, price_max_age = f.max_age,
+           updated_at = now()
+     WHERE m.chain_id = p_chain_id AND m.contract_address = p_contract_address AND NOT m.price_pinned
+       AND (m.price_usd, m.price_source, m.price_observed_at, m.price_max_age)
+           IS DISTINCT FROM (feed_price, 'feed', observed, f.max_age);
+    IF NOT EXISTS (SELECT 1 FROM balance_queue.token_metadata m
+                    WHERE m.chain_id = p_chain_id AND m.contract_address = p_contract_address) THEN
+        INSERT INTO balance_queue.token_metadata
+            (chain_id, contract_address, price_usd, price_source, price_observed_at, price_max_age)
+        VALUES (p_chain_id, p_contract_address, feed_price, 'feed', observed, f.max_age);
+    END IF;
+END
+$$;
+
+-- Statement trigger of an attached feed table: every write (rindexer's
+-- INSERT/COPY, its reorg DELETE, a TRUNCATE) refreshes the prices the
+-- table feeds. Runs as the extension's owner, like the transfer triggers,
+-- so an indexer role needs no rights on token_metadata.
+CREATE FUNCTION balance_queue._follow_price_feed()
+RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN SELECT chain_id, contract_address FROM balance_queue.price_feeds
+              WHERE source_table = TG_RELID ORDER BY 1, 2 LOOP
+        PERFORM balance_queue._refresh_feed_price(f.chain_id, f.contract_address);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION balance_queue.attach_price_feed(
+    p_source regclass,
+    p_feed_address text,
+    p_chain_id integer,
+    p_contract_address text,
+    p_feed_decimals integer DEFAULT 8,
+    p_max_age interval DEFAULT '25 hours')
+RETURNS numeric LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    feed text := lower(p_feed_address);
+    token text := lower(p_contract_address);
+    missing text;
+    price numeric;
+BEGIN
+    IF feed !~ '^0x[0-9a-f]{40}$' OR token !~ '^0x[0-9a-f]{40}$' THEN
+        RAISE EXCEPTION 'invalid address: feed % token %', p_feed_address, p_contract_address
+              USING ERRCODE = 'invalid_text_representation';
+    END IF;
+    IF p_feed_decimals NOT BETWEEN 0 AND 77 OR p_max_age <= interval '0' THEN
+        RAISE EXCEPTION 'p_feed_decimals % must be 0..77 and p_max_age % positive', p_feed_decimals, p_max_age
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(c, ', ') INTO missing
+      FROM unnest(ARRAY['contract_address', 'current', 'updated_at', 'block_number', 'log_index']) c
+     WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = p_source AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION '% has no column %', p_source, missing
+              USING ERRCODE = 'undefined_column',
+                    HINT = 'Attach the table rindexer writes for a Chainlink aggregator''s AnswerUpdated(int256 current, uint256 roundId, uint256 updatedAt) event.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM balance_queue.price_feeds WHERE chain_id = p_chain_id AND contract_address = token) THEN
+        RAISE EXCEPTION 'token % on chain % already has a price feed', token, p_chain_id
+              USING ERRCODE = 'duplicate_object', HINT = 'detach_price_feed() it first.';
+    END IF;
+    INSERT INTO balance_queue.price_feeds
+        (chain_id, contract_address, source_table, source_label, feed_address, feed_decimals, max_age)
+    VALUES (p_chain_id, token, p_source, p_source::text, feed, p_feed_decimals, p_max_age);
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = p_source AND tgname = 'balance_queue_price_feed') THEN
+        EXECUTE format('CREATE TRIGGER balance_queue_price_feed
+                          AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+                          FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._follow_price_feed()', p_source);
+    END IF;
+    PERFORM balance_queue._refresh_feed_price(p_chain_id, token);
+    SELECT m.price_usd INTO price FROM balance_queue.token_metadata m
+     WHERE m.chain_id = p_chain_id AND m.contract_address = token;
+    RETURN price;
+END
+$$;
+COMMENT ON FUNCTION balance_queue.attach_price_feed(regclass, text, integer, text, integer, interval) IS
+    'Follows the rindexer table of a Chainlink aggregator''s AnswerUpdated events (columns current, updated_at as VARCHAR(78), block_number, log_index) for the USD price of token p_contract_address on chain p_chain_id: the newest surviving positive answer by (block, log index), divided by 10^p_feed_decimals; older than p_max_age is stale. Returns the price now (NULL before any answer). 22P02 malformed address, 22023 bad decimals or age, 42703 missing column, 42710 the token has a feed.';
+
+CREATE FUNCTION balance_queue.detach_price_feed(p_chain_id integer, p_contract_address text)
+RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    token text := lower(p_contract_address);
+    source oid;
+BEGIN
+    DELETE FROM balance_queue.price_feeds WHERE chain_id = p_chain_id AND contract_address = token
+    RETURNING source_table INTO source;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE balance_queue.token_metadata
+       SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL,
+           price_observed_at = NULL, price_max_age = NULL, updated_at = now()
+     WHERE chain_id = p_chain_id AND contract_address = token AND price_source = 'feed' AND NOT price_pinned;
+    IF NOT EXISTS (SELECT 1 FROM balance_queue.price_feeds WHERE source_table = source) THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS balance_queue_price_feed ON %s', source::regclass);
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION balance_queue.detach_price_feed(integer, text) IS
+    'Stops following the token''s price feed and forgets the feed''s price (stable tokens go back to 1); the table''s trigger goes with its last feed. Returns whether a feed was attached.';
+
+CREATE FUNCTION balance_queue.set_token_price(
+    p_chain_id integer, p_contract_address text, p_price_usd numeric, p_pin boolean DEFAULT false)
+RETURNS numeric LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    token text := lower(p_contract_address);
+BEGIN
+    IF token !~ '^0x[0-9a-f]{40}$' THEN
+        RAISE EXCEPTION 'invalid token address %', p_contract_address USING ERRCODE = 'invalid_text_representation';
+    END IF;
+    IF p_price_usd < 0 THEN
+        RAISE EXCEPTION 'p_price_usd % must be >= 0', p_price_usd USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_price_usd IS NULL THEN
+        -- Forget the manual price: the feed (if any) or the stable default again.
+        UPDATE balance_queue.token_metadata
+           SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL, price_pinned = false,
+               price_observed_at = NULL, price_max_age = NULL, updated_at = now()
+         WHERE chain_id = p_chain_id AND contract_address = token;
+        PERFORM balance_queue._refresh_feed_price(p_chain_id, token);
+    ELSE
+        -- UPDATE first, then INSERT (see _refresh_feed_price).
+        UPDATE balance_queue.token_metadata
+           SET price_usd = p_price_usd, price_source = 'manual', price_observed_at = now(),
+               price_pinned = p_pin, price_max_age = NULL, updated_at = now()
+         WHERE chain_id = p_chain_id AND contract_address = token;
+        IF NOT FOUND THEN
+            INSERT INTO balance_queue.token_metadata
+                (chain_id, contract_address, price_usd, price_source, price_observed_at, price_pinned)
+            VALUES (p_chain_id, token, p_price_usd, 'manual', now(), p_pin);
+        END IF;
+    END IF;
+    RETURN (SELECT price_usd FROM balance_queue.token_metadata WHERE chain_id = p_chain_id AND contract_address = token);
+END
+$$;
+COMMENT ON FUNCTION balance_queue.set_token_price(integer, text, numeric, boolean) IS
+    'Sets token p_contract_address''s USD price on chain p_chain_id by hand (USD per whole token); p_pin: a feed does not replace it. NULL forgets the manual price (the feed, or 1 for a stable token, again). Returns the price now. 22P02 malformed address, 22023 negative price.';
+
+CREATE FUNCTION balance_queue.get_token_price(p_chain_id integer, p_contract_address text)
+RETURNS TABLE (price_usd numeric, source text, observed_at timestamptz, stale boolean, pinned boolean,
+               feed_address text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.price_usd,
+           CASE WHEN m.price_usd IS NULL THEN NULL
+                WHEN m.price_pinned THEN 'pinned'
+                ELSE coalesce(m.price_source, CASE WHEN m.is_stable_token THEN 'stable' ELSE 'manual' END) END,
+           m.price_observed_at,
+           balance_queue.price_is_stale(m.price_observed_at, m.price_max_age, m.price_pinned),
+           coalesce(m.price_pinned, false),
+           f.feed_address::text
+      FROM (SELECT lower(p_contract_address) AS token) a
+      LEFT JOIN balance_queue.token_metadata m ON m.chain_id = p_chain_id AND m.contract_address = a.token
+      LEFT JOIN balance_queue.price_feeds f ON f.chain_id = p_chain_id AND f.contract_address = a.token
+$$;
+COMMENT ON FUNCTION balance_queue.get_token_price(integer, text) IS
+    'The USD price of a token (USD per whole token, NULL when unknown), its source (pinned, manual, feed, stable), when it was observed (the feed round''s updatedAt), whether it is stale (a feed price older than the feed''s max_age) and the feed address.';
+
+-- The one rule of staleness: a feed price older than its feed's max_age.
+-- Manual and stable prices carry no max_age and are never stale.
+CREATE FUNCTION balance_queue.price_is_stale(p_observed_at timestamptz, p_max_age interval, p_pinned boolean)
+RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE
+RETURN coalesce(NOT p_pinned AND p_observed_at < now() - p_max_age, false);
+COMMENT ON FUNCTION balance_queue.price_is_stale(timestamptz, interval, boolean) IS
+    'Whether a price observed at p_observed_at is stale: older than p_max_age (a feed''s), unless pinned. NULL age: never.';
+
+-- The one definition of a USD value: p_balance wei of a token with
+-- p_decimals decimals at p_price_usd USD per whole token, exact (a product
+-- of exact decimals: 1 / 10^decimals is exact, dividing the balance by
+-- 10^decimals is not). NULL when the price or the decimals are unknown.
+-- Inlinable SQL, immutable.
+CREATE FUNCTION balance_queue.token_value_usd(p_balance numeric, p_decimals integer, p_price_usd numeric)
+RETURNS numeric LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.trim_scale(p_balance * p_price_usd * (1::numeric / (10::numeric ^ p_decimals)));
+COMMENT ON FUNCTION balance_queue.token_value_usd(numeric, integer, numeric) IS
+    'USD value of p_balance wei of a token with p_decimals decimals at p_price_usd USD per whole token, exact; NULL when the price or decimals are unknown.';
+-- END sql/prices.sql
+-- BEGIN sql/collateral.sql
+-- ---------------------------------------------------------------------------
+-- Collateral value (the plan's dual-state document): per holder,
+-- SUM(balance x price x collateral factor), with factors in basis points as
+-- Aave v3 stores them (ltv, liquidation threshold; 10000 = 100%). A
+-- profile names one protocol's factors, so one database can hold several.
+-- Exact decimal arithmetic (balance_queue.token_value_usd, then x bps /
+-- 10000, both exact); docs/prices.md.
+-- ---------------------------------------------------------------------------
+CREATE TABLE balance_queue.collateral_factors (
+    profile                    text    NOT NULL DEFAULT 'default',
+    chain_id                   integer NOT NULL,
+    contract_address           text COLLATE "C" NOT NULL CHECK (contract_address ~ '^0x[0-9a-f]{40}$'),
+    ltv_bps                    integer NOT NULL CHECK (ltv_bps BETWEEN 0 AND 10000),
+    liquidation_threshold_bps  integer NOT NULL CHECK (liquidation_threshold_bps BETWEEN 0 AND 10000),
+    updated_at                 timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (profile, chain_id, contract_address),
+    CHECK (ltv_bps <= liquidation_threshold_bps)
+);
+COMMENT ON TABLE balance_queue.collateral_factors IS
+    'Collateral factors per profile and token, in basis points as Aave v3 stores them: ltv_bps (borrowing power) <= liquidation_threshold_bps.';
+SELECT pg_catalog.pg_extension_config_dump('balance_queue.collateral_factors', '');
+
+CREATE FUNCTION balance_queue.set_collateral_factor(
+    p_profile text, p_chain_id integer, p_contract_address text,
+    p_ltv_bps integer, p_liquidation_threshold_bps integer)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    token text := lower(p_contract_address);
+BEGIN
+    IF token !~ '^0x[0-9a-f]{40}$' THEN
+        RAISE EXCEPTION 'invalid token address %', p_contract_address USING ERRCODE = 'invalid_text_representation';
+    END IF;
+    IF p_ltv_bps IS NULL AND p_liquidation_threshold_bps IS NULL THEN
+        DELETE FROM balance_queue.collateral_factors
+         WHERE profile = p_profile AND chain_id = p_chain_id AND contract_address = token;
+        RETURN;
+    END IF;
+    IF p_ltv_bps NOT BETWEEN 0 AND 10000 OR p_liquidation_threshold_bps NOT BETWEEN 0 AND 10000
+       OR p_ltv_bps > p_liquidation_threshold_bps THEN
+        RAISE EXCEPTION 'ltv % and liquidation threshold % (basis points) must satisfy 0 <= ltv <= threshold <= 10000',
+              p_ltv_bps, p_liquidation_threshold_bps USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO balance_queue.collateral_factors AS f
+        (profile, chain_id, contract_address, ltv_bps, liquidation_threshold_bps)
+    VALUES (p_profile, p_chain_id, token, p_ltv_bps, p_liquidation_threshold_bps)
+    ON CONFLICT (profile, chain_id, contract_address) DO UPDATE
+       SET ltv_bps = EXCLUDED.ltv_bps, liquidation_threshold_bps = EXCLUDED.liquidation_threshold_bps,
+           updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION balance_queue.set_collateral_factor(text, integer, text, integer, integer) IS
+    'Sets (or, with both factors NULL, removes) the collateral factors of a token in a profile, in basis points (Aave v3: ltv <= liquidation threshold <= 10000). 22P02 malformed address, 22023 factors out of range.';
+
+CREATE FUNCTION balance_queue.get_collateral_value(
+    p_holder_address text, p_profile text DEFAULT 'default', p_include_pending boolean DEFAULT false)
+RETURNS TABLE (chain_id integer, contract_address text, token_symbol text, balance numeric,
+               price_usd numeric, value_usd numeric, ltv_bps integer, liquidation_threshold_bps integer,
+               collateral_value_usd numeric, liquidation_value_usd numeric, price_stale boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    holder text := lower(p_holder_address);
+BEGIN
+    IF holder !~ '^0x[0-9a-f]{40}$' THEN
+        RAISE EXCEPTION 'invalid holder address %', p_holder_address USING ERRCODE = 'invalid_text_representation';
+    END IF;
+    RETURN QUERY
+    WITH held AS (
+        -- The confirmed balance (current minus the pending delta of blocks
+        -- a reorg may still move), or the current one when asked; below
+        -- zero counts zero.
+        SELECT f.chain_id, f.contract_address, f.ltv_bps, f.liquidation_threshold_bps,
+               greatest(b.current_balance - CASE WHEN p_include_pending THEN 0 ELSE coalesce((
+                   SELECT sum(s.delta_wei)
+                     FROM balance_queue.unconfirmed_transfer_sides s
+                     JOIN balance_queue.chain_registry r ON r.chain_id = s.chain_id
+                    WHERE s.chain_id = f.chain_id AND s.contract_address = f.contract_address
+                      AND s.holder_address = holder
+                      AND balance_queue.is_unconfirmed(s.block_number,
+                              balance_queue.confirmed_through(r.head_block, r.confirmation_depth))), 0) END,
+                        0) AS balance
+          FROM balance_queue.collateral_factors f
+          JOIN balance_queue.current_token_balances b
+            ON b.chain_id = f.chain_id AND b.contract_address = f.contract_address AND b.holder_address = holder
+         WHERE f.profile = p_profile
+    ), valued AS (
+        SELECT h.*, m.symbol, m.price_usd AS price,
+               balance_queue.token_value_usd(h.balance, m.decimals, m.price_usd) AS value,
+               balance_queue.price_is_stale(m.price_observed_at, m.price_max_age, m.price_pinned) AS stale
+          FROM held h
+          LEFT JOIN balance_queue.token_metadata m
+            ON m.chain_id = h.chain_id AND m.contract_address = h.contract_address
+    )
+    SELECT v.chain_id, v.contract_address::text, v.symbol, v.balance, v.price, v.value,
+           v.ltv_bps, v.liquidation_threshold_bps,
+           -- a stale or unknown price gives no collateral
+           CASE WHEN v.stale OR v.value IS NULL THEN 0
+                ELSE pg_catalog.trim_scale(v.value * v.ltv_bps * 0.0001) END,
+           CASE WHEN v.stale OR v.value IS NULL THEN 0
+                ELSE pg_catalog.trim_scale(v.value * v.liquidation_threshold_bps * 0.0001) END,
+           v.stale
+      FROM valued v
+     WHERE v.balance > 0
+     ORDER BY v.chain_id, v.contract_address;
+END
+$$;
+COMMENT ON FUNCTION balance_queue.get_collateral_value(text, text, boolean) IS
+    'Per token of profile p_profile the holder holds: balance (wei; confirmed unless p_include_pending; negative counts 0), price (USD per whole token), value_usd, the factors (bps), collateral_value_usd = value x ltv, liquidation_value_usd = value x liquidation threshold (0 when the price is stale or unknown), and price_stale. Exact. 22P02 malformed address.';
+
+CREATE FUNCTION balance_queue.get_collateral_summary(
+    p_holder_address text, p_profile text DEFAULT 'default', p_include_pending boolean DEFAULT false)
+RETURNS TABLE (tokens integer, value_usd numeric, collateral_value_usd numeric,
+               liquidation_value_usd numeric, stale_prices integer, unpriced integer)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*)::integer, coalesce(sum(v.value_usd), 0), coalesce(sum(v.collateral_value_usd), 0),
+           coalesce(sum(v.liquidation_value_usd), 0),
+           (count(*) FILTER (WHERE v.price_stale))::integer, (count(*) FILTER (WHERE v.value_usd IS NULL))::integer
+      FROM balance_queue.get_collateral_value(p_holder_address, p_profile, p_include_pending) v
+$$;
+COMMENT ON FUNCTION balance_queue.get_collateral_summary(text, text, boolean) IS
+    'Totals of get_collateral_value for a holder: tokens, value_usd, collateral_value_usd (borrowing power), liquidation_value_usd, and how many tokens had a stale or no price (they count zero collateral).';
+-- END sql/collateral.sql
+
+-- ---------------------------------------------------------------------------
 -- Rights of the new and re-created objects, as sql/finalize.sql grants them.
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON ALL TABLES IN SCHEMA balance_queue FROM PUBLIC;
@@ -1157,7 +1589,8 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA balance_queue FROM PUBLIC;
 GRANT SELECT ON balance_queue.queue_health_summary, balance_queue.queue_alerts, balance_queue.source_progress,
                 balance_queue.token_leaderboard, balance_queue.leaderboard_cutoffs, balance_queue.bulk_loads,
                 balance_queue.balance_changes, balance_queue.change_feed_state, balance_queue.graphql_exposures,
-                balance_queue.token_stats, balance_queue.token_stats_deltas
+                balance_queue.token_stats, balance_queue.token_stats_deltas,
+                balance_queue.price_feeds, balance_queue.collateral_factors
    TO balance_queue_reader;
 GRANT EXECUTE ON FUNCTION
     balance_queue.get_current_balance(integer, text, text),
@@ -1167,7 +1600,12 @@ GRANT EXECUTE ON FUNCTION
     balance_queue.is_unconfirmed(bigint, bigint),
     balance_queue.balance_changes_cursor(),
     balance_queue.balance_changes_since(text),
-    balance_queue.get_token_stats(integer, text)
+    balance_queue.get_token_stats(integer, text),
+    balance_queue.token_value_usd(numeric, integer, numeric),
+    balance_queue.price_is_stale(timestamptz, interval, boolean),
+    balance_queue.get_token_price(integer, text),
+    balance_queue.get_collateral_value(text, text, boolean),
+    balance_queue.get_collateral_summary(text, text, boolean)
    TO balance_queue_reader;
 -- (the new chain partitions and the re-created views, as a fresh install)
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA balance_queue TO balance_queue_admin;

@@ -44,10 +44,19 @@ CREATE TABLE balance_queue.token_metadata (
     decimals          integer CHECK (decimals BETWEEN 0 AND 77),
     is_stable_token   boolean NOT NULL DEFAULT false,
     coingecko_id      text,
-    -- USD per whole token; balance_usd is computed from it. NULL: unknown.
+    -- USD per whole token; USD values are computed from it when read.
+    -- NULL: unknown. Set by set_token_price or a feed (sql/prices.sql).
     price_usd         numeric,
     updated_at        timestamptz NOT NULL DEFAULT now(),
     created_at        timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.2.0, so last. Where price_usd came from: 'manual', 'feed',
+    -- or NULL (the preloaded stable price, or a price set by UPDATE).
+    price_source      text CHECK (price_source IN ('manual', 'feed')),
+    -- When the price was observed (a feed round's updatedAt), and how old a
+    -- feed price may be before it is stale; a pinned price no feed replaces.
+    price_observed_at timestamptz,
+    price_max_age     interval,
+    price_pinned      boolean NOT NULL DEFAULT false,
     PRIMARY KEY (chain_id, contract_address)
 );
 COMMENT ON TABLE balance_queue.token_metadata IS
@@ -68,7 +77,9 @@ CREATE TABLE balance_queue.current_token_balances (
     last_updated_time   timestamptz   NOT NULL DEFAULT now(),
     token_symbol        text,
     token_decimals      integer,
-    balance_usd         numeric,
+    -- No balance_usd: USD values are computed when read from the token's
+    -- price (sql/prices.sql), so a price change writes one row, not one per
+    -- holder.
     PRIMARY KEY (chain_id, contract_address, holder_address)
 ) PARTITION BY LIST (chain_id);
 CREATE TABLE balance_queue.current_token_balances_default
@@ -78,12 +89,10 @@ CREATE INDEX current_token_balances_holder_idx
     ON balance_queue.current_token_balances (holder_address);
 -- No index on current_balance: top holders come from token_leaderboard
 -- (sql/leaderboard.sql), so a balance update writes no index and can be HOT.
--- Balances by symbol and by USD value: partial, so the many balances of
--- tokens without metadata cost the apply path no index writes here.
+-- Balances by symbol: partial, so the many balances of tokens without
+-- metadata cost the apply path no index writes here.
 CREATE INDEX current_token_balances_symbol_idx
     ON balance_queue.current_token_balances (token_symbol) WHERE token_symbol IS NOT NULL;
-CREATE INDEX current_token_balances_usd_idx
-    ON balance_queue.current_token_balances (balance_usd DESC NULLS LAST) WHERE balance_usd IS NOT NULL;
 COMMENT ON TABLE balance_queue.current_token_balances IS
     'Current ERC20 balance per (chain_id, contract_address, holder_address) in wei, maintained incrementally from the queue. Signed: never clamped.';
 
@@ -336,24 +345,29 @@ CREATE INDEX balance_update_queue_archive_processed_idx
 
 -- ---------------------------------------------------------------------------
 -- Keep the denormalised token columns of current balances in step with
--- token_metadata when metadata arrives after the balances.
+-- token_metadata when metadata arrives after the balances. Only a change of
+-- symbol or decimals rewrites the token's balances; a price change does not
+-- (USD values are computed when read).
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION balance_queue._refresh_balances_from_metadata()
 RETURNS trigger LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.symbol IS NOT DISTINCT FROM NEW.symbol
+       AND OLD.decimals IS NOT DISTINCT FROM NEW.decimals THEN
+        RETURN NULL;
+    END IF;
     UPDATE balance_queue.current_token_balances b
        SET token_symbol = NEW.symbol,
-           token_decimals = NEW.decimals,
-           balance_usd = CASE WHEN NEW.price_usd IS NOT NULL AND NEW.decimals IS NOT NULL
-                              THEN round(b.current_balance * NEW.price_usd / power(10::numeric, NEW.decimals), 6) END
-     WHERE b.chain_id = NEW.chain_id AND b.contract_address = NEW.contract_address;
+           token_decimals = NEW.decimals
+     WHERE b.chain_id = NEW.chain_id AND b.contract_address = NEW.contract_address
+       AND (b.token_symbol, b.token_decimals) IS DISTINCT FROM (NEW.symbol, NEW.decimals);
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER token_metadata_refresh_balances
-    AFTER INSERT OR UPDATE ON balance_queue.token_metadata
+    AFTER INSERT OR UPDATE OF symbol, decimals ON balance_queue.token_metadata
     FOR EACH ROW EXECUTE FUNCTION balance_queue._refresh_balances_from_metadata();
 
 -- ---------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 //!
 //! Floors, lowest first (a module imports only from its own floor and the
 //! ones below; docs/architecture.md draws them):
-//! 1. `errors`, `address`, `uint256`, `format`, `gucs`, `config`: shared helpers,
-//!    settings and the per-chain processing configuration.
+//! 1. `errors`, `address`, `uint256`, `format`, `prices`, `gucs`, `config`:
+//!    shared helpers, the USD value expression, settings and the per-chain
+//!    processing configuration.
 //! 2. `sources/`: attached transfer tables: the column mapping and what a
 //!    valid row is (`mapping`, `row_check`), attach/detach (`attach`), the
 //!    statement triggers (`triggers`) and rows queued by id (`row_ids`).
@@ -33,6 +34,7 @@ mod format;
 mod graphql;
 mod gucs;
 mod maintenance;
+mod prices;
 mod queries;
 mod repair;
 mod sources;
@@ -59,6 +61,8 @@ pgrx::extension_sql_file!("../sql/bulk_loads.sql", name = "bulk_loads");
 pgrx::extension_sql_file!("../sql/graphql.sql", name = "graphql");
 pgrx::extension_sql_file!("../sql/change_feed.sql", name = "change_feed");
 pgrx::extension_sql_file!("../sql/token_stats.sql", name = "token_stats");
+pgrx::extension_sql_file!("../sql/prices.sql", name = "prices");
+pgrx::extension_sql_file!("../sql/collateral.sql", name = "collateral");
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[cfg(test)]

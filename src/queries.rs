@@ -54,10 +54,10 @@ pub fn get_current_balance(
     let holder = normalize_arg("p_holder_address", p_holder_address);
     let row = Spi::connect(|client| {
         let rows = spi_ok(client.select(
-            "SELECT coalesce(b.current_balance, 0),
+            &format!("SELECT coalesce(b.current_balance, 0),
                     balance_queue.format_token_balance(coalesce(b.current_balance, 0),
                                                        coalesce(b.token_decimals, m.decimals, 0)),
-                    b.balance_usd, coalesce(b.token_symbol, m.symbol),
+                    {usd}, coalesce(b.token_symbol, m.symbol),
                     b.last_updated_block, b.last_updated_time, coalesce(b.token_decimals, m.decimals),
                     coalesce(b.current_balance, 0) - p.pending_delta, p.pending_delta
                FROM (SELECT coalesce(sum(s.delta_wei), 0) AS pending_delta
@@ -70,6 +70,7 @@ pub fn get_current_balance(
                  ON b.chain_id = $1 AND b.contract_address = $2 AND b.holder_address = $3
                LEFT JOIN balance_queue.token_metadata m
                  ON m.chain_id = $1 AND m.contract_address = $2",
+                usd = crate::prices::usd_sql("coalesce(b.current_balance, 0)", "m")),
             Some(1),
             &[
                 p_chain_id.into(),
@@ -129,14 +130,20 @@ pub fn get_address_portfolio(
     let rows = Spi::connect(|client| {
         spi_ok(client.select(
             &format!(
-                "SELECT b.chain_id, c.network_name, b.contract_address, b.token_symbol,
-                        b.current_balance, {FORMATTED}, b.balance_usd, b.last_updated_time,
-                        b.last_updated_block
-                   FROM balance_queue.current_token_balances b
+                "SELECT p.chain_id, c.network_name, p.contract_address, p.token_symbol,
+                        p.current_balance, {FORMATTED_P}, p.balance_usd, p.last_updated_time,
+                        p.last_updated_block
+                   FROM (SELECT b.chain_id, b.contract_address, b.token_symbol, b.current_balance,
+                                b.token_decimals, b.last_updated_time, b.last_updated_block,
+                                {usd} AS balance_usd
+                           FROM balance_queue.current_token_balances b
+                           LEFT JOIN balance_queue.token_metadata m USING (chain_id, contract_address)
+                          WHERE b.holder_address = $1 AND b.current_balance <> 0) p
                    LEFT JOIN balance_queue.chain_registry c USING (chain_id)
-                  WHERE b.holder_address = $1 AND b.current_balance <> 0
-                    AND ($2 <= 0 OR b.balance_usd >= $2)
-                  ORDER BY b.balance_usd DESC NULLS LAST, b.chain_id, b.contract_address"
+                  WHERE $2 <= 0 OR p.balance_usd >= $2
+                  ORDER BY p.balance_usd DESC NULLS LAST, p.chain_id, p.contract_address",
+                usd = crate::prices::usd_sql("b.current_balance", "m"),
+                FORMATTED_P = FORMATTED.replace("b.", "p.")
             ),
             None,
             &[holder.as_str().into(), p_min_balance_usd.into()],
@@ -232,12 +239,15 @@ pub fn get_top_holders(
             &format!(
                 "WITH chosen AS ({chosen})
                  SELECT row_number() OVER (ORDER BY b.current_balance DESC, b.holder_address),
-                        b.holder_address, b.current_balance, {FORMATTED}, b.balance_usd,
+                        b.holder_address, b.current_balance, {FORMATTED}, {usd},
                         b.last_updated_block
                    FROM chosen c
                    JOIN balance_queue.current_token_balances b
                      ON b.chain_id = $1 AND b.contract_address = $2 AND b.holder_address = c.holder_address
-                  ORDER BY 1"
+                   LEFT JOIN balance_queue.token_metadata m
+                     ON m.chain_id = $1 AND m.contract_address = $2
+                  ORDER BY 1",
+                usd = crate::prices::usd_sql("b.current_balance", "m")
             ),
             None,
             &[p_chain_id.into(), contract.as_str().into(), p_limit.into()],

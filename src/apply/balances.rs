@@ -1,5 +1,5 @@
 //! The vocabulary every balance statement shares: the key of a balance, the
-//! uint256 bound it must stay within, its USD value, and the content id the
+//! uint256 bound it must stay within, and the content id the
 //! ledger counts transfer sides by. One place, so the apply statement, the
 //! set-backs, recomputation and reorgs cannot drift apart.
 
@@ -9,14 +9,6 @@ pub type BalanceKey = (i32, String, String);
 /// 2^256-1: the largest magnitude a balance may have.
 pub const MAX_U256: &str =
     "115792089237316195423570985008687907853269984665640564039457584007913129639935";
-
-/// USD value of `balance` wei given token_metadata row alias `m`.
-pub fn usd_sql(balance: &str, m: &str) -> String {
-    format!(
-        "CASE WHEN {m}.price_usd IS NOT NULL AND {m}.decimals IS NOT NULL
-              THEN round(({balance}) * {m}.price_usd / power(10::numeric, {m}.decimals), 6) END"
-    )
-}
 
 /// The ledger key of a counted transfer side: the primary key of
 /// `applied_transfers` and of `unconfirmed_transfer_sides` (sql/schema.sql;

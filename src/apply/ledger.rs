@@ -7,7 +7,7 @@
 //! key, then balance rows sorted by key.
 
 use super::balances::{
-    BalanceKey, MAX_U256, content_id, ledger_key, same_ledger_key, side_columns, usd_sql,
+    BalanceKey, MAX_U256, content_id, ledger_key, same_ledger_key, side_columns,
 };
 use super::chain_lock;
 use super::complete::merge_heads;
@@ -110,7 +110,7 @@ fn apply_sql(sources: &[SourceMapping], mode: Mode) -> String {
 
 /// The columns a balance statement inserts, in [`new_balance_values`]'s order.
 const BALANCE_INSERT_COLUMNS: &str = "chain_id, contract_address, holder_address, current_balance, \
-     last_updated_block, last_updated_time, token_symbol, token_decimals, balance_usd";
+     last_updated_block, last_updated_time, token_symbol, token_decimals";
 
 /// The values of a new balance from the per-key sum aliased `e` (chain_id,
 /// contract_address, holder_address, delta_wei, block_number) and its token's
@@ -118,8 +118,7 @@ const BALANCE_INSERT_COLUMNS: &str = "chain_id, contract_address, holder_address
 fn new_balance_values(e: &str) -> String {
     format!(
         "{e}.chain_id, {e}.contract_address, {e}.holder_address, {e}.delta_wei, {e}.block_number,
-                    now(), m.symbol, m.decimals, {usd}",
-        usd = usd_sql(&format!("{e}.delta_wei"), "m")
+                    now(), m.symbol, m.decimals"
     )
 }
 
@@ -192,13 +191,7 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
                     last_updated_block = greatest(b.last_updated_block, EXCLUDED.last_updated_block),
                     last_updated_time = EXCLUDED.last_updated_time,
                     token_symbol = EXCLUDED.token_symbol,
-                    token_decimals = EXCLUDED.token_decimals,
-                    -- EXCLUDED.balance_usd (the delta's value) is NULL exactly
-                    -- when the token has no price or no decimals: then so is
-                    -- the balance's, without a metadata lookup per key.
-                    balance_usd = CASE WHEN EXCLUDED.balance_usd IS NOT NULL THEN
-                                  (SELECT {usd_sum} FROM balance_queue.token_metadata m
-                                    WHERE m.chain_id = b.chain_id AND m.contract_address = b.contract_address) END
+                    token_decimals = EXCLUDED.token_decimals
               WHERE abs(b.current_balance + EXCLUDED.current_balance) <= {MAX_U256}
              RETURNING b.chain_id, b.contract_address, b.holder_address
          )
@@ -213,7 +206,6 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
         sides = side_columns(""),
         l_sides = side_columns("l"),
         same_key = same_ledger_key("p", "l"),
-        usd_sum = usd_sql("b.current_balance + EXCLUDED.current_balance", "m"),
     )
 });
 

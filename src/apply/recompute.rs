@@ -1,7 +1,7 @@
 //! Recomputation of one balance from the attached source tables, for
 //! recalculation items in a batch and for `recalculate_address_balance`.
 
-use super::balances::{MAX_U256, usd_sql};
+use super::balances::MAX_U256;
 use crate::errors::spi_ok;
 use crate::sources::mapping::mappings_for_chain;
 use crate::sources::mapping::{RowFilter, SourceMapping};
@@ -74,7 +74,7 @@ fn counted_sides_sql(client: &SpiClient<'_>, chain_id: i32) -> String {
 
 /// Stores the sum of `sides` (a SELECT of delta_wei, block_number over
 /// chain $1, token $2, holder $3) as the key's balance, with its token's
-/// symbol, decimals and USD value, unless it lies outside
+/// symbol and decimals, unless it lies outside
 /// -(2^256-1)..2^256-1. Returns the balance stored, as text.
 fn store_sql(sides: &str) -> String {
     format!(
@@ -84,8 +84,8 @@ fn store_sql(sides: &str) -> String {
          )
          INSERT INTO balance_queue.current_token_balances AS b
              (chain_id, contract_address, holder_address, current_balance, last_updated_block,
-              last_updated_time, token_symbol, token_decimals, balance_usd)
-         SELECT $1, $2, $3, t.balance, t.block_number, now(), m.symbol, m.decimals, {usd}
+              last_updated_time, token_symbol, token_decimals)
+         SELECT $1, $2, $3, t.balance, t.block_number, now(), m.symbol, m.decimals
            FROM truth t
            LEFT JOIN balance_queue.token_metadata m ON m.chain_id = $1 AND m.contract_address = $2
           WHERE abs(t.balance) <= {MAX_U256}
@@ -94,10 +94,8 @@ fn store_sql(sides: &str) -> String {
                 last_updated_block = EXCLUDED.last_updated_block,
                 last_updated_time = EXCLUDED.last_updated_time,
                 token_symbol = EXCLUDED.token_symbol,
-                token_decimals = EXCLUDED.token_decimals,
-                balance_usd = EXCLUDED.balance_usd
-         RETURNING current_balance::text",
-        usd = usd_sql("t.balance", "m"),
+                token_decimals = EXCLUDED.token_decimals
+         RETURNING current_balance::text"
     )
 }
 

@@ -244,18 +244,20 @@ pub fn create_daily_balance_snapshot(p_date: default!(pgrx::datum::Date, "curren
             &[p_date.into()],
         ));
         let rows = spi_ok(client.update(
-            "WITH copied AS (
+            &format!("WITH copied AS (
                  INSERT INTO balance_queue.daily_balance_snapshots
                      (snapshot_date, chain_id, contract_address, holder_address, balance, balance_usd,
                       block_number, snapshot_block, token_symbol)
-                 SELECT $1, b.chain_id, b.contract_address, b.holder_address, b.current_balance, b.balance_usd,
+                 SELECT $1, b.chain_id, b.contract_address, b.holder_address, b.current_balance, {usd},
                         b.last_updated_block, r.head_block, b.token_symbol
                    FROM balance_queue.current_token_balances b
                    LEFT JOIN balance_queue.chain_registry r USING (chain_id)
+                   LEFT JOIN balance_queue.token_metadata m USING (chain_id, contract_address)
                   WHERE b.current_balance <> 0
                  RETURNING 1
              )
              SELECT count(*) FROM copied",
+            usd = crate::prices::usd_sql("b.current_balance", "m")),
             Some(1),
             &[p_date.into()],
         ));

@@ -3,7 +3,7 @@
 //! `verify_balances` to prove the stored state against the sources.
 
 use crate::address::normalize_arg;
-use crate::apply::{ledger_key, same_ledger_key, sources_for_chain, usd_sql};
+use crate::apply::{ledger_key, same_ledger_key, sources_for_chain};
 use crate::errors::{invalid_parameter, spi_ok};
 use crate::sources::mapping::RowFilter;
 use once_cell::sync::Lazy;
@@ -43,9 +43,7 @@ static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
     ), updated AS (
         UPDATE balance_queue.current_token_balances b
            SET current_balance = b.current_balance - e.delta_wei,
-               last_updated_time = now(),
-               balance_usd = (SELECT {usd} FROM balance_queue.token_metadata m
-                               WHERE m.chain_id = b.chain_id AND m.contract_address = b.contract_address)
+               last_updated_time = now()
           FROM effects e
          WHERE (b.chain_id, b.contract_address, b.holder_address) IN (SELECT * FROM locked)
            AND b.chain_id = e.chain_id AND b.contract_address = e.contract_address
@@ -53,7 +51,6 @@ static TAKE_BACK_SQL: Lazy<String> = Lazy::new(|| {
         RETURNING 1
     )
     SELECT count(*) FROM taken WHERE last_change < 0",
-        usd = usd_sql("b.current_balance - e.delta_wei", "m"),
         key = ledger_key(""),
         same_key = same_ledger_key("l", "k"),
     )

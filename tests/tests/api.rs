@@ -156,7 +156,7 @@ fn seed_row_trigger_portfolio_recalculation_and_detach() {
         portfolio,
         vec![(1, "ethereum".into(), "USDC".into(), "7.500000".into())]
     );
-    // A later batch updates the balance and its USD value with it.
+    // A later batch updates the balance; its USD value is read from it.
     f.client
         .execute(
             "INSERT INTO public.token_transfers (token_address, from_address, to_address, value, transaction_hash, log_index, block_number)
@@ -168,13 +168,12 @@ fn seed_row_trigger_portfolio_recalculation_and_detach() {
     let usd: String = f
         .client
         .query_one(
-            "SELECT balance_usd::text FROM balance_queue.current_token_balances
-              WHERE chain_id = 1 AND contract_address = $1 AND holder_address = $2",
+            "SELECT balance_usd::text FROM balance_queue.get_current_balance(1, $1, $2)",
             &[&USDC, &ALICE],
         )
         .unwrap()
         .get(0);
-    assert_eq!(usd, "8.500000", "the update path recomputes balance_usd");
+    assert_eq!(usd, "8.500000", "balance_usd follows the updated balance");
     f.client
         .execute(
             "DELETE FROM public.token_transfers WHERE transaction_hash = $1",
