@@ -96,7 +96,8 @@ GRANT SELECT ON balance_queue.current_token_balances, balance_queue.confirmed_to
                 balance_queue.queue_processing_config, balance_queue.balance_changes,
                 balance_queue.change_feed_state, balance_queue.graphql_exposures,
                 balance_queue.token_stats, balance_queue.token_stats_deltas,
-                balance_queue.price_feeds, balance_queue.collateral_factors
+                balance_queue.price_feeds, balance_queue.collateral_factors,
+                balance_queue.applied_transfers
    TO balance_queue_reader;
 GRANT EXECUTE ON FUNCTION
     balance_queue.format_token_balance(numeric, integer),
@@ -114,7 +115,8 @@ GRANT EXECUTE ON FUNCTION
     balance_queue.price_is_stale(timestamptz, interval, boolean),
     balance_queue.get_token_price(integer, text),
     balance_queue.get_collateral_value(text, text, boolean),
-    balance_queue.get_collateral_summary(text, text, boolean)
+    balance_queue.get_collateral_summary(text, text, boolean),
+    balance_queue.get_balance_at_block(integer, text, text, bigint)
    TO balance_queue_reader;
 
 -- Admin: everything the extension does, with the table rights it needs.

@@ -63,6 +63,7 @@ pgrx::extension_sql_file!("../sql/change_feed.sql", name = "change_feed");
 pgrx::extension_sql_file!("../sql/token_stats.sql", name = "token_stats");
 pgrx::extension_sql_file!("../sql/prices.sql", name = "prices");
 pgrx::extension_sql_file!("../sql/collateral.sql", name = "collateral");
+pgrx::extension_sql_file!("../sql/history.sql", name = "history");
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[cfg(test)]

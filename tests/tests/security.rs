@@ -167,6 +167,11 @@ fn reader_and_admin_roles_open_exactly_their_jobs() {
         "SELECT * FROM balance_queue.queue_health_summary".to_string(),
         "SELECT count(*) FROM balance_queue.daily_balance_snapshots".to_string(),
         "SELECT balance_queue.format_token_balance(1, 18)".to_string(),
+        format!("SELECT * FROM balance_queue.get_balance_at_block(1, '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48', '{holder}', 100)"),
+        "SELECT * FROM balance_queue.get_token_stats(1, '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48')".to_string(),
+        "SELECT * FROM balance_queue.get_token_price(1, '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48')".to_string(),
+        format!("SELECT * FROM balance_queue.get_collateral_summary('{holder}')"),
+        "SELECT * FROM balance_queue.balance_changes_since(balance_queue.balance_changes_cursor())".to_string(),
     ] {
         assert_eq!(
             common::sqlstate(&mut alice, &sql),
@@ -180,6 +185,10 @@ fn reader_and_admin_roles_open_exactly_their_jobs() {
         "SELECT balance_queue.recalculate_address_balance(1, '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48', '0x1111111111111111111111111111111111111111')",
         "UPDATE balance_queue.current_token_balances SET current_balance = 0",
         "SELECT balance_queue.add_chain(999, 'testnet')",
+        "SELECT balance_queue.set_token_price(1, '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48', 2)",
+        "SELECT balance_queue.set_collateral_factor('p', 1, '0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48', 1, 2)",
+        "SELECT balance_queue.expose_graphql('public')",
+        "SELECT balance_queue.fold_token_stats()",
     ] {
         assert_eq!(
             common::sqlstate(&mut alice, sql),
