@@ -1181,6 +1181,15 @@ DROP TRIGGER token_metadata_refresh_balances ON balance_queue.token_metadata;
 CREATE TRIGGER token_metadata_refresh_balances
     AFTER INSERT OR UPDATE OF symbol, decimals ON balance_queue.token_metadata
     FOR EACH ROW EXECUTE FUNCTION balance_queue._refresh_balances_from_metadata();
+-- Address arguments of the SQL-language functions below (src/address.rs).
+CREATE FUNCTION balance_queue."_address_arg"(
+	"p_address" TEXT, /* & str */
+	"p_argument" TEXT /* & str */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_address_arg_wrapper';
 -- BEGIN sql/prices.sql
 -- ---------------------------------------------------------------------------
 -- Prices (docs/prices.md). A token's USD price lives in one row of
@@ -1303,15 +1312,11 @@ RETURNS numeric LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    feed text := lower(p_feed_address);
-    token text := lower(p_contract_address);
+    feed text := balance_queue._address_arg(p_feed_address, 'p_feed_address');
+    token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
     missing text;
     price numeric;
 BEGIN
-    IF feed !~ '^0x[0-9a-f]{40}$' OR token !~ '^0x[0-9a-f]{40}$' THEN
-        RAISE EXCEPTION 'invalid address: feed % token %', p_feed_address, p_contract_address
-              USING ERRCODE = 'invalid_text_representation';
-    END IF;
     IF p_feed_decimals NOT BETWEEN 0 AND 77 OR p_max_age <= interval '0' THEN
         RAISE EXCEPTION 'p_feed_decimals % must be 0..77 and p_max_age % positive', p_feed_decimals, p_max_age
               USING ERRCODE = 'invalid_parameter_value';
@@ -1351,7 +1356,7 @@ RETURNS boolean LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    token text := lower(p_contract_address);
+    token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
     source oid;
 BEGIN
     DELETE FROM balance_queue.price_feeds WHERE chain_id = p_chain_id AND contract_address = token
@@ -1378,11 +1383,8 @@ RETURNS numeric LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    token text := lower(p_contract_address);
+    token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
 BEGIN
-    IF token !~ '^0x[0-9a-f]{40}$' THEN
-        RAISE EXCEPTION 'invalid token address %', p_contract_address USING ERRCODE = 'invalid_text_representation';
-    END IF;
     IF p_price_usd < 0 THEN
         RAISE EXCEPTION 'p_price_usd % must be >= 0', p_price_usd USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -1425,12 +1427,12 @@ AS $$
            balance_queue.price_is_stale(m.price_observed_at, m.price_max_age, m.price_pinned),
            coalesce(m.price_pinned, false),
            f.feed_address::text
-      FROM (SELECT lower(p_contract_address) AS token) a
+      FROM (SELECT balance_queue._address_arg(p_contract_address, 'p_contract_address') AS token) a
       LEFT JOIN balance_queue.token_metadata m ON m.chain_id = p_chain_id AND m.contract_address = a.token
       LEFT JOIN balance_queue.price_feeds f ON f.chain_id = p_chain_id AND f.contract_address = a.token
 $$;
 COMMENT ON FUNCTION balance_queue.get_token_price(integer, text) IS
-    'The USD price of a token (USD per whole token, NULL when unknown), its source (pinned, manual, feed, stable), when it was observed (the feed round''s updatedAt), whether it is stale (a feed price older than the feed''s max_age) and the feed address.';
+    'The USD price of a token (USD per whole token, NULL when unknown), its source (pinned, manual, feed, stable), when it was observed (the feed round''s updatedAt), whether it is stale (a feed price older than the feed''s max_age) and the feed address. 22P02 malformed address.';
 
 -- The one rule of staleness: a feed price older than its feed's max_age.
 -- Manual and stable prices carry no max_age and are never stale.
@@ -1481,11 +1483,8 @@ RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    token text := lower(p_contract_address);
+    token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
 BEGIN
-    IF token !~ '^0x[0-9a-f]{40}$' THEN
-        RAISE EXCEPTION 'invalid token address %', p_contract_address USING ERRCODE = 'invalid_text_representation';
-    END IF;
     IF p_ltv_bps IS NULL AND p_liquidation_threshold_bps IS NULL THEN
         DELETE FROM balance_queue.collateral_factors
          WHERE profile = p_profile AND chain_id = p_chain_id AND contract_address = token;
@@ -1516,11 +1515,8 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    holder text := lower(p_holder_address);
+    holder text := balance_queue._address_arg(p_holder_address, 'p_holder_address');
 BEGIN
-    IF holder !~ '^0x[0-9a-f]{40}$' THEN
-        RAISE EXCEPTION 'invalid holder address %', p_holder_address USING ERRCODE = 'invalid_text_representation';
-    END IF;
     RETURN QUERY
     WITH held AS (
         -- The confirmed balance (current minus the pending delta of blocks
@@ -1585,11 +1581,16 @@ COMMENT ON FUNCTION balance_queue.get_collateral_summary(text, text, boolean) IS
 -- ---------------------------------------------------------------------------
 -- Balance at any block (docs/prices.md, "Balance at a block"). The ledger
 -- already records every counted transfer side with its block; this index
--- lets one key's sides be read in block order, from either end.
+-- lets one key's sides be read in block order, from either end. It indexes
+-- an 8-byte hash of (token, holder) rather than the two addresses: 50 MB
+-- instead of 178 MB per 1,000,000 sides, and inserting 1,000,000 ledger
+-- rows costs 3.5 s more instead of 8.6 s (measured beside the primary key
+-- alone, 3.5 s). The query rechecks the addresses.
 -- ---------------------------------------------------------------------------
 CREATE INDEX applied_transfers_history_idx
-    ON balance_queue.applied_transfers (chain_id, contract_address, holder_address, block_number)
-    INCLUDE (delta_wei) WHERE copies > 0;
+    ON balance_queue.applied_transfers
+       (chain_id, pg_catalog.hashtextextended(contract_address || holder_address, 0), block_number)
+    WHERE copies > 0;
 
 CREATE FUNCTION balance_queue.get_balance_at_block(
     p_chain_id integer, p_contract_address text, p_holder_address text, p_block bigint)
@@ -1598,18 +1599,15 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    token text := lower(p_contract_address);
-    holder text := lower(p_holder_address);
+    token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
+    holder text := balance_queue._address_arg(p_holder_address, 'p_holder_address');
     current numeric;
     latest bigint;
     first_block bigint;
     head bigint;
     depth integer;
+    key_hash bigint := pg_catalog.hashtextextended(token || holder, 0);
 BEGIN
-    IF token !~ '^0x[0-9a-f]{40}$' OR holder !~ '^0x[0-9a-f]{40}$' THEN
-        RAISE EXCEPTION 'invalid address: token % holder %', p_contract_address, p_holder_address
-              USING ERRCODE = 'invalid_text_representation';
-    END IF;
     IF p_block < 0 THEN
         RAISE EXCEPTION 'p_block % must be >= 0', p_block USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -1622,8 +1620,8 @@ BEGIN
      WHERE b.chain_id = p_chain_id AND b.contract_address = token AND b.holder_address = holder;
     SELECT min(t.block_number) INTO first_block
       FROM balance_queue.applied_transfers t
-     WHERE t.chain_id = p_chain_id AND t.contract_address = token AND t.holder_address = holder
-       AND t.copies > 0;
+     WHERE t.chain_id = p_chain_id AND pg_catalog.hashtextextended(t.contract_address || t.holder_address, 0) = key_hash
+       AND t.contract_address = token AND t.holder_address = holder AND t.copies > 0;
     IF first_block IS NULL OR p_block < first_block THEN
         balance := 0;
         sides_read := 0;
@@ -1631,20 +1629,22 @@ BEGIN
         -- Nearer the present: the current balance minus what came after.
         SELECT current - coalesce(sum(t.delta_wei), 0), count(*) INTO balance, sides_read
           FROM balance_queue.applied_transfers t
-         WHERE t.chain_id = p_chain_id AND t.contract_address = token AND t.holder_address = holder
+         WHERE t.chain_id = p_chain_id AND pg_catalog.hashtextextended(t.contract_address || t.holder_address, 0) = key_hash
+           AND t.contract_address = token AND t.holder_address = holder
            AND t.copies > 0 AND t.block_number > p_block;
     ELSE
         -- Nearer the start: the sum up to the block.
         SELECT coalesce(sum(t.delta_wei), 0), count(*) INTO balance, sides_read
           FROM balance_queue.applied_transfers t
-         WHERE t.chain_id = p_chain_id AND t.contract_address = token AND t.holder_address = holder
+         WHERE t.chain_id = p_chain_id AND pg_catalog.hashtextextended(t.contract_address || t.holder_address, 0) = key_hash
+           AND t.contract_address = token AND t.holder_address = holder
            AND t.copies > 0 AND t.block_number <= p_block;
     END IF;
     RETURN NEXT;
 END
 $$;
 COMMENT ON FUNCTION balance_queue.get_balance_at_block(integer, text, text, bigint) IS
-    'The balance (wei) of holder for token on chain after block p_block, from the counted transfer sides of the exactly-once ledger (through applied_transfers_history_idx, from whichever end is nearer: the current balance minus later sides, or the sum up to the block); is_final: p_block is at or below confirmed_through (head block minus confirmation depth); sides_read: ledger rows summed. 22P02 malformed address, 22023 negative block.';
+    'The balance (wei) of holder for token on chain after block p_block, from the counted transfer sides of the exactly-once ledger (through applied_transfers_history_idx on a hash of the key, from whichever end is nearer: the current balance minus later sides, or the sum up to the block); is_final: p_block is at or below confirmed_through (head block minus confirmation depth); sides_read: ledger rows summed. 22P02 malformed address, 22023 negative block.';
 -- END sql/history.sql
 
 -- ---------------------------------------------------------------------------

@@ -27,11 +27,8 @@ RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    token text := lower(p_contract_address);
+    token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
 BEGIN
-    IF token !~ '^0x[0-9a-f]{40}$' THEN
-        RAISE EXCEPTION 'invalid token address %', p_contract_address USING ERRCODE = 'invalid_text_representation';
-    END IF;
     IF p_ltv_bps IS NULL AND p_liquidation_threshold_bps IS NULL THEN
         DELETE FROM balance_queue.collateral_factors
          WHERE profile = p_profile AND chain_id = p_chain_id AND contract_address = token;
@@ -62,11 +59,8 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    holder text := lower(p_holder_address);
+    holder text := balance_queue._address_arg(p_holder_address, 'p_holder_address');
 BEGIN
-    IF holder !~ '^0x[0-9a-f]{40}$' THEN
-        RAISE EXCEPTION 'invalid holder address %', p_holder_address USING ERRCODE = 'invalid_text_representation';
-    END IF;
     RETURN QUERY
     WITH held AS (
         -- The confirmed balance (current minus the pending delta of blocks

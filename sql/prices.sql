@@ -119,15 +119,11 @@ RETURNS numeric LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    feed text := lower(p_feed_address);
-    token text := lower(p_contract_address);
+    feed text := balance_queue._address_arg(p_feed_address, 'p_feed_address');
+    token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
     missing text;
     price numeric;
 BEGIN
-    IF feed !~ '^0x[0-9a-f]{40}$' OR token !~ '^0x[0-9a-f]{40}$' THEN
-        RAISE EXCEPTION 'invalid address: feed % token %', p_feed_address, p_contract_address
-              USING ERRCODE = 'invalid_text_representation';
-    END IF;
     IF p_feed_decimals NOT BETWEEN 0 AND 77 OR p_max_age <= interval '0' THEN
         RAISE EXCEPTION 'p_feed_decimals % must be 0..77 and p_max_age % positive', p_feed_decimals, p_max_age
               USING ERRCODE = 'invalid_parameter_value';
@@ -167,7 +163,7 @@ RETURNS boolean LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    token text := lower(p_contract_address);
+    token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
     source oid;
 BEGIN
     DELETE FROM balance_queue.price_feeds WHERE chain_id = p_chain_id AND contract_address = token
@@ -194,11 +190,8 @@ RETURNS numeric LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    token text := lower(p_contract_address);
+    token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
 BEGIN
-    IF token !~ '^0x[0-9a-f]{40}$' THEN
-        RAISE EXCEPTION 'invalid token address %', p_contract_address USING ERRCODE = 'invalid_text_representation';
-    END IF;
     IF p_price_usd < 0 THEN
         RAISE EXCEPTION 'p_price_usd % must be >= 0', p_price_usd USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -241,12 +234,12 @@ AS $$
            balance_queue.price_is_stale(m.price_observed_at, m.price_max_age, m.price_pinned),
            coalesce(m.price_pinned, false),
            f.feed_address::text
-      FROM (SELECT lower(p_contract_address) AS token) a
+      FROM (SELECT balance_queue._address_arg(p_contract_address, 'p_contract_address') AS token) a
       LEFT JOIN balance_queue.token_metadata m ON m.chain_id = p_chain_id AND m.contract_address = a.token
       LEFT JOIN balance_queue.price_feeds f ON f.chain_id = p_chain_id AND f.contract_address = a.token
 $$;
 COMMENT ON FUNCTION balance_queue.get_token_price(integer, text) IS
-    'The USD price of a token (USD per whole token, NULL when unknown), its source (pinned, manual, feed, stable), when it was observed (the feed round''s updatedAt), whether it is stale (a feed price older than the feed''s max_age) and the feed address.';
+    'The USD price of a token (USD per whole token, NULL when unknown), its source (pinned, manual, feed, stable), when it was observed (the feed round''s updatedAt), whether it is stale (a feed price older than the feed''s max_age) and the feed address. 22P02 malformed address.';
 
 -- The one rule of staleness: a feed price older than its feed's max_age.
 -- Manual and stable prices carry no max_age and are never stale.

@@ -30,6 +30,15 @@ pub fn normalize_arg(argument: &str, address: &str) -> String {
     })
 }
 
+/// [`normalize_arg`] for the extension's SQL functions (sql/prices.sql,
+/// sql/collateral.sql, sql/history.sql): the address lowercased, or 22P02
+/// naming `p_argument`. Internal (`_`), not an interface.
+#[pg_extern(immutable, strict, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _address_arg(p_address: &str, p_argument: &str) -> String {
+    normalize_arg(p_argument, p_address)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,9 +61,10 @@ pgrx::extension_sql_file!("../sql/bulk_loads.sql", name = "bulk_loads");
 pgrx::extension_sql_file!("../sql/graphql.sql", name = "graphql");
 pgrx::extension_sql_file!("../sql/change_feed.sql", name = "change_feed");
 pgrx::extension_sql_file!("../sql/token_stats.sql", name = "token_stats");
-pgrx::extension_sql_file!("../sql/prices.sql", name = "prices");
-pgrx::extension_sql_file!("../sql/collateral.sql", name = "collateral");
-pgrx::extension_sql_file!("../sql/history.sql", name = "history");
+// Their functions check addresses with address::_address_arg.
+pgrx::extension_sql_file!("../sql/prices.sql", name = "prices", requires = [address::_address_arg]);
+pgrx::extension_sql_file!("../sql/collateral.sql", name = "collateral", requires = ["prices"]);
+pgrx::extension_sql_file!("../sql/history.sql", name = "history", requires = [address::_address_arg]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[cfg(test)]

@@ -174,17 +174,7 @@ fn dump_and_restore_keep_user_changes_and_the_queue_goes_on_exactly() {
     rindexer::write_all(&mut r, &f.table, later, 5000).unwrap();
     rindexer::write_batch(&mut r, &f.table, &applied[..80]).unwrap();
     let (from, to) = (applied[100].block_number, applied[400].block_number);
-    let deleted = r
-        .execute(
-            &format!(
-                "DELETE FROM {} WHERE network = 'ethereum'
-                   AND block_number BETWEEN $1::text::numeric AND $2::text::numeric",
-                f.table
-            ),
-            &[&from.to_string(), &to.to_string()],
-        )
-        .unwrap();
-    assert!(deleted > 0);
+    assert!(common::delete_blocks(&mut r, &f.table, from, to) > 0);
     drain(&mut r, 5000);
     common::assert_matches_sources(&mut r, &[&f.table]);
     common::assert_token_stats_match(&mut r);

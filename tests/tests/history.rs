@@ -67,15 +67,7 @@ fn balances_at_random_blocks_equal_a_running_sum() {
     drain(&mut f.client, 100_000);
     // rindexer's reorg rollback of a block range, then the same rows again.
     let (from, to) = (18_950_000u64, 18_960_000u64);
-    f.client
-        .execute(
-            &format!(
-                "DELETE FROM {} WHERE block_number BETWEEN $1::text::numeric AND $2::text::numeric",
-                f.table
-            ),
-            &[&from.to_string(), &to.to_string()],
-        )
-        .unwrap();
+    assert!(common::delete_blocks(&mut f.client, &f.table, from, to) > 0);
     drain(&mut f.client, 100_000);
     let again: Vec<TransferRow> = rows
         .iter()

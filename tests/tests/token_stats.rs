@@ -68,17 +68,7 @@ fn statistics_follow_every_writer_through_replays_reorgs_and_four_drainers() {
     // A reorg rollback (rindexer deletes the block range, then writes the
     // new fork's rows), drained without a fold: readers add the deltas.
     let (from, to) = (rows[2_000].block_number, rows[4_000].block_number);
-    let deleted = f
-        .client
-        .execute(
-            &format!(
-                "DELETE FROM {} WHERE network = 'ethereum'
-                   AND block_number BETWEEN $1::text::numeric AND $2::text::numeric",
-                f.table
-            ),
-            &[&from.to_string(), &to.to_string()],
-        )
-        .unwrap();
+    let deleted = common::delete_blocks(&mut f.client, &f.table, from, to);
     assert!(deleted > 0);
     drain(&mut f.client, 1000);
     common::assert_token_stats_match(&mut f.client);

@@ -211,3 +211,17 @@ pub fn assert_token_stats_match(client: &mut Client) -> usize {
     assert!(mismatches.is_empty(), "token statistics differ: {mismatches:?}");
     rows.len()
 }
+
+/// rindexer's reorg rollback: deletes the rows of Ethereum blocks
+/// `from..=to` from `table` in one statement. Returns the rows deleted.
+pub fn delete_blocks(client: &mut Client, table: &str, from: u64, to: u64) -> u64 {
+    client
+        .execute(
+            &format!(
+                "DELETE FROM {table} WHERE network = 'ethereum'
+                   AND block_number BETWEEN $1::text::numeric AND $2::text::numeric"
+            ),
+            &[&from.to_string(), &to.to_string()],
+        )
+        .expect("reorg delete")
+}
