@@ -237,15 +237,17 @@ pub fn get_top_holders(
         };
         spi_ok(client.select(
             &format!(
-                "WITH chosen AS ({chosen})
+                // The token's price and decimals read once, not once per holder.
+                "WITH chosen AS ({chosen}),
+                      m AS MATERIALIZED (SELECT t.price_usd, t.decimals FROM balance_queue.token_metadata t
+                                          WHERE t.chain_id = $1 AND t.contract_address = $2)
                  SELECT row_number() OVER (ORDER BY b.current_balance DESC, b.holder_address),
                         b.holder_address, b.current_balance, {FORMATTED}, {usd},
                         b.last_updated_block
                    FROM chosen c
                    JOIN balance_queue.current_token_balances b
                      ON b.chain_id = $1 AND b.contract_address = $2 AND b.holder_address = c.holder_address
-                   LEFT JOIN balance_queue.token_metadata m
-                     ON m.chain_id = $1 AND m.contract_address = $2
+                   LEFT JOIN m ON true
                   ORDER BY 1",
                 usd = crate::prices::usd_sql("b.current_balance", "m")
             ),
