@@ -1678,7 +1678,9 @@ GRANT EXECUTE ON FUNCTION
     balance_queue.get_token_price(integer, text),
     balance_queue.get_collateral_value(text, text, boolean),
     balance_queue.get_collateral_summary(text, text, boolean),
-    balance_queue.get_balance_at_block(integer, text, text, bigint)
+    balance_queue.get_balance_at_block(integer, text, text, bigint),
+    -- the address check the SQL-language reads above call
+    balance_queue._address_arg(text, text)
    TO balance_queue_reader;
 -- (the new chain partitions and the re-created views, as a fresh install)
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA balance_queue TO balance_queue_admin;

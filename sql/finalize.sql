@@ -116,7 +116,9 @@ GRANT EXECUTE ON FUNCTION
     balance_queue.get_token_price(integer, text),
     balance_queue.get_collateral_value(text, text, boolean),
     balance_queue.get_collateral_summary(text, text, boolean),
-    balance_queue.get_balance_at_block(integer, text, text, bigint)
+    balance_queue.get_balance_at_block(integer, text, text, bigint),
+    -- the address check the SQL-language reads above call
+    balance_queue._address_arg(text, text)
    TO balance_queue_reader;
 
 -- Admin: everything the extension does, with the table rights it needs.
