@@ -11,7 +11,7 @@
 //! shows them. The catalog is the one record of which wrappers exist (the
 //! functions depending on the extension that way); `graphql_exposures`
 //! records what was asked, so the worker can make them again after rindexer
-//! recreates a schema (`drop_each_run`).
+//! recreates a schema (`drop_each_run`), as the schema's owner.
 
 use crate::errors::{invalid_parameter, raise, spi_ok};
 use pgrx::prelude::*;
@@ -60,8 +60,8 @@ const WRAPPERS_IN_SCHEMA_SQL: &str = "
 /// `balance_queue_reader`. Returns the functions created, as
 /// `regprocedure` text.
 ///
-/// Errors: 3F000 (invalid_schema_name) when the schema does not exist or is
-/// `balance_queue`; 22023 (invalid_parameter_value) for a prefix that is not
+/// Errors: 3F000 (invalid_schema_name) when the schema does not exist, or is
+/// `balance_queue` or a system schema; 22023 (invalid_parameter_value) for a prefix that is not
 /// lowercase letters, digits and underscores (starting with a letter or
 /// underscore, at most 40 characters); 42723 (duplicate_function) when a
 /// function of one of those names already exists in the schema, or in
@@ -121,15 +121,17 @@ pub fn unexpose_graphql(p_schema: &str) -> i32 {
 
 /// The recorded exposures whose schema exists without their wrappers
 /// (rindexer's `drop_each_run` drops and recreates contract schemas), as
-/// (schema, prefix, role that asked). The worker passes each to
-/// `restore_exposure` in its own transaction.
+/// (schema, prefix, the schema's owner). The worker passes each to
+/// `restore_exposure` in its own transaction. The owner, not the role
+/// recorded: whoever may write the table must not choose whose rights the
+/// worker's DDL runs with.
 pub fn missing_exposures() -> Vec<(String, String, String)> {
     Spi::connect(|client| {
         spi_ok(client.select(
-            "SELECT e.schema_name::text, e.name_prefix, e.exposed_by::text
+            "SELECT e.schema_name::text, e.name_prefix, n.nspowner::regrole::text
                FROM balance_queue.graphql_exposures e
-              WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = e.schema_name)
-                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+               JOIN pg_catalog.pg_namespace n ON n.nspname = e.schema_name
+              WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
                                   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
                                  WHERE n.nspname = e.schema_name
                                    AND p.proname = e.name_prefix || 'current_balance')
@@ -146,11 +148,13 @@ pub fn missing_exposures() -> Vec<(String, String, String)> {
 }
 
 /// Makes the wrappers of one recorded exposure again, with the rights of
-/// the role that asked for it (`SET LOCAL ROLE`), never the worker's. An
-/// error (the role lost CREATE on the schema, a name now clashes) aborts
-/// the caller's transaction; the exposure stays recorded.
+/// the schema's owner `role` (`SET LOCAL ROLE`), never the worker's. An
+/// error (a name now clashes, a system schema) aborts the caller's
+/// transaction; the exposure stays recorded.
 pub fn restore_exposure(schema: &str, prefix: &str, role: &str) {
+    check_prefix(prefix);
     Spi::connect_mut(|client| {
+        check_schema(client, schema);
         spi_ok(client.update(
             &format!("SET LOCAL ROLE {}", quote_identifier(role)),
             None,
@@ -162,7 +166,9 @@ pub fn restore_exposure(schema: &str, prefix: &str, role: &str) {
     })
 }
 
-/// 22023 unless the prefix makes plain lowercase SQL and GraphQL names.
+/// 22023 unless the prefix makes plain lowercase SQL and GraphQL names
+/// (the CHECK of `graphql_exposures.name_prefix` in sql/graphql.sql is the
+/// same rule).
 fn check_prefix(prefix: &str) {
     let mut chars = prefix.chars();
     let first_ok = chars
@@ -176,7 +182,8 @@ fn check_prefix(prefix: &str) {
     }
 }
 
-/// 3F000 unless the schema exists and is not the extension's own.
+/// 3F000 unless the schema exists and is neither the extension's own nor a
+/// system schema.
 fn check_schema(client: &SpiClient<'_>, schema: &str) {
     let exists = spi_ok(client.select(
         "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
@@ -185,10 +192,12 @@ fn check_schema(client: &SpiClient<'_>, schema: &str) {
     ))
     .len()
         > 0;
-    if !exists || schema == "balance_queue" {
+    let system =
+        schema == "balance_queue" || schema == "information_schema" || schema.starts_with("pg_");
+    if !exists || system {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
-            format!("schema {schema} does not exist or is balance_queue's own"),
+            format!("schema {schema} does not exist, or is balance_queue's own or a system schema"),
             Some("Pass the {indexer}_{contract} schema rindexer made for a contract (snake case, e.g. r_eth_indexer_rocket_pool_eth)."),
         );
     }

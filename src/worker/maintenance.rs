@@ -18,7 +18,7 @@ pub(super) const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 pub(super) const DATE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Makes the GraphQL wrappers of recorded exposures again where rindexer
-/// recreated their schema, one transaction per schema.
+/// recreated their schema, as its owner, one transaction per schema.
 fn restore_graphql_exposures() {
     let missing = in_transaction(crate::graphql::missing_exposures).unwrap_or_default();
     for (schema, prefix, role) in missing {

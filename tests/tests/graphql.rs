@@ -339,6 +339,14 @@ fn exposures_are_checked_dropped_with_the_extension_and_restored_after_drop_each
         ("SELECT balance_queue.expose_graphql('balance_queue')", "3F000"),
         (&*format!("SELECT balance_queue.expose_graphql('{SCHEMA}', 'Bad-Prefix')"), "22023"),
         ("SELECT balance_queue.unexpose_graphql('public')", "42704"),
+        ("SELECT balance_queue.expose_graphql('pg_catalog')", "3F000"),
+        // The worker splices the recorded prefix into DDL: the table
+        // refuses anything but a plain prefix, whoever writes it.
+        (
+            "INSERT INTO balance_queue.graphql_exposures (schema_name, name_prefix)
+             VALUES ('public', 'x\"() RETURNS int LANGUAGE sql AS ''SELECT 1''; --')",
+            "23514",
+        ),
     ] {
         assert_eq!(common::sqlstate(&mut client, sql), code, "{sql}");
     }
