@@ -423,13 +423,13 @@ SELECT pg_catalog.pg_extension_config_dump(
 -- with which name prefix, asked by which role. The wrappers themselves are
 -- in the schema, made by expose_graphql() and dropped with the extension;
 -- this record lets the worker make them again when rindexer recreates the
--- schema (drop_each_run), as the schema's owner. The prefix is spliced into
--- the wrappers' names, so the table itself holds it to expose_graphql's
--- rule (src/graphql.rs, check_prefix): a row written by hand cannot carry
--- SQL into the worker's DDL.
+-- schema (drop_each_run), as the schema's owner. The schema and the prefix
+-- are spliced into the wrappers' DDL, so the table itself holds them to
+-- expose_graphql's rule (src/graphql.rs, is_plain_name): a row written by
+-- hand cannot carry SQL into the worker's DDL.
 -- ---------------------------------------------------------------------------
 CREATE TABLE balance_queue.graphql_exposures (
-    schema_name  name        PRIMARY KEY,
+    schema_name  name        PRIMARY KEY CHECK (schema_name ~ '^[a-z_][a-z0-9_]{0,62}$'),
     name_prefix  text        NOT NULL DEFAULT '' CHECK (name_prefix ~ '^([a-z_][a-z0-9_]{0,39})?$'),
     exposed_by   name        NOT NULL DEFAULT current_user,
     exposed_at   timestamptz NOT NULL DEFAULT now()
@@ -881,14 +881,19 @@ ALTER TABLE balance_queue.balance_update_queue_archive
 -- transactions that committed after it, whatever order concurrent drains
 -- commit in. The worker deletes rows older than
 -- balance_queue.change_retention; cursors older than what it deleted are
--- expired and their consumer reloads everything.
+-- expired and their consumer reloads everything. While the feed is off a
+-- statement records only that it wrote unrecorded keys, so a cursor from
+-- before such a gap is refused rather than answered short.
 -- ---------------------------------------------------------------------------
 CREATE TABLE balance_queue.balance_changes (
     txid                xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     recorded_at         timestamptz NOT NULL DEFAULT now(),
     chain_ids           integer[]   NOT NULL,
     contract_addresses  text[]      NOT NULL,
-    holder_addresses    text[]      NOT NULL
+    holder_addresses    text[]      NOT NULL,
+    -- The statement wrote balances while balance_queue.change_feed was off:
+    -- its keys are not in the arrays.
+    unrecorded          boolean     NOT NULL DEFAULT false
 );
 CREATE INDEX balance_changes_txid_idx ON balance_queue.balance_changes (txid);
 COMMENT ON TABLE balance_queue.balance_changes IS
@@ -896,16 +901,22 @@ COMMENT ON TABLE balance_queue.balance_changes IS
 
 -- One row: the feed's identity (cursors of another feed, from before a
 -- DROP EXTENSION or from another cluster restored from a dump, are
--- expired: transaction ids do not carry over) and the highest transaction
--- whose changes were deleted (cursors that had not seen it are expired).
+-- expired: transaction ids do not carry over); pruned_below: every
+-- transaction whose changes were deleted is below it, and it is at most the
+-- xmin of any snapshot taken after the deletion (the worker deletes only
+-- changes of transactions older than every running one), so a cursor is
+-- whole iff its xmin is at least pruned_below; truncated_by: the latest
+-- TRUNCATE of the balances, which names no keys, so a cursor that did not
+-- see it is expired.
 CREATE TABLE balance_queue.change_feed_state (
     feed_id         uuid NOT NULL DEFAULT gen_random_uuid(),
-    pruned_through  xid8 NOT NULL DEFAULT '0'::xid8,
+    pruned_below    xid8 NOT NULL DEFAULT '0'::xid8,
+    truncated_by    xid8 NOT NULL DEFAULT '0'::xid8,
     single_row      boolean PRIMARY KEY DEFAULT true CHECK (single_row)
 );
 INSERT INTO balance_queue.change_feed_state DEFAULT VALUES;
 COMMENT ON TABLE balance_queue.change_feed_state IS
-    'Change feed identity (feed_id, part of every cursor) and pruned_through, the highest transaction id whose recorded changes were deleted.';
+    'Change feed identity (feed_id, part of every cursor), pruned_below (every transaction whose recorded changes were deleted is below it) and truncated_by (the latest TRUNCATE of the balances).';
 
 CREATE FUNCTION balance_queue._record_balance_changes()
 RETURNS trigger LANGUAGE plpgsql
@@ -914,7 +925,10 @@ AS $$
 BEGIN
     -- balance_queue.change_feed is a reload-only setting; a session that
     -- never loaded the library does not know it and records (the default).
+    -- Off: one marker row, no keys.
     IF coalesce(current_setting('balance_queue.change_feed', true), 'on') = 'off' THEN
+        INSERT INTO balance_queue.balance_changes (chain_ids, contract_addresses, holder_addresses, unrecorded)
+        VALUES ('{}', '{}', '{}', true);
         RETURN NULL;
     END IF;
     IF TG_OP = 'DELETE' THEN
@@ -949,7 +963,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE balance_queue.change_feed_state
-       SET pruned_through = greatest(pruned_through, pg_current_xact_id());
+       SET truncated_by = greatest(truncated_by, pg_current_xact_id());
     RETURN NULL;
 END
 $$;
@@ -1208,9 +1222,9 @@ AS 'MODULE_PATHNAME', '_address_arg_wrapper';
 CREATE TABLE balance_queue.price_feeds (
     chain_id          integer NOT NULL,
     contract_address  text COLLATE "C" NOT NULL CHECK (contract_address ~ '^0x[0-9a-f]{40}$'),
-    source_table      oid     NOT NULL,
-    -- 'schema.table' when attached, for messages after a rename.
-    source_label      text    NOT NULL,
+    -- regclass, so pg_dump writes it by name and a restore finds the table
+    -- again (an oid would point at nothing, or at another table).
+    source_table      regclass NOT NULL,
     feed_address      text COLLATE "C" NOT NULL CHECK (feed_address ~ '^0x[0-9a-f]{40}$'),
     -- Chainlink USD feeds answer with 8 decimals.
     feed_decimals     integer NOT NULL CHECK (feed_decimals BETWEEN 0 AND 77),
@@ -1228,7 +1242,43 @@ SELECT pg_catalog.pg_extension_config_dump('balance_queue.price_feeds', '');
 -- The price of one token from its feed: the newest surviving positive
 -- answer by (block_number, log_index), or, with none left (a reorg deleted
 -- them), no feed price. Malformed values are skipped, never cast: a bad row
--- must not fail the indexer's insert.
+-- must not fail the indexer's insert (updatedAt is taken up to 12 digits,
+-- which to_timestamp accepts). It runs as the extension's owner from the
+-- feed table's trigger, so it reads only columns of built-in types (as the
+-- transfer path does, src/sources/mapping.rs): a cast or operator of a
+-- user's type would run with the owner's rights. A feed whose table is gone
+-- (dropped, or recreated by rindexer's drop_each_run) gives no price.
+-- Forgets a token's feed price (not a manual or pinned one): the stable
+-- default, or no price.
+CREATE FUNCTION balance_queue._forget_feed_price(p_chain_id integer, p_contract_address text)
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    UPDATE balance_queue.token_metadata
+       SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL,
+           price_observed_at = NULL, price_max_age = NULL, updated_at = now()
+     WHERE chain_id = p_chain_id AND contract_address = p_contract_address
+       AND price_source = 'feed' AND NOT price_pinned;
+END;
+
+-- Why a feed table cannot be read, or NULL: it is gone, or lacks a column
+-- the feed reads, or one of them is not of a built-in type.
+CREATE FUNCTION balance_queue._price_feed_table_problem(p_source oid)
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT CASE
+        WHEN NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = p_source) THEN 'the table is gone'
+        ELSE (SELECT string_agg(format('column %s %s', c,
+                                       CASE WHEN a.attname IS NULL THEN 'is missing'
+                                            ELSE 'is not of a built-in type' END), ', ')
+                FROM unnest(ARRAY['contract_address', 'current', 'updated_at', 'block_number', 'log_index']) AS c
+                LEFT JOIN pg_attribute a
+                  ON a.attrelid = p_source AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped
+               WHERE a.attname IS NULL OR a.atttypid >= 16384)
+    END;
+END;
+
 CREATE FUNCTION balance_queue._refresh_feed_price(p_chain_id integer, p_contract_address text)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1245,9 +1295,13 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    IF balance_queue._price_feed_table_problem(f.source_table) IS NOT NULL THEN
+        PERFORM balance_queue._forget_feed_price(p_chain_id, p_contract_address);
+        RETURN;
+    END IF;
     EXECUTE format(
         'SELECT CASE WHEN s."current" ~ ''^[0-9]{1,78}$'' THEN s."current"::numeric END,
-                CASE WHEN s.updated_at ~ ''^[0-9]{1,20}$'' THEN s.updated_at::numeric END
+                CASE WHEN s.updated_at ~ ''^[0-9]{1,12}$'' THEN s.updated_at::numeric END
            FROM %s s
           WHERE lower(s.contract_address) = $1
             AND CASE WHEN s."current" ~ ''^[0-9]{1,78}$'' THEN s."current"::numeric > 0 ELSE false END
@@ -1257,11 +1311,7 @@ BEGIN
       INTO answer, updated
      USING f.feed_address;
     IF answer IS NULL THEN
-        UPDATE balance_queue.token_metadata
-           SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL,
-               price_observed_at = NULL, price_max_age = NULL, updated_at = now()
-         WHERE chain_id = p_chain_id AND contract_address = p_contract_address
-           AND price_source = 'feed' AND NOT price_pinned;
+        PERFORM balance_queue._forget_feed_price(p_chain_id, p_contract_address);
         RETURN;
     END IF;
     feed_price := pg_catalog.trim_scale(answer * (1::numeric / (10::numeric ^ f.feed_decimals)));
@@ -1274,6 +1324,8 @@ BEGIN
            price_observed_at = observed, price_max_age = f.max_age,
            updated_at = now()
      WHERE m.chain_id = p_chain_id AND m.contract_address = p_contract_address AND NOT m.price_pinned
+       -- whichever was set last: a manual price stays until a newer round
+       AND (m.price_source IS DISTINCT FROM 'manual' OR observed > m.price_observed_at)
        AND (m.price_usd, m.price_source, m.price_observed_at, m.price_max_age)
            IS DISTINCT FROM (feed_price, 'feed', observed, f.max_age);
     IF NOT EXISTS (SELECT 1 FROM balance_queue.token_metadata m
@@ -1320,16 +1372,14 @@ DECLARE
     missing text;
     price numeric;
 BEGIN
-    IF p_feed_decimals NOT BETWEEN 0 AND 77 OR p_max_age <= interval '0' THEN
-        RAISE EXCEPTION 'p_feed_decimals % must be 0..77 and p_max_age % positive', p_feed_decimals, p_max_age
-              USING ERRCODE = 'invalid_parameter_value';
+    IF p_source IS NULL OR p_chain_id IS NULL OR p_feed_decimals IS NULL OR p_max_age IS NULL
+       OR p_feed_decimals NOT BETWEEN 0 AND 77 OR p_max_age <= interval '0' THEN
+        RAISE EXCEPTION 'p_source and p_chain_id must be given, p_feed_decimals (%) 0..77 and p_max_age (%) positive',
+              p_feed_decimals, p_max_age USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT string_agg(c, ', ') INTO missing
-      FROM unnest(ARRAY['contract_address', 'current', 'updated_at', 'block_number', 'log_index']) c
-     WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
-                        WHERE a.attrelid = p_source AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped);
+    missing := balance_queue._price_feed_table_problem(p_source);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION '% has no column %', p_source, missing
+        RAISE EXCEPTION '% cannot be a price feed: %', p_source, missing
               USING ERRCODE = 'undefined_column',
                     HINT = 'Attach the table rindexer writes for a Chainlink aggregator''s AnswerUpdated(int256 current, uint256 roundId, uint256 updatedAt) event.';
     END IF;
@@ -1338,8 +1388,8 @@ BEGIN
               USING ERRCODE = 'duplicate_object', HINT = 'detach_price_feed() it first.';
     END IF;
     INSERT INTO balance_queue.price_feeds
-        (chain_id, contract_address, source_table, source_label, feed_address, feed_decimals, max_age)
-    VALUES (p_chain_id, token, p_source, p_source::text, feed, p_feed_decimals, p_max_age);
+        (chain_id, contract_address, source_table, feed_address, feed_decimals, max_age)
+    VALUES (p_chain_id, token, p_source, feed, p_feed_decimals, p_max_age);
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = p_source AND tgname = 'balance_queue_price_feed') THEN
         EXECUTE format('CREATE TRIGGER balance_queue_price_feed
                           AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
@@ -1352,7 +1402,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION balance_queue.attach_price_feed(regclass, text, integer, text, integer, interval) IS
-    'Follows the rindexer table of a Chainlink aggregator''s AnswerUpdated events (columns current, updated_at as VARCHAR(78), block_number, log_index) for the USD price of token p_contract_address on chain p_chain_id: the newest surviving positive answer by (block, log index), divided by 10^p_feed_decimals; older than p_max_age is stale. Returns the price now (NULL before any answer). 22P02 malformed address, 22023 bad decimals or age, 42703 missing column, 42710 the token has a feed.';
+    'Follows the rindexer table of a Chainlink aggregator''s AnswerUpdated events (columns current, updated_at as VARCHAR(78), block_number, log_index) for the USD price of token p_contract_address on chain p_chain_id: the newest surviving positive answer by (block, log index), divided by 10^p_feed_decimals; older than p_max_age is stale. Returns the price now (NULL before any answer). 22P02 malformed address, 22023 bad decimals or age, 42703 a column missing or not of a built-in type, 42710 the token has a feed.';
 
 CREATE FUNCTION balance_queue.detach_price_feed(p_chain_id integer, p_contract_address text)
 RETURNS boolean LANGUAGE plpgsql
@@ -1360,18 +1410,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
-    source oid;
+    source regclass;
 BEGIN
     DELETE FROM balance_queue.price_feeds WHERE chain_id = p_chain_id AND contract_address = token
     RETURNING source_table INTO source;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    UPDATE balance_queue.token_metadata
-       SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL,
-           price_observed_at = NULL, price_max_age = NULL, updated_at = now()
-     WHERE chain_id = p_chain_id AND contract_address = token AND price_source = 'feed' AND NOT price_pinned;
-    IF NOT EXISTS (SELECT 1 FROM balance_queue.price_feeds WHERE source_table = source) THEN
+    PERFORM balance_queue._forget_feed_price(p_chain_id, token);
+    IF NOT EXISTS (SELECT 1 FROM balance_queue.price_feeds WHERE source_table = source)
+       AND EXISTS (SELECT 1 FROM pg_class WHERE oid = source) THEN
         EXECUTE format('DROP TRIGGER IF EXISTS balance_queue_price_feed ON %s', source::regclass);
     END IF;
     RETURN true;
@@ -1388,15 +1436,16 @@ AS $$
 DECLARE
     token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
 BEGIN
-    IF p_price_usd < 0 THEN
-        RAISE EXCEPTION 'p_price_usd % must be >= 0', p_price_usd USING ERRCODE = 'invalid_parameter_value';
+    IF p_chain_id IS NULL OR p_price_usd < 0 OR p_price_usd IN ('NaN', 'Infinity') THEN
+        RAISE EXCEPTION 'p_chain_id must be given and p_price_usd (%) a finite number >= 0', p_price_usd
+              USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_price_usd IS NULL THEN
         -- Forget the manual price: the feed (if any) or the stable default again.
         UPDATE balance_queue.token_metadata
            SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL, price_pinned = false,
                price_observed_at = NULL, price_max_age = NULL, updated_at = now()
-         WHERE chain_id = p_chain_id AND contract_address = token;
+         WHERE chain_id = p_chain_id AND contract_address = token AND price_source = 'manual';
         PERFORM balance_queue._refresh_feed_price(p_chain_id, token);
     ELSE
         -- UPDATE first, then INSERT (see _refresh_feed_price).
@@ -1493,7 +1542,8 @@ BEGIN
          WHERE profile = p_profile AND chain_id = p_chain_id AND contract_address = token;
         RETURN;
     END IF;
-    IF p_ltv_bps NOT BETWEEN 0 AND 10000 OR p_liquidation_threshold_bps NOT BETWEEN 0 AND 10000
+    IF p_ltv_bps IS NULL OR p_liquidation_threshold_bps IS NULL OR p_profile IS NULL OR p_chain_id IS NULL
+       OR p_ltv_bps NOT BETWEEN 0 AND 10000 OR p_liquidation_threshold_bps NOT BETWEEN 0 AND 10000
        OR p_ltv_bps > p_liquidation_threshold_bps THEN
         RAISE EXCEPTION 'ltv % and liquidation threshold % (basis points) must satisfy 0 <= ltv <= threshold <= 10000',
               p_ltv_bps, p_liquidation_threshold_bps USING ERRCODE = 'invalid_parameter_value';
@@ -1617,7 +1667,7 @@ BEGIN
     SELECT r.head_block, r.confirmation_depth INTO head, depth
       FROM balance_queue.chain_registry r WHERE r.chain_id = p_chain_id;
     confirmed_through := balance_queue.confirmed_through(head, depth);
-    is_final := p_block <= coalesce(confirmed_through, -1);
+    is_final := NOT balance_queue.is_unconfirmed(p_block, confirmed_through);
     SELECT b.current_balance, b.last_updated_block INTO current, latest
       FROM balance_queue.current_token_balances b
      WHERE b.chain_id = p_chain_id AND b.contract_address = token AND b.holder_address = holder;

@@ -11,14 +11,19 @@
 -- transactions that committed after it, whatever order concurrent drains
 -- commit in. The worker deletes rows older than
 -- balance_queue.change_retention; cursors older than what it deleted are
--- expired and their consumer reloads everything.
+-- expired and their consumer reloads everything. While the feed is off a
+-- statement records only that it wrote unrecorded keys, so a cursor from
+-- before such a gap is refused rather than answered short.
 -- ---------------------------------------------------------------------------
 CREATE TABLE balance_queue.balance_changes (
     txid                xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     recorded_at         timestamptz NOT NULL DEFAULT now(),
     chain_ids           integer[]   NOT NULL,
     contract_addresses  text[]      NOT NULL,
-    holder_addresses    text[]      NOT NULL
+    holder_addresses    text[]      NOT NULL,
+    -- The statement wrote balances while balance_queue.change_feed was off:
+    -- its keys are not in the arrays.
+    unrecorded          boolean     NOT NULL DEFAULT false
 );
 CREATE INDEX balance_changes_txid_idx ON balance_queue.balance_changes (txid);
 COMMENT ON TABLE balance_queue.balance_changes IS
@@ -26,16 +31,22 @@ COMMENT ON TABLE balance_queue.balance_changes IS
 
 -- One row: the feed's identity (cursors of another feed, from before a
 -- DROP EXTENSION or from another cluster restored from a dump, are
--- expired: transaction ids do not carry over) and the highest transaction
--- whose changes were deleted (cursors that had not seen it are expired).
+-- expired: transaction ids do not carry over); pruned_below: every
+-- transaction whose changes were deleted is below it, and it is at most the
+-- xmin of any snapshot taken after the deletion (the worker deletes only
+-- changes of transactions older than every running one), so a cursor is
+-- whole iff its xmin is at least pruned_below; truncated_by: the latest
+-- TRUNCATE of the balances, which names no keys, so a cursor that did not
+-- see it is expired.
 CREATE TABLE balance_queue.change_feed_state (
     feed_id         uuid NOT NULL DEFAULT gen_random_uuid(),
-    pruned_through  xid8 NOT NULL DEFAULT '0'::xid8,
+    pruned_below    xid8 NOT NULL DEFAULT '0'::xid8,
+    truncated_by    xid8 NOT NULL DEFAULT '0'::xid8,
     single_row      boolean PRIMARY KEY DEFAULT true CHECK (single_row)
 );
 INSERT INTO balance_queue.change_feed_state DEFAULT VALUES;
 COMMENT ON TABLE balance_queue.change_feed_state IS
-    'Change feed identity (feed_id, part of every cursor) and pruned_through, the highest transaction id whose recorded changes were deleted.';
+    'Change feed identity (feed_id, part of every cursor), pruned_below (every transaction whose recorded changes were deleted is below it) and truncated_by (the latest TRUNCATE of the balances).';
 
 CREATE FUNCTION balance_queue._record_balance_changes()
 RETURNS trigger LANGUAGE plpgsql
@@ -44,7 +55,10 @@ AS $$
 BEGIN
     -- balance_queue.change_feed is a reload-only setting; a session that
     -- never loaded the library does not know it and records (the default).
+    -- Off: one marker row, no keys.
     IF coalesce(current_setting('balance_queue.change_feed', true), 'on') = 'off' THEN
+        INSERT INTO balance_queue.balance_changes (chain_ids, contract_addresses, holder_addresses, unrecorded)
+        VALUES ('{}', '{}', '{}', true);
         RETURN NULL;
     END IF;
     IF TG_OP = 'DELETE' THEN
@@ -79,7 +93,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE balance_queue.change_feed_state
-       SET pruned_through = greatest(pruned_through, pg_current_xact_id());
+       SET truncated_by = greatest(truncated_by, pg_current_xact_id());
     RETURN NULL;
 END
 $$;

@@ -34,7 +34,8 @@ BEGIN
          WHERE profile = p_profile AND chain_id = p_chain_id AND contract_address = token;
         RETURN;
     END IF;
-    IF p_ltv_bps NOT BETWEEN 0 AND 10000 OR p_liquidation_threshold_bps NOT BETWEEN 0 AND 10000
+    IF p_ltv_bps IS NULL OR p_liquidation_threshold_bps IS NULL OR p_profile IS NULL OR p_chain_id IS NULL
+       OR p_ltv_bps NOT BETWEEN 0 AND 10000 OR p_liquidation_threshold_bps NOT BETWEEN 0 AND 10000
        OR p_ltv_bps > p_liquidation_threshold_bps THEN
         RAISE EXCEPTION 'ltv % and liquidation threshold % (basis points) must satisfy 0 <= ltv <= threshold <= 10000',
               p_ltv_bps, p_liquidation_threshold_bps USING ERRCODE = 'invalid_parameter_value';

@@ -53,9 +53,11 @@ CREATE TRIGGER queue_processing_config_upsert BEFORE INSERT ON balance_queue.que
 -- ---------------------------------------------------------------------------
 -- Security. Everything is closed to PUBLIC; two roles open what each job
 -- needs. Functions run with their caller's rights (SECURITY INVOKER) and a
--- fixed search_path, except the two trigger functions: they run as the
--- extension's owner, so an indexer role holding only INSERT and DELETE on
--- its own tables can queue changes it could never write directly.
+-- fixed search_path, except the trigger functions on the indexer's tables
+-- (the two transfer triggers here, and _follow_price_feed of sql/prices.sql):
+-- they run as the extension's owner, so an indexer role holding only INSERT
+-- and DELETE on its own tables can queue changes, or move a price, it could
+-- never write directly.
 -- ---------------------------------------------------------------------------
 DO $roles$
 BEGIN

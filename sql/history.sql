@@ -34,7 +34,7 @@ BEGIN
     SELECT r.head_block, r.confirmation_depth INTO head, depth
       FROM balance_queue.chain_registry r WHERE r.chain_id = p_chain_id;
     confirmed_through := balance_queue.confirmed_through(head, depth);
-    is_final := p_block <= coalesce(confirmed_through, -1);
+    is_final := NOT balance_queue.is_unconfirmed(p_block, confirmed_through);
     SELECT b.current_balance, b.last_updated_block INTO current, latest
       FROM balance_queue.current_token_balances b
      WHERE b.chain_id = p_chain_id AND b.contract_address = token AND b.holder_address = holder;

@@ -12,9 +12,9 @@
 CREATE TABLE balance_queue.price_feeds (
     chain_id          integer NOT NULL,
     contract_address  text COLLATE "C" NOT NULL CHECK (contract_address ~ '^0x[0-9a-f]{40}$'),
-    source_table      oid     NOT NULL,
-    -- 'schema.table' when attached, for messages after a rename.
-    source_label      text    NOT NULL,
+    -- regclass, so pg_dump writes it by name and a restore finds the table
+    -- again (an oid would point at nothing, or at another table).
+    source_table      regclass NOT NULL,
     feed_address      text COLLATE "C" NOT NULL CHECK (feed_address ~ '^0x[0-9a-f]{40}$'),
     -- Chainlink USD feeds answer with 8 decimals.
     feed_decimals     integer NOT NULL CHECK (feed_decimals BETWEEN 0 AND 77),
@@ -32,7 +32,43 @@ SELECT pg_catalog.pg_extension_config_dump('balance_queue.price_feeds', '');
 -- The price of one token from its feed: the newest surviving positive
 -- answer by (block_number, log_index), or, with none left (a reorg deleted
 -- them), no feed price. Malformed values are skipped, never cast: a bad row
--- must not fail the indexer's insert.
+-- must not fail the indexer's insert (updatedAt is taken up to 12 digits,
+-- which to_timestamp accepts). It runs as the extension's owner from the
+-- feed table's trigger, so it reads only columns of built-in types (as the
+-- transfer path does, src/sources/mapping.rs): a cast or operator of a
+-- user's type would run with the owner's rights. A feed whose table is gone
+-- (dropped, or recreated by rindexer's drop_each_run) gives no price.
+-- Forgets a token's feed price (not a manual or pinned one): the stable
+-- default, or no price.
+CREATE FUNCTION balance_queue._forget_feed_price(p_chain_id integer, p_contract_address text)
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    UPDATE balance_queue.token_metadata
+       SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL,
+           price_observed_at = NULL, price_max_age = NULL, updated_at = now()
+     WHERE chain_id = p_chain_id AND contract_address = p_contract_address
+       AND price_source = 'feed' AND NOT price_pinned;
+END;
+
+-- Why a feed table cannot be read, or NULL: it is gone, or lacks a column
+-- the feed reads, or one of them is not of a built-in type.
+CREATE FUNCTION balance_queue._price_feed_table_problem(p_source oid)
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT CASE
+        WHEN NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = p_source) THEN 'the table is gone'
+        ELSE (SELECT string_agg(format('column %s %s', c,
+                                       CASE WHEN a.attname IS NULL THEN 'is missing'
+                                            ELSE 'is not of a built-in type' END), ', ')
+                FROM unnest(ARRAY['contract_address', 'current', 'updated_at', 'block_number', 'log_index']) AS c
+                LEFT JOIN pg_attribute a
+                  ON a.attrelid = p_source AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped
+               WHERE a.attname IS NULL OR a.atttypid >= 16384)
+    END;
+END;
+
 CREATE FUNCTION balance_queue._refresh_feed_price(p_chain_id integer, p_contract_address text)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -49,9 +85,13 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    IF balance_queue._price_feed_table_problem(f.source_table) IS NOT NULL THEN
+        PERFORM balance_queue._forget_feed_price(p_chain_id, p_contract_address);
+        RETURN;
+    END IF;
     EXECUTE format(
         'SELECT CASE WHEN s."current" ~ ''^[0-9]{1,78}$'' THEN s."current"::numeric END,
-                CASE WHEN s.updated_at ~ ''^[0-9]{1,20}$'' THEN s.updated_at::numeric END
+                CASE WHEN s.updated_at ~ ''^[0-9]{1,12}$'' THEN s.updated_at::numeric END
            FROM %s s
           WHERE lower(s.contract_address) = $1
             AND CASE WHEN s."current" ~ ''^[0-9]{1,78}$'' THEN s."current"::numeric > 0 ELSE false END
@@ -61,11 +101,7 @@ BEGIN
       INTO answer, updated
      USING f.feed_address;
     IF answer IS NULL THEN
-        UPDATE balance_queue.token_metadata
-           SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL,
-               price_observed_at = NULL, price_max_age = NULL, updated_at = now()
-         WHERE chain_id = p_chain_id AND contract_address = p_contract_address
-           AND price_source = 'feed' AND NOT price_pinned;
+        PERFORM balance_queue._forget_feed_price(p_chain_id, p_contract_address);
         RETURN;
     END IF;
     feed_price := pg_catalog.trim_scale(answer * (1::numeric / (10::numeric ^ f.feed_decimals)));
@@ -78,6 +114,8 @@ BEGIN
            price_observed_at = observed, price_max_age = f.max_age,
            updated_at = now()
      WHERE m.chain_id = p_chain_id AND m.contract_address = p_contract_address AND NOT m.price_pinned
+       -- whichever was set last: a manual price stays until a newer round
+       AND (m.price_source IS DISTINCT FROM 'manual' OR observed > m.price_observed_at)
        AND (m.price_usd, m.price_source, m.price_observed_at, m.price_max_age)
            IS DISTINCT FROM (feed_price, 'feed', observed, f.max_age);
     IF NOT EXISTS (SELECT 1 FROM balance_queue.token_metadata m
@@ -124,16 +162,14 @@ DECLARE
     missing text;
     price numeric;
 BEGIN
-    IF p_feed_decimals NOT BETWEEN 0 AND 77 OR p_max_age <= interval '0' THEN
-        RAISE EXCEPTION 'p_feed_decimals % must be 0..77 and p_max_age % positive', p_feed_decimals, p_max_age
-              USING ERRCODE = 'invalid_parameter_value';
+    IF p_source IS NULL OR p_chain_id IS NULL OR p_feed_decimals IS NULL OR p_max_age IS NULL
+       OR p_feed_decimals NOT BETWEEN 0 AND 77 OR p_max_age <= interval '0' THEN
+        RAISE EXCEPTION 'p_source and p_chain_id must be given, p_feed_decimals (%) 0..77 and p_max_age (%) positive',
+              p_feed_decimals, p_max_age USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT string_agg(c, ', ') INTO missing
-      FROM unnest(ARRAY['contract_address', 'current', 'updated_at', 'block_number', 'log_index']) c
-     WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
-                        WHERE a.attrelid = p_source AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped);
+    missing := balance_queue._price_feed_table_problem(p_source);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION '% has no column %', p_source, missing
+        RAISE EXCEPTION '% cannot be a price feed: %', p_source, missing
               USING ERRCODE = 'undefined_column',
                     HINT = 'Attach the table rindexer writes for a Chainlink aggregator''s AnswerUpdated(int256 current, uint256 roundId, uint256 updatedAt) event.';
     END IF;
@@ -142,8 +178,8 @@ BEGIN
               USING ERRCODE = 'duplicate_object', HINT = 'detach_price_feed() it first.';
     END IF;
     INSERT INTO balance_queue.price_feeds
-        (chain_id, contract_address, source_table, source_label, feed_address, feed_decimals, max_age)
-    VALUES (p_chain_id, token, p_source, p_source::text, feed, p_feed_decimals, p_max_age);
+        (chain_id, contract_address, source_table, feed_address, feed_decimals, max_age)
+    VALUES (p_chain_id, token, p_source, feed, p_feed_decimals, p_max_age);
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = p_source AND tgname = 'balance_queue_price_feed') THEN
         EXECUTE format('CREATE TRIGGER balance_queue_price_feed
                           AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
@@ -156,7 +192,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION balance_queue.attach_price_feed(regclass, text, integer, text, integer, interval) IS
-    'Follows the rindexer table of a Chainlink aggregator''s AnswerUpdated events (columns current, updated_at as VARCHAR(78), block_number, log_index) for the USD price of token p_contract_address on chain p_chain_id: the newest surviving positive answer by (block, log index), divided by 10^p_feed_decimals; older than p_max_age is stale. Returns the price now (NULL before any answer). 22P02 malformed address, 22023 bad decimals or age, 42703 missing column, 42710 the token has a feed.';
+    'Follows the rindexer table of a Chainlink aggregator''s AnswerUpdated events (columns current, updated_at as VARCHAR(78), block_number, log_index) for the USD price of token p_contract_address on chain p_chain_id: the newest surviving positive answer by (block, log index), divided by 10^p_feed_decimals; older than p_max_age is stale. Returns the price now (NULL before any answer). 22P02 malformed address, 22023 bad decimals or age, 42703 a column missing or not of a built-in type, 42710 the token has a feed.';
 
 CREATE FUNCTION balance_queue.detach_price_feed(p_chain_id integer, p_contract_address text)
 RETURNS boolean LANGUAGE plpgsql
@@ -164,18 +200,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
-    source oid;
+    source regclass;
 BEGIN
     DELETE FROM balance_queue.price_feeds WHERE chain_id = p_chain_id AND contract_address = token
     RETURNING source_table INTO source;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    UPDATE balance_queue.token_metadata
-       SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL,
-           price_observed_at = NULL, price_max_age = NULL, updated_at = now()
-     WHERE chain_id = p_chain_id AND contract_address = token AND price_source = 'feed' AND NOT price_pinned;
-    IF NOT EXISTS (SELECT 1 FROM balance_queue.price_feeds WHERE source_table = source) THEN
+    PERFORM balance_queue._forget_feed_price(p_chain_id, token);
+    IF NOT EXISTS (SELECT 1 FROM balance_queue.price_feeds WHERE source_table = source)
+       AND EXISTS (SELECT 1 FROM pg_class WHERE oid = source) THEN
         EXECUTE format('DROP TRIGGER IF EXISTS balance_queue_price_feed ON %s', source::regclass);
     END IF;
     RETURN true;
@@ -192,15 +226,16 @@ AS $$
 DECLARE
     token text := balance_queue._address_arg(p_contract_address, 'p_contract_address');
 BEGIN
-    IF p_price_usd < 0 THEN
-        RAISE EXCEPTION 'p_price_usd % must be >= 0', p_price_usd USING ERRCODE = 'invalid_parameter_value';
+    IF p_chain_id IS NULL OR p_price_usd < 0 OR p_price_usd IN ('NaN', 'Infinity') THEN
+        RAISE EXCEPTION 'p_chain_id must be given and p_price_usd (%) a finite number >= 0', p_price_usd
+              USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_price_usd IS NULL THEN
         -- Forget the manual price: the feed (if any) or the stable default again.
         UPDATE balance_queue.token_metadata
            SET price_usd = CASE WHEN is_stable_token THEN 1 END, price_source = NULL, price_pinned = false,
                price_observed_at = NULL, price_max_age = NULL, updated_at = now()
-         WHERE chain_id = p_chain_id AND contract_address = token;
+         WHERE chain_id = p_chain_id AND contract_address = token AND price_source = 'manual';
         PERFORM balance_queue._refresh_feed_price(p_chain_id, token);
     ELSE
         -- UPDATE first, then INSERT (see _refresh_feed_price).

@@ -52,8 +52,9 @@ pub fn balance_changes_cursor() -> String {
 /// 55000 (object_not_in_prerequisite_state) when the feed is off, or the
 /// cursor is expired: changes after it were deleted (older than
 /// `balance_queue.change_retention`), a TRUNCATE of the balances came
-/// after it, or it belongs to another install. The consumer then reloads
-/// every balance and starts again from `balance_changes_cursor()`.
+/// after it, balances changed after it while the feed was off, or it
+/// belongs to another install. The consumer then reloads every balance and
+/// starts again from `balance_changes_cursor()`.
 #[pg_extern(stable)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn balance_changes_since(
@@ -71,21 +72,33 @@ pub fn balance_changes_since(
     require_feed();
     let (feed_id, snapshot) = parse_cursor(p_cursor);
     let rows = Spi::connect(|client| {
-        let valid = spi_ok(client.select(
-            "SELECT s.feed_id = $1::uuid, s.pruned_through < pg_catalog.pg_snapshot_xmin($2::pg_snapshot)
+        let checks = spi_ok(client.select(
+            "SELECT s.feed_id = $1::uuid,
+                    s.pruned_below <= pg_catalog.pg_snapshot_xmin($2::pg_snapshot),
+                    pg_catalog.pg_visible_in_snapshot(s.truncated_by, $2::pg_snapshot),
+                    NOT EXISTS (SELECT 1 FROM balance_queue.balance_changes c
+                                 WHERE c.unrecorded
+                                   AND c.txid >= pg_catalog.pg_snapshot_xmin($2::pg_snapshot)
+                                   AND NOT pg_catalog.pg_visible_in_snapshot(c.txid, $2::pg_snapshot))
                FROM balance_queue.change_feed_state s",
             None,
             &[feed_id.into(), snapshot.as_str().into()],
-        ))
-        .first()
-        .get_two::<bool, bool>();
-        match valid {
-            Ok((Some(true), Some(true))) => {}
-            Ok((Some(false), _)) => expired(p_cursor, "it belongs to another install of the extension"),
-            _ => expired(
-                p_cursor,
-                "changes after it were deleted (balance_queue.change_retention) or the balances were truncated",
-            ),
+        ));
+        let row = checks.first();
+        let check = |i| spi_ok(row.get::<bool>(i)).unwrap_or(false);
+        let why = if !check(1) {
+            Some("it belongs to another install of the extension")
+        } else if !check(2) {
+            Some("changes after it were deleted (balance_queue.change_retention)")
+        } else if !check(3) {
+            Some("the balances were truncated after it")
+        } else if !check(4) {
+            Some("balances changed after it while balance_queue.change_feed was off")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            expired(p_cursor, why);
         }
         spi_ok(client.select(
             &format!(
@@ -95,7 +108,8 @@ pub fn balance_changes_since(
                            FROM balance_queue.balance_changes c
                           CROSS JOIN LATERAL unnest(c.chain_ids, c.contract_addresses, c.holder_addresses)
                                              AS u(chain_id, contract_address, holder_address)
-                          WHERE c.txid >= pg_catalog.pg_snapshot_xmin($1::pg_snapshot)
+                          WHERE NOT c.unrecorded
+                            AND c.txid >= pg_catalog.pg_snapshot_xmin($1::pg_snapshot)
                             AND NOT pg_catalog.pg_visible_in_snapshot(c.txid, $1::pg_snapshot)) k
                    LEFT JOIN balance_queue.current_token_balances b
                           USING (chain_id, contract_address, holder_address)
@@ -123,18 +137,23 @@ pub fn balance_changes_since(
 }
 
 /// Deletes recorded changes older than `balance_queue.change_retention`
-/// and raises `pruned_through` to the newest transaction deleted, so
-/// cursors that had not seen it are refused. Run by the worker with its
-/// pruning of confirmed blocks; returns the rows deleted.
+/// whose transaction is older than every running one (below this
+/// snapshot's xmin), and raises `pruned_below` past the newest deleted: a
+/// cursor taken before the deletion that had not seen all of them is then
+/// refused, and any cursor taken after it is whole (its xmin is at least
+/// this snapshot's). Run by the worker every second; returns the rows
+/// deleted.
 pub fn prune_balance_changes() -> i64 {
     Spi::get_one_with_args::<i64>(
         "WITH gone AS (
              DELETE FROM balance_queue.balance_changes
               WHERE recorded_at < now() - make_interval(secs => $1)
+                AND txid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
              RETURNING txid
          ), raised AS (
              UPDATE balance_queue.change_feed_state
-                SET pruned_through = greatest(pruned_through, (SELECT max(txid) FROM gone))
+                SET pruned_below = greatest(pruned_below,
+                                            ((SELECT max(txid) FROM gone)::text::numeric + 1)::text::xid8)
               WHERE EXISTS (SELECT 1 FROM gone)
          )
          SELECT count(*) FROM gone",

@@ -128,16 +128,18 @@ pub fn unexpose_graphql(p_schema: &str) -> i32 {
 pub fn missing_exposures() -> Vec<(String, String, String)> {
     Spi::connect(|client| {
         spi_ok(client.select(
-            "SELECT e.schema_name::text, e.name_prefix, n.nspowner::regrole::text
+            "SELECT e.schema_name::text, e.name_prefix, pg_catalog.pg_get_userbyid(n.nspowner)::text
                FROM balance_queue.graphql_exposures e
                JOIN pg_catalog.pg_namespace n ON n.nspname = e.schema_name
-              WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
-                                  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                                 WHERE n.nspname = e.schema_name
-                                   AND p.proname = e.name_prefix || 'current_balance')
+              WHERE (SELECT count(*) FROM pg_catalog.pg_proc p
+                      WHERE p.pronamespace = n.oid
+                        AND p.proname = ANY (SELECT e.name_prefix || w FROM unnest($1::text[]) w)) < $2
               ORDER BY 1",
             None,
-            &[],
+            &[
+                WRAPPER_NAMES.map(String::from).to_vec().into(),
+                (WRAPPER_NAMES.len() as i64).into(),
+            ],
         ))
         .map(|row| {
             let text = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
@@ -155,27 +157,41 @@ pub fn restore_exposure(schema: &str, prefix: &str, role: &str) {
     check_prefix(prefix);
     Spi::connect_mut(|client| {
         check_schema(client, schema);
+        // Checks and clean-up with the worker's rights (the owner need not
+        // read balance_queue's tables); only the DDL runs as the owner,
+        // without validating the bodies against balance_queue, which the
+        // owner may not be allowed to read.
+        drop_wrappers(client, schema);
+        refuse_clashes(client, schema, prefix);
         spi_ok(client.update(
-            &format!("SET LOCAL ROLE {}", quote_identifier(role)),
+            &format!(
+                "SET LOCAL ROLE {}; SET LOCAL check_function_bodies = off",
+                quote_identifier(role)
+            ),
             None,
             &[],
         ));
-        refuse_clashes(client, schema, prefix);
         create_wrappers(client, schema, prefix);
         spi_ok(client.update("RESET ROLE", None, &[]));
     })
 }
 
-/// 22023 unless the prefix makes plain lowercase SQL and GraphQL names
-/// (the CHECK of `graphql_exposures.name_prefix` in sql/graphql.sql is the
-/// same rule).
-fn check_prefix(prefix: &str) {
-    let mut chars = prefix.chars();
+/// Whether `name` is empty or `[a-z_][a-z0-9_]*` of at most `max` bytes:
+/// what rindexer names its schemas (snake case) and a prefix may be. The
+/// CHECKs of `graphql_exposures` in sql/graphql.sql are the same rule.
+fn is_plain_name(name: &str, max: usize) -> bool {
+    let mut chars = name.chars();
     let first_ok = chars
         .next()
         .is_none_or(|c| c.is_ascii_lowercase() || c == '_');
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !first_ok || !rest_ok || prefix.len() > 40 {
+    first_ok
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= max
+}
+
+/// 22023 unless the prefix makes plain lowercase SQL and GraphQL names.
+fn check_prefix(prefix: &str) {
+    if !is_plain_name(prefix, 40) {
         invalid_parameter(format!(
             "p_prefix {prefix:?} must be lowercase letters, digits and underscores, start with a letter or underscore, and be at most 40 characters"
         ));
@@ -194,10 +210,12 @@ fn check_schema(client: &SpiClient<'_>, schema: &str) {
         > 0;
     let system =
         schema == "balance_queue" || schema == "information_schema" || schema.starts_with("pg_");
-    if !exists || system {
+    if !exists || system || !is_plain_name(schema, 63) {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
-            format!("schema {schema} does not exist, or is balance_queue's own or a system schema"),
+            format!(
+                "schema {schema:?} does not exist, is balance_queue's own or a system schema, or is not a plain lowercase name"
+            ),
             Some("Pass the {indexer}_{contract} schema rindexer made for a contract (snake case, e.g. r_eth_indexer_rocket_pool_eth)."),
         );
     }
@@ -242,7 +260,15 @@ fn refuse_clashes(client: &SpiClient<'_>, schema: &str, prefix: &str) {
 /// Runs WRAPPERS_SQL for the schema and prefix, then marks each new
 /// function DEPENDS ON EXTENSION balance_queue.
 fn create_wrappers(client: &mut SpiClient<'_>, schema: &str, prefix: &str) {
-    let ddl = WRAPPERS_SQL
+    // Comment lines go first: a placeholder inside one would put a
+    // newline-carrying name where a comment ends. The names themselves are
+    // plain too (check_schema, check_prefix, and the table's CHECKs).
+    let template: String = WRAPPERS_SQL
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ddl = template
         .replace("@schema@", &quote_identifier(schema))
         .replace("@prefix@", prefix);
     spi_ok(client.update(&ddl, None, &[]));

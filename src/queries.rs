@@ -10,9 +10,11 @@ use crate::errors::{invalid_parameter, spi_ok};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
-/// Formats `balance` with the token's decimals; unknown decimals show wei.
-const FORMATTED: &str =
-    "balance_queue.format_token_balance(b.current_balance, coalesce(b.token_decimals, 0))";
+/// The formatted balance of balance row alias `b`, with the token's
+/// decimals; unknown decimals show wei.
+fn formatted(b: &str) -> String {
+    format!("balance_queue.format_token_balance({b}.current_balance, coalesce({b}.token_decimals, 0))")
+}
 
 /// The current balance of one holder of one token on one chain.
 ///
@@ -131,7 +133,7 @@ pub fn get_address_portfolio(
         spi_ok(client.select(
             &format!(
                 "SELECT p.chain_id, c.network_name, p.contract_address, p.token_symbol,
-                        p.current_balance, {FORMATTED_P}, p.balance_usd, p.last_updated_time,
+                        p.current_balance, {formatted_p}, p.balance_usd, p.last_updated_time,
                         p.last_updated_block
                    FROM (SELECT b.chain_id, b.contract_address, b.token_symbol, b.current_balance,
                                 b.token_decimals, b.last_updated_time, b.last_updated_block,
@@ -143,7 +145,7 @@ pub fn get_address_portfolio(
                   WHERE $2 <= 0 OR p.balance_usd >= $2
                   ORDER BY p.balance_usd DESC NULLS LAST, p.chain_id, p.contract_address",
                 usd = crate::prices::usd_sql("b.current_balance", "m"),
-                FORMATTED_P = FORMATTED.replace("b.", "p.")
+                formatted_p = formatted("p")
             ),
             None,
             &[holder.as_str().into(), p_min_balance_usd.into()],
@@ -242,14 +244,15 @@ pub fn get_top_holders(
                       m AS MATERIALIZED (SELECT t.price_usd, t.decimals FROM balance_queue.token_metadata t
                                           WHERE t.chain_id = $1 AND t.contract_address = $2)
                  SELECT row_number() OVER (ORDER BY b.current_balance DESC, b.holder_address),
-                        b.holder_address, b.current_balance, {FORMATTED}, {usd},
+                        b.holder_address, b.current_balance, {formatted_b}, {usd},
                         b.last_updated_block
                    FROM chosen c
                    JOIN balance_queue.current_token_balances b
                      ON b.chain_id = $1 AND b.contract_address = $2 AND b.holder_address = c.holder_address
                    LEFT JOIN m ON true
                   ORDER BY 1",
-                usd = crate::prices::usd_sql("b.current_balance", "m")
+                usd = crate::prices::usd_sql("b.current_balance", "m"),
+                formatted_b = formatted("b")
             ),
             None,
             &[p_chain_id.into(), contract.as_str().into(), p_limit.into()],

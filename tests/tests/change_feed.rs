@@ -271,12 +271,27 @@ fn the_worker_announces_and_expires_cursors_after_the_retention() {
         0
     );
     // A fresh cursor works, and the feed can be turned off.
-    client
+    let before_gap: String = client
         .query_one("SELECT balance_queue.balance_changes_cursor()", &[])
-        .unwrap();
+        .unwrap()
+        .get(0);
     common::alter_system(&mut client, &["balance_queue.change_feed = off"]);
     common::wait_until("the feed to turn off", Duration::from_secs(10), || {
         let mut c = cluster.connect("test");
         common::sqlstate(&mut c, "SELECT balance_queue.balance_changes_cursor()") == "55000"
+    });
+    // Balances that change while it is off leave a gap: once it is on
+    // again, a cursor from before the gap is refused, not answered short.
+    rindexer::write_all(&mut client, common::TABLE, &rows[400..600], 200).unwrap();
+    common::wait_until("the worker to drain", Duration::from_secs(30), || {
+        common::pending(&mut client) == 0
+    });
+    common::alter_system(&mut client, &["balance_queue.change_feed = on"]);
+    common::wait_until("the feed to refuse the cursor from before the gap", Duration::from_secs(10), || {
+        let mut c = cluster.connect("test");
+        common::sqlstate(
+            &mut c,
+            &format!("SELECT * FROM balance_queue.balance_changes_since('{before_gap}')"),
+        ) == "55000"
     });
 }

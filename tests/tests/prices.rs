@@ -158,7 +158,10 @@ fn a_feed_followed_through_rounds_reorgs_and_staleness_and_manual_prices() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(attached.as_deref(), Some("2500"), "the feed replaces an unpinned manual price");
+    // Whichever was set last: the manual price is newer than the round.
+    assert_eq!(attached.as_deref(), Some("2.5"), "a manual price newer than the latest round stays");
+    c.batch_execute(&format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', NULL)")).unwrap();
+    assert_eq!(price(c, TOKEN), (Some("2500".into()), Some("feed".into()), false, false));
     round(c, "260012345678", 2, now - 300, 1_001, 0);
     assert_eq!(price(c, TOKEN).0.as_deref(), Some("2600.12345678"));
     assert_eq!(usd(c).as_deref(), Some("26001.234568"));
@@ -187,6 +190,22 @@ fn a_feed_followed_through_rounds_reorgs_and_staleness_and_manual_prices() {
     c.batch_execute(&format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', NULL)")).unwrap();
     assert_eq!(price(c, TOKEN), (Some("2700".into()), Some("feed".into()), false, false));
 
+    // An unpinned manual price stays until a newer round: another write to
+    // the feed table (here a round of another feed) does not bring the old
+    // round back.
+    c.batch_execute(&format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', 2750)")).unwrap();
+    c.execute(
+        "INSERT INTO prices_indexer_eth_usd_aggregator.answer_updated
+             (contract_address, \"current\", round_id, updated_at, tx_hash, block_number, block_hash,
+              network, tx_index, log_index)
+         VALUES ('0x0000000000000000000000000000000000000bad', '1', '1', '1', $1, 1012, $1, 'ethereum', 0, '0')",
+        &[&format!("0x{:064x}", 99)],
+    )
+    .unwrap();
+    assert_eq!(price(c, TOKEN), (Some("2750".into()), Some("manual".into()), false, false));
+    c.batch_execute(&format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', NULL)")).unwrap();
+    assert_eq!(price(c, TOKEN).0.as_deref(), Some("2700"));
+
     // A round older than the feed's max age is stale.
     round(c, "280000000000", 9, now - 26 * 3600, 1_011, 0);
     assert_eq!(price(c, TOKEN), (Some("2800".into()), Some("feed".into()), true, false));
@@ -209,6 +228,7 @@ fn a_feed_followed_through_rounds_reorgs_and_staleness_and_manual_prices() {
         ),
         (format!("SELECT balance_queue.attach_price_feed('{}', '0x12', 1, '{OTHER}')", f.table), "22P02"),
         (format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', -1)"), "22023"),
+        (format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', 'NaN')"), "22023"),
     ] {
         assert_eq!(common::sqlstate(c, &sql), code, "{sql}");
     }
