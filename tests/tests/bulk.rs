@@ -25,7 +25,7 @@ fn bulk_loads(client: &mut Client) -> Vec<(String, i64)> {
 }
 
 /// Writes `transfers` generated transfers the rindexer way with the worker
-/// paused, replays the first 1% of every batch (rindexer's crash replay),
+/// paused (the cluster starts with it paused: see [`PAUSED`]), replays the first 1% of every batch (rindexer's crash replay),
 /// and deletes the newest blocks as rindexer's reorg rollback does. Returns
 /// the number of rows left in the table.
 fn paused_backlog(client: &mut Client, transfers: usize) -> i64 {
@@ -36,25 +36,26 @@ fn paused_backlog(client: &mut Client, transfers: usize) -> i64 {
         holders: 5_000,
         ..Default::default()
     });
-    // One transaction: a worker that has not yet read `enabled = off` (the
-    // reload is asynchronous) still finds the whole backlog at once, never
-    // a first statement below the threshold (the suite saw that once).
-    let mut tx = client.transaction().unwrap();
     for chunk in rows.chunks(5000) {
-        rindexer::write_batch(&mut tx, TABLE, chunk).unwrap();
-        rindexer::write_batch(&mut tx, TABLE, &chunk[..chunk.len() / 100]).unwrap();
+        rindexer::write_batch(client, TABLE, chunk).unwrap();
+        rindexer::write_batch(client, TABLE, &chunk[..chunk.len() / 100]).unwrap();
     }
-    tx.batch_execute(&format!(
-        "DELETE FROM {TABLE} WHERE block_number >= (SELECT max(block_number) - 20 FROM {TABLE})"
-    ))
-    .unwrap();
-    tx.commit().unwrap();
+    client
+        .batch_execute(&format!(
+            "DELETE FROM {TABLE} WHERE block_number >= (SELECT max(block_number) - 20 FROM {TABLE})"
+        ))
+        .unwrap();
     scalar_i64(client, &format!("SELECT count(*) FROM {TABLE}"))
 }
 
+/// Set at server start, so no worker can drain before the backlog is
+/// whole: a pause set by reload reaches the worker asynchronously, and the
+/// suite once saw a worker drain the first statements before it read it.
+const PAUSED: &str = "balance_queue.enabled = off";
+
 #[test]
 fn a_large_backlog_is_applied_in_one_exact_bulk_load() {
-    let (_cluster, mut c) = preloaded("bulk", &["balance_queue.bulk_threshold = 20000"]);
+    let (_cluster, mut c) = preloaded("bulk", &["balance_queue.bulk_threshold = 20000", PAUSED]);
     let rows = paused_backlog(&mut c, 60_000);
     assert!(rows > 59_000, "{rows} rows left");
     alter_system(&mut c, &["balance_queue.enabled = on"]);
@@ -115,6 +116,7 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
         &[
             "balance_queue.bulk_threshold = 20000",
             "balance_queue.workers = 1",
+            PAUSED,
         ],
     );
     paused_backlog(&mut c, 250_000);
@@ -150,7 +152,7 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
 
 #[test]
 fn handle_reorg_from_block_zero_rebuilds_through_the_bulk_path() {
-    let (_cluster, mut c) = preloaded("bulk-rebuild", &["balance_queue.bulk_threshold = 20000"]);
+    let (_cluster, mut c) = preloaded("bulk-rebuild", &["balance_queue.bulk_threshold = 20000", PAUSED]);
     paused_backlog(&mut c, 40_000);
     // Drain batch by batch first: the rebuild, not the first drain, is
     // what this test watches.
