@@ -17,8 +17,7 @@ use crate::errors::{raise, spi_ok};
 use pgrx::prelude::*;
 
 /// The cursor text of the current statement's snapshot.
-const CURSOR_NOW_SQL: &str =
-    "'1:' || s.feed_id || ':' || pg_catalog.pg_current_snapshot()::text";
+const CURSOR_NOW_SQL: &str = "'1:' || s.feed_id || ':' || pg_catalog.pg_current_snapshot()::text";
 
 /// The position of the feed now: a consumer that loads every balance takes
 /// it first (in the same transaction, or before the load) and then follows
@@ -104,17 +103,16 @@ pub fn balance_changes_since(
             &format!(
                 "SELECT k.chain_id, k.contract_address, k.holder_address,
                         coalesce(b.current_balance, 0), {CURSOR_NOW_SQL}
-                   FROM (SELECT DISTINCT u.chain_id, u.contract_address, u.holder_address
-                           FROM balance_queue.balance_changes c
-                          CROSS JOIN LATERAL unnest(c.chain_ids, c.contract_addresses, c.holder_addresses)
-                                             AS u(chain_id, contract_address, holder_address)
-                          WHERE NOT c.unrecorded
-                            AND c.txid >= pg_catalog.pg_snapshot_xmin($1::pg_snapshot)
-                            AND NOT pg_catalog.pg_visible_in_snapshot(c.txid, $1::pg_snapshot)) k
+                   FROM ({changed}) k
                    LEFT JOIN balance_queue.current_token_balances b
                           USING (chain_id, contract_address, holder_address)
                   CROSS JOIN balance_queue.change_feed_state s
-                  ORDER BY 1, 2, 3"
+                  ORDER BY 1, 2, 3",
+                changed = crate::apply::changed_keys_sql(
+                    "NOT c.unrecorded
+                     AND c.txid >= pg_catalog.pg_snapshot_xmin($1::pg_snapshot)
+                     AND NOT pg_catalog.pg_visible_in_snapshot(c.txid, $1::pg_snapshot)"
+                )
             ),
             None,
             &[snapshot.into()],
@@ -180,8 +178,8 @@ fn require_feed() {
 fn parse_cursor(cursor: &str) -> (String, String) {
     let parsed = cursor.strip_prefix("1:").and_then(|rest| {
         let (feed_id, snapshot) = rest.split_once(':')?;
-        let uuid_like = feed_id.len() == 36
-            && feed_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+        let uuid_like =
+            feed_id.len() == 36 && feed_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
         (uuid_like && !snapshot.is_empty()).then(|| (feed_id.to_string(), snapshot.to_string()))
     });
     parsed.unwrap_or_else(|| {
@@ -196,6 +194,8 @@ fn expired(cursor: &str, why: &str) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         format!("change cursor {cursor} is expired: {why}"),
-        Some("Reload every balance you cache, taking balance_changes_cursor() first, and follow from that cursor."),
+        Some(
+            "Reload every balance you cache, taking balance_changes_cursor() first, and follow from that cursor.",
+        ),
     )
 }

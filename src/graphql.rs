@@ -112,7 +112,9 @@ pub fn unexpose_graphql(p_schema: &str) -> i32 {
             raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
                 format!("schema {p_schema} is not exposed to GraphQL by balance_queue"),
-                Some("SELECT schema_name FROM balance_queue.graphql_exposures lists the exposed schemas."),
+                Some(
+                    "SELECT schema_name FROM balance_queue.graphql_exposures lists the exposed schemas.",
+                ),
             );
         }
         dropped
@@ -201,13 +203,12 @@ fn check_prefix(prefix: &str) {
 /// 3F000 unless the schema exists and is neither the extension's own nor a
 /// system schema.
 fn check_schema(client: &SpiClient<'_>, schema: &str) {
-    let exists = spi_ok(client.select(
+    let exists = !spi_ok(client.select(
         "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
         None,
         &[schema.into()],
     ))
-    .len()
-        > 0;
+    .is_empty();
     let system =
         schema == "balance_queue" || schema == "information_schema" || schema.starts_with("pg_");
     if !exists || system || !is_plain_name(schema, 63) {
@@ -216,7 +217,9 @@ fn check_schema(client: &SpiClient<'_>, schema: &str) {
             format!(
                 "schema {schema:?} does not exist, is balance_queue's own or a system schema, or is not a plain lowercase name"
             ),
-            Some("Pass the {indexer}_{contract} schema rindexer made for a contract (snake case, e.g. r_eth_indexer_rocket_pool_eth)."),
+            Some(
+                "Pass the {indexer}_{contract} schema rindexer made for a contract (snake case, e.g. r_eth_indexer_rocket_pool_eth).",
+            ),
         );
     }
 }
@@ -226,7 +229,10 @@ fn check_schema(client: &SpiClient<'_>, schema: &str) {
 /// fails to build its schema when two exposed schemas share a function
 /// name).
 fn refuse_clashes(client: &SpiClient<'_>, schema: &str, prefix: &str) {
-    let names: Vec<String> = WRAPPER_NAMES.iter().map(|n| format!("{prefix}{n}")).collect();
+    let names: Vec<String> = WRAPPER_NAMES
+        .iter()
+        .map(|n| format!("{prefix}{n}"))
+        .collect();
     let clash = spi_ok(client.select(
         "SELECT n.nspname::text, p.proname::text
            FROM pg_catalog.pg_proc p
@@ -245,20 +251,24 @@ fn refuse_clashes(client: &SpiClient<'_>, schema: &str, prefix: &str) {
     .and_then(|(s, f)| Some((s?, f?)));
     if let Some((other, function)) = clash {
         let where_ = if other == schema {
-            format!("schema {schema} already has a function {function} that balance_queue did not make")
+            format!(
+                "schema {schema} already has a function {function} that balance_queue did not make"
+            )
         } else {
             format!("schema {other} is exposed with function {function} already")
         };
         raise(
             PgSqlErrorCode::ERRCODE_DUPLICATE_FUNCTION,
             format!("cannot expose schema {schema} to GraphQL: {where_}"),
-            Some("Pass another p_prefix, e.g. expose_graphql('my_schema', 'reth_'): rindexer's GraphQL server fails to start when two of its schemas define a function of the same name."),
+            Some(
+                "Pass another p_prefix, e.g. expose_graphql('my_schema', 'reth_'): rindexer's GraphQL server fails to start when two of its schemas define a function of the same name.",
+            ),
         );
     }
 }
 
-/// Runs WRAPPERS_SQL for the schema and prefix, then marks each new
-/// function DEPENDS ON EXTENSION balance_queue.
+/// Runs WRAPPERS_SQL (the functions, each marked DEPENDS ON EXTENSION
+/// balance_queue) for the schema and prefix.
 fn create_wrappers(client: &mut SpiClient<'_>, schema: &str, prefix: &str) {
     // Comment lines go first: a placeholder inside one would put a
     // newline-carrying name where a comment ends. The names themselves are
@@ -272,25 +282,6 @@ fn create_wrappers(client: &mut SpiClient<'_>, schema: &str, prefix: &str) {
         .replace("@schema@", &quote_identifier(schema))
         .replace("@prefix@", prefix);
     spi_ok(client.update(&ddl, None, &[]));
-    for name in WRAPPER_NAMES {
-        let signature: String = spi_ok(client.select(
-            "SELECT p.oid::regprocedure::text
-               FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-              WHERE n.nspname = $1 AND p.proname = $2",
-            None,
-            &[schema.into(), format!("{prefix}{name}").into()],
-        ))
-        .first()
-        .get_one::<String>()
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("{prefix}{name} was not created by graphql_wrappers.sql"));
-        spi_ok(client.update(
-            &format!("ALTER FUNCTION {signature} DEPENDS ON EXTENSION balance_queue"),
-            None,
-            &[],
-        ));
-    }
 }
 
 /// Drops the wrappers in `schema`; returns how many.
@@ -334,8 +325,10 @@ mod tests {
             .map(|r| r.get::<String>(1).unwrap().unwrap())
             .collect()
         });
-        let mut expected: Vec<String> =
-            super::WRAPPER_NAMES.iter().map(|n| format!("x_{n}")).collect();
+        let mut expected: Vec<String> = super::WRAPPER_NAMES
+            .iter()
+            .map(|n| format!("x_{n}"))
+            .collect();
         expected.sort();
         assert_eq!(names, expected);
         assert_eq!(super::unexpose_graphql("gql_probe"), 4);

@@ -62,9 +62,21 @@ pgrx::extension_sql_file!("../sql/graphql.sql", name = "graphql");
 pgrx::extension_sql_file!("../sql/change_feed.sql", name = "change_feed");
 pgrx::extension_sql_file!("../sql/token_stats.sql", name = "token_stats");
 // Their functions check addresses with address::_address_arg.
-pgrx::extension_sql_file!("../sql/prices.sql", name = "prices", requires = [address::_address_arg]);
-pgrx::extension_sql_file!("../sql/collateral.sql", name = "collateral", requires = ["prices"]);
-pgrx::extension_sql_file!("../sql/history.sql", name = "history", requires = [address::_address_arg]);
+pgrx::extension_sql_file!(
+    "../sql/prices.sql",
+    name = "prices",
+    requires = [address::_address_arg]
+);
+pgrx::extension_sql_file!(
+    "../sql/collateral.sql",
+    name = "collateral",
+    requires = ["prices"]
+);
+pgrx::extension_sql_file!(
+    "../sql/history.sql",
+    name = "history",
+    requires = [address::_address_arg]
+);
 pgrx::extension_sql_file!("../sql/orphans.sql", name = "orphans");
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

@@ -13,7 +13,9 @@ use pgrx::prelude::*;
 /// The formatted balance of balance row alias `b`, with the token's
 /// decimals; unknown decimals show wei.
 fn formatted(b: &str) -> String {
-    format!("balance_queue.format_token_balance({b}.current_balance, coalesce({b}.token_decimals, 0))")
+    format!(
+        "balance_queue.format_token_balance({b}.current_balance, coalesce({b}.token_decimals, 0))"
+    )
 }
 
 /// The current balance of one holder of one token on one chain.

@@ -24,7 +24,9 @@ fn restore_graphql_exposures() {
     for (schema, prefix, role) in missing {
         match in_transaction(|| crate::graphql::restore_exposure(&schema, &prefix, &role)) {
             Ok(()) => log!("balance_queue: exposed schema {schema} to GraphQL again (as {role})"),
-            Err(e) => warning!("balance_queue: could not expose schema {schema} to GraphQL again as {role}: {e}"),
+            Err(e) => warning!(
+                "balance_queue: could not expose schema {schema} to GraphQL again as {role}: {e}"
+            ),
         }
     }
 }
@@ -71,11 +73,10 @@ pub(super) fn maintenance(state: &mut WorkerState) {
         return;
     }
     state.last_date_check = Some(Instant::now());
-    let today = in_transaction(|| {
-        read_one::<String>("SELECT (now() AT TIME ZONE 'UTC')::date::text")
-    })
-    .ok()
-    .flatten();
+    let today =
+        in_transaction(|| read_one::<String>("SELECT (now() AT TIME ZONE 'UTC')::date::text"))
+            .ok()
+            .flatten();
     match (&state.utc_date, today) {
         (Some(previous), Some(today)) if *previous != today => {
             // The UTC day changed: snapshot the balances as the day closed.

@@ -152,7 +152,10 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
 
 #[test]
 fn handle_reorg_from_block_zero_rebuilds_through_the_bulk_path() {
-    let (_cluster, mut c) = preloaded("bulk-rebuild", &["balance_queue.bulk_threshold = 20000", PAUSED]);
+    let (_cluster, mut c) = preloaded(
+        "bulk-rebuild",
+        &["balance_queue.bulk_threshold = 20000", PAUSED],
+    );
     paused_backlog(&mut c, 40_000);
     // Drain batch by batch first: the rebuild, not the first drain, is
     // what this test watches.

@@ -69,7 +69,9 @@ fn four_drainers_announce_each_committed_batch_once_and_the_cursor_sees_every_ke
     let mut f = common::attached_rindexer_table("change_feed");
     let conn = f.cluster.conn_string("test");
     let mut listener = Client::connect(&conn, postgres::NoTls).unwrap();
-    listener.batch_execute("LISTEN balance_queue_changes").unwrap();
+    listener
+        .batch_execute("LISTEN balance_queue_changes")
+        .unwrap();
     let cursor: String = f
         .client
         .query_one("SELECT balance_queue.balance_changes_cursor()", &[])
@@ -122,8 +124,11 @@ fn four_drainers_announce_each_committed_batch_once_and_the_cursor_sees_every_ke
         .filter(|b| b.committed && b.changed > 0)
         .map(|b| (b.txid.clone(), b.changed))
         .collect();
-    let rolled_back: BTreeSet<&String> =
-        batches.iter().filter(|b| !b.committed).map(|b| &b.txid).collect();
+    let rolled_back: BTreeSet<&String> = batches
+        .iter()
+        .filter(|b| !b.committed)
+        .map(|b| &b.txid)
+        .collect();
     assert!(!rolled_back.is_empty(), "some batches were rolled back");
     assert!(
         committed_with_changes.len() > 4,
@@ -166,7 +171,10 @@ fn four_drainers_announce_each_committed_batch_once_and_the_cursor_sees_every_ke
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
     assert_eq!(keys.len(), since.len(), "each key once");
-    assert_eq!(keys, expected.balances.keys().cloned().collect::<HashSet<_>>());
+    assert_eq!(
+        keys,
+        expected.balances.keys().cloned().collect::<HashSet<_>>()
+    );
     for r in &since {
         let key: recompute::Key = (r.get(0), r.get(1), r.get(2));
         assert_eq!(r.get::<_, String>(3), expected.balances[&key].to_string());
@@ -203,10 +211,7 @@ fn four_drainers_announce_each_committed_batch_once_and_the_cursor_sees_every_ke
 
     // Cursors that cannot be answered exactly are refused.
     let foreign = format!("1:00000000-0000-0000-0000-000000000000:{}", &next[39..]);
-    for (cursor, code) in [
-        ("not a cursor", "22023"),
-        (foreign.as_str(), "55000"),
-    ] {
+    for (cursor, code) in [("not a cursor", "22023"), (foreign.as_str(), "55000")] {
         assert_eq!(
             common::sqlstate(
                 &mut f.client,
@@ -235,10 +240,15 @@ fn four_drainers_announce_each_committed_batch_once_and_the_cursor_sees_every_ke
 fn the_worker_announces_and_expires_cursors_after_the_retention() {
     let (cluster, mut client) = common::preloaded(
         "change_feed_worker",
-        &["balance_queue.change_retention = 2", "balance_queue.naptime = 10"],
+        &[
+            "balance_queue.change_retention = 2",
+            "balance_queue.naptime = 10",
+        ],
     );
     let mut listener = cluster.connect("test");
-    listener.batch_execute("LISTEN balance_queue_changes").unwrap();
+    listener
+        .batch_execute("LISTEN balance_queue_changes")
+        .unwrap();
     let cursor: String = client
         .query_one("SELECT balance_queue.balance_changes_cursor()", &[])
         .unwrap()
@@ -287,11 +297,15 @@ fn the_worker_announces_and_expires_cursors_after_the_retention() {
         common::pending(&mut client) == 0
     });
     common::alter_system(&mut client, &["balance_queue.change_feed = on"]);
-    common::wait_until("the feed to refuse the cursor from before the gap", Duration::from_secs(10), || {
-        let mut c = cluster.connect("test");
-        common::sqlstate(
-            &mut c,
-            &format!("SELECT * FROM balance_queue.balance_changes_since('{before_gap}')"),
-        ) == "55000"
-    });
+    common::wait_until(
+        "the feed to refuse the cursor from before the gap",
+        Duration::from_secs(10),
+        || {
+            let mut c = cluster.connect("test");
+            common::sqlstate(
+                &mut c,
+                &format!("SELECT * FROM balance_queue.balance_changes_since('{before_gap}')"),
+            ) == "55000"
+        },
+    );
 }

@@ -97,7 +97,10 @@ fn query(server: &Server, query: &str) -> Value {
 /// as strings (BigFloat, BigInt), timestamps through to_json.
 fn sql_json(client: &mut Client, sql: &str) -> Value {
     let text: String = client
-        .query_one(&format!("SELECT coalesce(json_agg(q), '[]')::text FROM ({sql}) q"), &[])
+        .query_one(
+            &format!("SELECT coalesce(json_agg(q), '[]')::text FROM ({sql}) q"),
+            &[],
+        )
         .expect(sql)
         .get(0);
     serde_json::from_str(&text).expect("json")
@@ -168,7 +171,10 @@ fn rindexers_graphql_server_serves_the_four_queries_exactly() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    keys.push((RETH.into(), "0x00000000000000000000000000000000000000ff".into()));
+    keys.push((
+        RETH.into(),
+        "0x00000000000000000000000000000000000000ff".into(),
+    ));
     keys.push((BIG_TOKEN.into(), BIG_HOLDER.into()));
     for (contract, holder) in &keys {
         let got = query(
@@ -194,7 +200,8 @@ fn rindexers_graphql_server_serves_the_four_queries_exactly() {
     assert_eq!(big["currentBalance"]["balance"], MAX_U256, "2^256-1, exact");
 
     // topHolders: 100 rows; and a page of them (rows 21..40).
-    let holder_fields = "rank holderAddress currentBalance balanceFormatted balanceUsd lastUpdatedBlock";
+    let holder_fields =
+        "rank holderAddress currentBalance balanceFormatted balanceUsd lastUpdatedBlock";
     let holder_sql = "rank::text AS \"rank\", holder_address AS \"holderAddress\",
                       current_balance::text AS \"currentBalance\", balance_formatted AS \"balanceFormatted\",
                       balance_usd::text AS \"balanceUsd\", last_updated_block::text AS \"lastUpdatedBlock\"";
@@ -232,7 +239,11 @@ fn rindexers_graphql_server_serves_the_four_queries_exactly() {
                          balance::text AS \"balance\", balance_formatted AS \"balanceFormatted\",
                          balance_usd::text AS \"balanceUsd\", last_updated_time AS \"lastUpdatedTime\",
                          last_updated_block::text AS \"lastUpdatedBlock\"";
-    for holder in [top_holder.as_str(), BIG_HOLDER, "0x00000000000000000000000000000000000000ff"] {
+    for holder in [
+        top_holder.as_str(),
+        BIG_HOLDER,
+        "0x00000000000000000000000000000000000000ff",
+    ] {
         let got = query(
             &server,
             &format!(
@@ -241,15 +252,22 @@ fn rindexers_graphql_server_serves_the_four_queries_exactly() {
         );
         let want = sql_json(
             &mut client,
-            &format!("SELECT {portfolio_sql} FROM balance_queue.get_address_portfolio('{holder}', 0)"),
+            &format!(
+                "SELECT {portfolio_sql} FROM balance_queue.get_address_portfolio('{holder}', 0)"
+            ),
         );
         assert_eq!(got["addressPortfolio"]["nodes"], want, "{holder}");
     }
     let big_portfolio = query(
         &server,
-        &format!("{{ addressPortfolio(holder: \"{BIG_HOLDER}\", minUsd: \"0\") {{ nodes {{ balance }} }} }}"),
+        &format!(
+            "{{ addressPortfolio(holder: \"{BIG_HOLDER}\", minUsd: \"0\") {{ nodes {{ balance }} }} }}"
+        ),
     );
-    assert_eq!(big_portfolio["addressPortfolio"]["nodes"][0]["balance"], MAX_U256);
+    assert_eq!(
+        big_portfolio["addressPortfolio"]["nodes"][0]["balance"],
+        MAX_U256
+    );
 
     // queueHealth: one row per chain, as the summary view has it.
     let health = query(
@@ -279,7 +297,9 @@ fn rindexers_graphql_server_serves_the_four_queries_exactly() {
     // A page over 1000 is refused the way rindexer refuses it.
     let refused = post(
         &server,
-        &format!("{{ topHolders(chainId: 1, contract: \"{RETH}\", limit: 2000, first: 1001) {{ nodes {{ rank }} }} }}"),
+        &format!(
+            "{{ topHolders(chainId: 1, contract: \"{RETH}\", limit: 2000, first: 1001) {{ nodes {{ rank }} }} }}"
+        ),
     );
     assert_eq!(
         refused["errors"][0]["message"],
@@ -305,22 +325,33 @@ fn rindexers_graphql_server_serves_the_four_queries_exactly() {
     let other = format!(
         "{{ wethCurrentBalance(chainId: 1, contract: \"{BIG_TOKEN}\", holder: \"{BIG_HOLDER}\") {{ balance }} }}"
     );
-    common::wait_until("the new exposure in GraphQL", Duration::from_secs(60), || {
-        post(&server, &other)["data"]["wethCurrentBalance"]["balance"] == MAX_U256
-    });
+    common::wait_until(
+        "the new exposure in GraphQL",
+        Duration::from_secs(60),
+        || post(&server, &other)["data"]["wethCurrentBalance"]["balance"] == MAX_U256,
+    );
     // And an unexposed schema's fields go away.
     client
-        .query_one("SELECT balance_queue.unexpose_graphql($1)", &[&OTHER_SCHEMA])
+        .query_one(
+            "SELECT balance_queue.unexpose_graphql($1)",
+            &[&OTHER_SCHEMA],
+        )
         .unwrap();
-    common::wait_until("the exposure to leave GraphQL", Duration::from_secs(60), || {
-        post(&server, &other)["errors"][0]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("wethCurrentBalance"))
-    });
+    common::wait_until(
+        "the exposure to leave GraphQL",
+        Duration::from_secs(60),
+        || {
+            post(&server, &other)["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("wethCurrentBalance"))
+        },
+    );
     // The first schema's fields stayed.
     let still = query(
         &server,
-        &format!("{{ currentBalance(chainId: 1, contract: \"{BIG_TOKEN}\", holder: \"{BIG_HOLDER}\") {{ balance }} }}"),
+        &format!(
+            "{{ currentBalance(chainId: 1, contract: \"{BIG_TOKEN}\", holder: \"{BIG_HOLDER}\") {{ balance }} }}"
+        ),
     );
     assert_eq!(still["currentBalance"]["balance"], MAX_U256);
 }
@@ -335,9 +366,18 @@ fn exposures_are_checked_dropped_with_the_extension_and_restored_after_drop_each
         .batch_execute(&format!("CREATE SCHEMA {SCHEMA}"))
         .unwrap();
     for (sql, code) in [
-        ("SELECT balance_queue.expose_graphql('no_such_schema')", "3F000"),
-        ("SELECT balance_queue.expose_graphql('balance_queue')", "3F000"),
-        (&*format!("SELECT balance_queue.expose_graphql('{SCHEMA}', 'Bad-Prefix')"), "22023"),
+        (
+            "SELECT balance_queue.expose_graphql('no_such_schema')",
+            "3F000",
+        ),
+        (
+            "SELECT balance_queue.expose_graphql('balance_queue')",
+            "3F000",
+        ),
+        (
+            &*format!("SELECT balance_queue.expose_graphql('{SCHEMA}', 'Bad-Prefix')"),
+            "22023",
+        ),
         ("SELECT balance_queue.unexpose_graphql('public')", "42704"),
         ("SELECT balance_queue.expose_graphql('pg_catalog')", "3F000"),
         // The worker splices the recorded prefix into DDL: the table
@@ -384,12 +424,16 @@ fn exposures_are_checked_dropped_with_the_extension_and_restored_after_drop_each
     // rindexer's drop_each_run: the schema goes and comes back; the worker
     // makes the wrappers again, as the role that exposed it.
     client
-        .batch_execute(&format!("DROP SCHEMA {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}"))
+        .batch_execute(&format!(
+            "DROP SCHEMA {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}"
+        ))
         .unwrap();
     assert_eq!(wrappers(&mut client), 0);
-    common::wait_until("the worker to expose the schema again", Duration::from_secs(30), || {
-        wrappers(&mut client) == 4
-    });
+    common::wait_until(
+        "the worker to expose the schema again",
+        Duration::from_secs(30),
+        || wrappers(&mut client) == 4,
+    );
 
     // DROP EXTENSION takes the wrappers with it (no wrapper left calling a
     // missing function); CREATE EXTENSION starts with no exposure.
@@ -400,7 +444,9 @@ fn exposures_are_checked_dropped_with_the_extension_and_restored_after_drop_each
         ))
         .unwrap();
     assert_eq!(wrappers(&mut client), 0);
-    client.batch_execute("CREATE EXTENSION balance_queue").unwrap();
+    client
+        .batch_execute("CREATE EXTENSION balance_queue")
+        .unwrap();
     assert_eq!(wrappers(&mut client), 0);
     assert_eq!(
         common::count(&mut client, "SELECT 1 FROM balance_queue.graphql_exposures"),

@@ -18,7 +18,8 @@ const ZERO: &str = "0x0000000000000000000000000000000000000000";
 
 fn address(a: &Option<String>) -> Option<String> {
     let a = a.as_deref()?.trim().to_lowercase();
-    (a.len() == 42 && a.starts_with("0x") && a[2..].chars().all(|c| c.is_ascii_hexdigit())).then_some(a)
+    (a.len() == 42 && a.starts_with("0x") && a[2..].chars().all(|c| c.is_ascii_hexdigit()))
+        .then_some(a)
 }
 
 /// Each key's changes by block, from the distinct transfers of `rows`.
@@ -29,12 +30,22 @@ fn changes_by_block(rows: &[TransferRow]) -> HashMap<Key, BTreeMap<u64, BigInt>>
         let (Some(from), Some(to), Some(value)) = (
             address(&r.from),
             address(&r.to),
-            r.value.as_deref().and_then(|v| BigInt::from_str(v.trim()).ok()),
+            r.value
+                .as_deref()
+                .and_then(|v| BigInt::from_str(v.trim()).ok()),
         ) else {
             continue;
         };
         let token = r.contract_address.to_lowercase();
-        if !seen.insert((r.tx_hash.clone(), r.log_index.clone(), token.clone(), from.clone(), to.clone(), value.clone(), r.block_number)) {
+        if !seen.insert((
+            r.tx_hash.clone(),
+            r.log_index.clone(),
+            token.clone(),
+            from.clone(),
+            to.clone(),
+            value.clone(),
+            r.block_number,
+        )) {
             continue; // a replayed copy
         }
         for (holder, delta) in [(from, -value.clone()), (to, value)] {
@@ -63,7 +74,9 @@ fn balances_at_random_blocks_equal_a_running_sum() {
         rindexer::write_batch(&mut f.client, &f.table, chunk).unwrap();
         rindexer::write_batch(&mut f.client, &f.table, &chunk[..7]).unwrap();
     }
-    f.client.batch_execute("SET balance_queue.retry_backoff = 0").unwrap();
+    f.client
+        .batch_execute("SET balance_queue.retry_backoff = 0")
+        .unwrap();
     drain(&mut f.client, 100_000);
     // rindexer's reorg rollback of a block range, then the same rows again.
     let (from, to) = (18_950_000u64, 18_960_000u64);
@@ -112,11 +125,22 @@ fn balances_at_random_blocks_equal_a_running_sum() {
                 &[&key.0, &key.1, &key.2, &(block as i64)],
             )
             .unwrap();
-        assert_eq!(row.get::<_, String>(0), want.to_string(), "{key:?} at block {block}");
-        assert_eq!(row.get::<_, bool>(1), (block as i64) <= head - 64, "finality of {block}");
+        assert_eq!(
+            row.get::<_, String>(0),
+            want.to_string(),
+            "{key:?} at block {block}"
+        );
+        assert_eq!(
+            row.get::<_, bool>(1),
+            (block as i64) <= head - 64,
+            "finality of {block}"
+        );
     }
     for (sql, code) in [
-        ("SELECT * FROM balance_queue.get_balance_at_block(1, '0x12', '0x12', 1)", "22P02"),
+        (
+            "SELECT * FROM balance_queue.get_balance_at_block(1, '0x12', '0x12', 1)",
+            "22P02",
+        ),
         (
             "SELECT * FROM balance_queue.get_balance_at_block(1, '0xae78736cd615f374d3085123a210448e74fc6393', '0xae78736cd615f374d3085123a210448e74fc6393', -1)",
             "22023",

@@ -54,12 +54,21 @@ fn orphaned_and_conflicting_rows_are_reported_with_or_without_rindexers_hashes()
     // rindexer leaves them when its rollback races its writer.
     rindexer::write_batch(c, &f.table, &[row(100, &hash('a'), 0, "5")]).unwrap();
     rindexer::write_batch(c, &f.table, &[row(200, &hash('c'), 0, "7")]).unwrap();
-    rindexer::write_batch(c, &f.table, &[row(200, &hash('d'), 0, "7"), row(200, &hash('d'), 1, "9")]).unwrap();
+    rindexer::write_batch(
+        c,
+        &f.table,
+        &[row(200, &hash('d'), 0, "7"), row(200, &hash('d'), 1, "9")],
+    )
+    .unwrap();
 
     // Without rindexer's hash table: a conflict, every row of the block.
     let conflict = reported(c, None);
     assert_eq!(conflict.len(), 3, "{conflict:?}");
-    assert!(conflict.iter().all(|r| r.0 == "200" && r.2.is_empty() && r.3 == "conflict"));
+    assert!(
+        conflict
+            .iter()
+            .all(|r| r.0 == "200" && r.2.is_empty() && r.3 == "conflict")
+    );
 
     // rindexer's table (its exact DDL) records block 200's canonical hash.
     c.batch_execute(&format!(
@@ -83,10 +92,16 @@ fn orphaned_and_conflicting_rows_are_reported_with_or_without_rindexers_hashes()
         ]
     );
     let reason: String = c
-        .query_one("SELECT reason FROM balance_queue.find_orphaned_rows() LIMIT 1", &[])
+        .query_one(
+            "SELECT reason FROM balance_queue.find_orphaned_rows() LIMIT 1",
+            &[],
+        )
         .unwrap()
         .get(0);
-    assert!(reason.contains("reorg_handling"), "names rindexer's settings: {reason}");
+    assert!(
+        reason.contains("reorg_handling"),
+        "names rindexer's settings: {reason}"
+    );
 
     // A later rollback rewrites the block's hash: now the other row is off.
     c.batch_execute(&format!(

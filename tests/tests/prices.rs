@@ -6,8 +6,8 @@
 
 mod common;
 
-use balance_queue_harness::rindexer::{self, TransferRow};
 use balance_queue_harness::drain;
+use balance_queue_harness::rindexer::{self, TransferRow};
 use num_bigint::BigInt;
 use postgres::Client;
 use std::str::FromStr;
@@ -119,7 +119,14 @@ fn a_feed_followed_through_rounds_reorgs_and_staleness_and_manual_prices() {
     let rows: Vec<TransferRow> = (0..1000u32)
         .map(|i| {
             let holder = format!("0x{:040x}", 0x1000 + i);
-            transfer(TOKEN, ZERO, &holder, &format!("{}", (i as u128 + 1) * 10u128.pow(18)), 100, i)
+            transfer(
+                TOKEN,
+                ZERO,
+                &holder,
+                &format!("{}", (i as u128 + 1) * 10u128.pow(18)),
+                100,
+                i,
+            )
         })
         .collect();
     rindexer::write_all(c, &f.table, &rows, 500).unwrap();
@@ -127,7 +134,10 @@ fn a_feed_followed_through_rounds_reorgs_and_staleness_and_manual_prices() {
 
     // A manual price writes one row, and no balance row.
     c.batch_execute("BEGIN").unwrap();
-    c.batch_execute(&format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', 2.5)")).unwrap();
+    c.batch_execute(&format!(
+        "SELECT balance_queue.set_token_price(1, '{TOKEN}', 2.5)"
+    ))
+    .unwrap();
     let rewritten = common::scalar_i64(
         c,
         "SELECT count(*) FROM balance_queue.current_token_balances WHERE xmin = pg_current_xact_id()::xid",
@@ -144,7 +154,10 @@ fn a_feed_followed_through_rounds_reorgs_and_staleness_and_manual_prices() {
         .get(0)
     };
     assert_eq!(usd(c).as_deref(), Some("25.000000"));
-    assert_eq!(price(c, TOKEN), (Some("2.5".into()), Some("manual".into()), false, false));
+    assert_eq!(
+        price(c, TOKEN),
+        (Some("2.5".into()), Some("manual".into()), false, false)
+    );
 
     // The feed: rounds in block order; the newest surviving positive one wins.
     create_feed_table(c);
@@ -159,9 +172,19 @@ fn a_feed_followed_through_rounds_reorgs_and_staleness_and_manual_prices() {
         .unwrap()
         .get(0);
     // Whichever was set last: the manual price is newer than the round.
-    assert_eq!(attached.as_deref(), Some("2.5"), "a manual price newer than the latest round stays");
-    c.batch_execute(&format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', NULL)")).unwrap();
-    assert_eq!(price(c, TOKEN), (Some("2500".into()), Some("feed".into()), false, false));
+    assert_eq!(
+        attached.as_deref(),
+        Some("2.5"),
+        "a manual price newer than the latest round stays"
+    );
+    c.batch_execute(&format!(
+        "SELECT balance_queue.set_token_price(1, '{TOKEN}', NULL)"
+    ))
+    .unwrap();
+    assert_eq!(
+        price(c, TOKEN),
+        (Some("2500".into()), Some("feed".into()), false, false)
+    );
     round(c, "260012345678", 2, now - 300, 1_001, 0);
     assert_eq!(price(c, TOKEN).0.as_deref(), Some("2600.12345678"));
     assert_eq!(usd(c).as_deref(), Some("26001.234568"));
@@ -175,25 +198,53 @@ fn a_feed_followed_through_rounds_reorgs_and_staleness_and_manual_prices() {
     round(c, "not a number", 7, now - 80, 1_005, 0);
     assert_eq!(price(c, TOKEN).0.as_deref(), Some("2610"));
     assert_eq!(
-        common::scalar_i64(c, "SELECT count(*) FROM prices_indexer_eth_usd_aggregator.answer_updated"),
+        common::scalar_i64(
+            c,
+            "SELECT count(*) FROM prices_indexer_eth_usd_aggregator.answer_updated"
+        ),
         7
     );
     // rindexer's reorg rollback deletes the newest blocks: the price moves back.
-    c.batch_execute("DELETE FROM prices_indexer_eth_usd_aggregator.answer_updated WHERE block_number >= 1002")
-        .unwrap();
-    assert_eq!(price(c, TOKEN), (Some("2600.12345678".into()), Some("feed".into()), false, false));
+    c.batch_execute(
+        "DELETE FROM prices_indexer_eth_usd_aggregator.answer_updated WHERE block_number >= 1002",
+    )
+    .unwrap();
+    assert_eq!(
+        price(c, TOKEN),
+        (
+            Some("2600.12345678".into()),
+            Some("feed".into()),
+            false,
+            false
+        )
+    );
 
     // A pinned manual price wins over new rounds; unpinned, the feed again.
-    c.batch_execute(&format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', 3000, true)")).unwrap();
+    c.batch_execute(&format!(
+        "SELECT balance_queue.set_token_price(1, '{TOKEN}', 3000, true)"
+    ))
+    .unwrap();
     round(c, "270000000000", 8, now - 60, 1_010, 0);
-    assert_eq!(price(c, TOKEN), (Some("3000".into()), Some("pinned".into()), false, true));
-    c.batch_execute(&format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', NULL)")).unwrap();
-    assert_eq!(price(c, TOKEN), (Some("2700".into()), Some("feed".into()), false, false));
+    assert_eq!(
+        price(c, TOKEN),
+        (Some("3000".into()), Some("pinned".into()), false, true)
+    );
+    c.batch_execute(&format!(
+        "SELECT balance_queue.set_token_price(1, '{TOKEN}', NULL)"
+    ))
+    .unwrap();
+    assert_eq!(
+        price(c, TOKEN),
+        (Some("2700".into()), Some("feed".into()), false, false)
+    );
 
     // An unpinned manual price stays until a newer round: another write to
     // the feed table (here a round of another feed) does not bring the old
     // round back.
-    c.batch_execute(&format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', 2750)")).unwrap();
+    c.batch_execute(&format!(
+        "SELECT balance_queue.set_token_price(1, '{TOKEN}', 2750)"
+    ))
+    .unwrap();
     c.execute(
         "INSERT INTO prices_indexer_eth_usd_aggregator.answer_updated
              (contract_address, \"current\", round_id, updated_at, tx_hash, block_number, block_hash,
@@ -202,33 +253,63 @@ fn a_feed_followed_through_rounds_reorgs_and_staleness_and_manual_prices() {
         &[&format!("0x{:064x}", 99)],
     )
     .unwrap();
-    assert_eq!(price(c, TOKEN), (Some("2750".into()), Some("manual".into()), false, false));
-    c.batch_execute(&format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', NULL)")).unwrap();
+    assert_eq!(
+        price(c, TOKEN),
+        (Some("2750".into()), Some("manual".into()), false, false)
+    );
+    c.batch_execute(&format!(
+        "SELECT balance_queue.set_token_price(1, '{TOKEN}', NULL)"
+    ))
+    .unwrap();
     assert_eq!(price(c, TOKEN).0.as_deref(), Some("2700"));
 
     // A round older than the feed's max age is stale.
     round(c, "280000000000", 9, now - 26 * 3600, 1_011, 0);
-    assert_eq!(price(c, TOKEN), (Some("2800".into()), Some("feed".into()), true, false));
+    assert_eq!(
+        price(c, TOKEN),
+        (Some("2800".into()), Some("feed".into()), true, false)
+    );
 
     // A stable token keeps 1; TRUNCATE of the feed table forgets the feed price.
     let usdc = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48";
-    assert_eq!(price(c, usdc), (Some("1".into()), Some("stable".into()), false, false));
-    c.batch_execute("TRUNCATE prices_indexer_eth_usd_aggregator.answer_updated").unwrap();
+    assert_eq!(
+        price(c, usdc),
+        (Some("1".into()), Some("stable".into()), false, false)
+    );
+    c.batch_execute("TRUNCATE prices_indexer_eth_usd_aggregator.answer_updated")
+        .unwrap();
     assert_eq!(price(c, TOKEN), (None, None, false, false));
     assert_eq!(usd(c), None);
 
     for (sql, code) in [
         (
-            format!("SELECT balance_queue.attach_price_feed('prices_indexer_eth_usd_aggregator.answer_updated', '{FEED}', 1, '{TOKEN}')"),
+            format!(
+                "SELECT balance_queue.attach_price_feed('prices_indexer_eth_usd_aggregator.answer_updated', '{FEED}', 1, '{TOKEN}')"
+            ),
             "42710",
         ),
         (
-            format!("SELECT balance_queue.attach_price_feed('{}', '{FEED}', 1, '{OTHER}')", f.table),
+            format!(
+                "SELECT balance_queue.attach_price_feed('{}', '{FEED}', 1, '{OTHER}')",
+                f.table
+            ),
             "42703",
         ),
-        (format!("SELECT balance_queue.attach_price_feed('{}', '0x12', 1, '{OTHER}')", f.table), "22P02"),
-        (format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', -1)"), "22023"),
-        (format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', 'NaN')"), "22023"),
+        (
+            format!(
+                "SELECT balance_queue.attach_price_feed('{}', '0x12', 1, '{OTHER}')",
+                f.table
+            ),
+            "22P02",
+        ),
+        (
+            format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', -1)"),
+            "22023",
+        ),
+        (
+            format!("SELECT balance_queue.set_token_price(1, '{TOKEN}', 'NaN')"),
+            "22023",
+        ),
     ] {
         assert_eq!(common::sqlstate(c, &sql), code, "{sql}");
     }
@@ -294,14 +375,26 @@ fn collateral_values_match_an_exact_decimal_computation() {
     let (value, collateral) = expect(confirmed);
     assert_eq!(
         got(c, false),
-        vec![(TOKEN.to_string(), confirmed.to_string(), value.clone(), collateral.clone(), false)],
+        vec![(
+            TOKEN.to_string(),
+            confirmed.to_string(),
+            value.clone(),
+            collateral.clone(),
+            false
+        )],
         "confirmed balance only; the negative OTHER balance counts zero and is left out"
     );
     let with_pending = "13845678901234567891";
     let (value_p, collateral_p) = expect(with_pending);
     assert_eq!(
         got(c, true),
-        vec![(TOKEN.to_string(), with_pending.to_string(), value_p, collateral_p, false)]
+        vec![(
+            TOKEN.to_string(),
+            with_pending.to_string(),
+            value_p,
+            collateral_p,
+            false
+        )]
     );
     let summary = c
         .query_one(
@@ -310,7 +403,10 @@ fn collateral_values_match_an_exact_decimal_computation() {
             &[&HOLDER],
         )
         .unwrap();
-    let liquidation = decimal(&(BigInt::from_str(confirmed).unwrap() * &price * BigInt::from(8300)), 30);
+    let liquidation = decimal(
+        &(BigInt::from_str(confirmed).unwrap() * &price * BigInt::from(8300)),
+        30,
+    );
     assert_eq!(
         (
             summary.get::<_, i32>(0),
@@ -333,8 +429,14 @@ fn collateral_values_match_an_exact_decimal_computation() {
     assert_eq!((stale[0].3.as_str(), stale[0].4), ("0", true));
 
     for (sql, code) in [
-        (format!("SELECT balance_queue.set_collateral_factor('aave', 1, '{TOKEN}', 9000, 8000)"), "22023"),
-        ("SELECT * FROM balance_queue.get_collateral_value('0x12')".to_string(), "22P02"),
+        (
+            format!("SELECT balance_queue.set_collateral_factor('aave', 1, '{TOKEN}', 9000, 8000)"),
+            "22023",
+        ),
+        (
+            "SELECT * FROM balance_queue.get_collateral_value('0x12')".to_string(),
+            "22P02",
+        ),
     ] {
         assert_eq!(common::sqlstate(c, &sql), code, "{sql}");
     }

@@ -115,7 +115,18 @@ fn every_pinned_chain_and_stable_is_preloaded() {
 fn the_upgrade_script_carries_its_shared_sql_files_verbatim() {
     let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
     let upgrade = std::fs::read_to_string(sql.join("balance_queue--0.1.0--0.2.0.sql")).unwrap();
-    for file in ["reference_data.sql", "leaderboard.sql", "bulk_loads.sql", "graphql.sql", "change_feed.sql", "token_stats.sql", "prices.sql", "collateral.sql", "history.sql", "orphans.sql"] {
+    for file in [
+        "reference_data.sql",
+        "leaderboard.sql",
+        "bulk_loads.sql",
+        "graphql.sql",
+        "change_feed.sql",
+        "token_stats.sql",
+        "prices.sql",
+        "collateral.sql",
+        "history.sql",
+        "orphans.sql",
+    ] {
         let shared = std::fs::read_to_string(sql.join(file)).unwrap();
         let begin = format!("-- BEGIN sql/{file}\n");
         let start = upgrade.find(&begin).expect("BEGIN marker") + begin.len();

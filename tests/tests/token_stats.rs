@@ -113,7 +113,10 @@ fn statistics_follow_every_writer_through_replays_reorgs_and_four_drainers() {
         ))
         .unwrap();
     let reth = stats(&mut f.client, RETH);
-    assert!(reth.1 > 0 && !reth.3, "rETH: negative balances, so incomplete: {reth:?}");
+    assert!(
+        reth.1 > 0 && !reth.3,
+        "rETH: negative balances, so incomplete: {reth:?}"
+    );
     let token = rows.last().unwrap().contract_address.clone();
     assert!(!stats(&mut f.client, &token).3, "no genesis recorded");
     f.client
@@ -165,7 +168,10 @@ fn statistics_follow_every_writer_through_replays_reorgs_and_four_drainers() {
     );
 
     for (sql, code) in [
-        ("SELECT * FROM balance_queue.get_token_stats(1, '0x12')", "22P02"),
+        (
+            "SELECT * FROM balance_queue.get_token_stats(1, '0x12')",
+            "22P02",
+        ),
         (
             "SELECT balance_queue.set_token_genesis(1, '0xae78736cd615f374d3085123a210448e74fc6393', -1)",
             "22023",

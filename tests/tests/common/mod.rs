@@ -197,8 +197,16 @@ pub fn assert_token_stats_match(client: &mut Client) -> usize {
     let mismatches: Vec<String> = rows
         .iter()
         .filter_map(|r| {
-            let stored = (r.get::<_, i64>(2), r.get::<_, i64>(3), r.get::<_, String>(4));
-            let computed = (r.get::<_, i64>(5), r.get::<_, i64>(6), r.get::<_, String>(7));
+            let stored = (
+                r.get::<_, i64>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, String>(4),
+            );
+            let computed = (
+                r.get::<_, i64>(5),
+                r.get::<_, i64>(6),
+                r.get::<_, String>(7),
+            );
             (stored != computed).then(|| {
                 format!(
                     "chain {} token {}: stats {stored:?}, balances {computed:?}",
@@ -208,7 +216,10 @@ pub fn assert_token_stats_match(client: &mut Client) -> usize {
             })
         })
         .collect();
-    assert!(mismatches.is_empty(), "token statistics differ: {mismatches:?}");
+    assert!(
+        mismatches.is_empty(),
+        "token statistics differ: {mismatches:?}"
+    );
     rows.len()
 }
 
