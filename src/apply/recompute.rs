@@ -63,7 +63,7 @@ fn counted_sides_sql(client: &SpiClient<'_>, chain_id: i32) -> String {
     }
     let union = mappings
         .iter()
-        .map(|m| m.sides(&counted_relation(m), &KEY_SIDES))
+        .map(|m| m.item_sides(&counted_relation(m), &KEY_SIDES))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     format!(

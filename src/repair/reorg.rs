@@ -162,7 +162,7 @@ pub fn handle_reorg(
             }
             // Rows still waiting in an id-range item are left to it; bad
             // rows were recorded as failed items when first queued.
-            let insert = source.enqueue_where(
+            let insert = source.enqueue_item_rows(
                 &crate::sources::row_ids::counted_relation(&source),
                 1,
                 source.relid,

@@ -250,9 +250,11 @@ pub fn detach_transfer_table(source: PgRelation) -> i64 {
         let counted = crate::sources::row_ids::without_cut_rows(
             &mapping,
             &mapping.label,
-            never_counted.as_deref(),
+            never_counted.as_ref(),
         );
-        let queued = run_counted(client, &mapping.enqueue(&counted, -1, relid.to_u32()));
+        let take_back =
+            mapping.enqueue_item_rows(&counted, -1, relid.to_u32(), &Default::default());
+        let queued = run_counted(client, &take_back);
         spi_ok(client.update(
             "DELETE FROM balance_queue.attached_sources WHERE source_table = $1::oid",
             None,

@@ -273,6 +273,30 @@ impl SourceMapping {
         )
     }
 
+    /// [`Self::enqueue_where`] over `relation` annotated with the sides
+    /// each row counts (`sources::row_ids::counted_rows`): only those
+    /// sides are queued.
+    pub fn enqueue_item_rows(
+        &self,
+        relation: &str,
+        source_change: i16,
+        source_oid: u32,
+        filter: &RowFilter<'_>,
+    ) -> String {
+        self.enqueue_validated(
+            &format!("({})", self.validated_item_rows(relation)),
+            source_change,
+            source_oid,
+            filter,
+        )
+    }
+
+    /// [`Self::sides`] over `relation` annotated with the sides each row
+    /// counts (`sources::row_ids::counted_rows`): only those sides.
+    pub fn item_sides(&self, relation: &str, filter: &RowFilter<'_>) -> String {
+        sides_of_validated(&format!("({})", self.validated_item_rows(relation)), filter)
+    }
+
     /// A SELECT of every valid, counted side in `relation` that `filter`
     /// keeps: chain_id, contract_address, holder_address, tx_hash,
     /// log_index, is_inbound, delta_wei (signed, wei), block_number. The

@@ -14,6 +14,13 @@
 //! TRUNCATE and detaching supersede every waiting item of the table and
 //! take back only the other rows.
 //!
+//! With several holder partitions a row has one item per partition, and
+//! each counts only its partition's sides: a row can be counted on one side
+//! and still waiting on the other. What was cut (and what is still waiting)
+//! is therefore known per (holder_partitions, holder_partition), and
+//! [`counted_rows`] gives each row the partitions whose sides count, which
+//! the read-back's partition columns carry to `SourceMapping`'s fragments.
+//!
 //! An item "waits" until it is completed: pending, or failed (the worker
 //! could neither apply nor split it; `retry_failed_updates` puts it back).
 //! Its rows count nowhere until then.
@@ -84,9 +91,11 @@ pub fn queue_rows(client: &mut SpiClient<'_>, mapping: &SourceMapping, relation:
     .unwrap_or(0)
 }
 
-/// Queues by id the rows of the table of `mapping` that belong to chain
-/// `chain_id` and wait in no item (see [`counted_relation`]), as a
-/// rebuild of the chain needs them. Returns the number of rows queued.
+/// Queues again the rows of the table of `mapping` that belong to chain
+/// `chain_id` and were counted, as a rebuild of the chain needs them: by id
+/// the rows no item still waits for, and as transfer-side items the counted
+/// sides of rows still waiting in another partition's item (see
+/// [`counted_relation`]). Returns the number of rows queued.
 pub fn queue_rows_of_chain(
     client: &mut SpiClient<'_>,
     mapping: &SourceMapping,
@@ -101,7 +110,18 @@ pub fn queue_rows_of_chain(
         }
         _ => return 0,
     };
-    queue_rows(client, mapping, &of_chain)
+    let whole = format!("(SELECT r.* FROM {of_chain} r WHERE r.{PARTITIONS_COLUMN} IS NULL)");
+    let partly = format!("(SELECT r.* FROM {of_chain} r WHERE r.{PARTITIONS_COLUMN} IS NOT NULL)");
+    let sides = mapping.enqueue_item_rows(
+        &partly,
+        1,
+        mapping.relid,
+        &crate::sources::mapping::RowFilter {
+            valid: Some(true),
+            ..Default::default()
+        },
+    );
+    queue_rows(client, mapping, &whole) + crate::sources::attach::run_counted(client, &sides)
 }
 
 /// Ids per `source_rows` item at most: rindexer's largest batch, and the
@@ -154,15 +174,50 @@ fn queue_rows_sql(mapping: &SourceMapping, relation: &str) -> String {
     )
 }
 
+/// Rows of a table that `source_rows` items wait for (or that were cut out
+/// of them), per holder partition: a SQL relation of (holder_partitions
+/// smallint, holder_partition smallint, ids int8multirange), both partition
+/// columns NULL for an item of every partition.
+pub struct PendingRows(String);
+
+impl PendingRows {
+    /// From rows (holder_partitions, holder_partition, ids as int8multirange
+    /// text) of a query: `None` when there are none.
+    fn collect(rows: pgrx::spi::SpiTupleTable<'_>) -> Option<Self> {
+        let values: Vec<String> = rows
+            .filter_map(|row| {
+                let ids = spi_ok(row.get::<String>(3))?;
+                let part = |i| {
+                    spi_ok(row.get::<i16>(i))
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "NULL".into())
+                };
+                Some(format!(
+                    "({}::smallint, {}::smallint, {}::int8multirange)",
+                    part(1),
+                    part(2),
+                    quote_literal(&ids)
+                ))
+            })
+            .collect();
+        (!values.is_empty()).then(|| {
+            PendingRows(format!(
+                "(VALUES {}) AS pending(holder_partitions, holder_partition, ids)",
+                values.join(", ")
+            ))
+        })
+    }
+}
+
 /// Cuts the ids of `old_rows` (a transition table of deleted or updated
 /// rows) out of the table's pending `source_rows` items, waiting for a
-/// drain that holds one. Returns the ids cut (rows never counted, as an
-/// int8multirange literal), or `None` when none were.
+/// drain that holds one. Returns what was cut, per partition (rows whose
+/// sides of those partitions were never counted), or `None` when nothing was.
 pub fn cut_pending_rows(
     client: &mut SpiClient<'_>,
     mapping: &SourceMapping,
     old_rows: &str,
-) -> Option<String> {
+) -> Option<PendingRows> {
     let gone = spi_ok(
         spi_ok(client.select(
             &format!(
@@ -175,9 +230,9 @@ pub fn cut_pending_rows(
         .first()
         .get_one::<String>(),
     )?;
-    spi_ok(
-        spi_ok(client.update(
-            &format!("WITH hit AS (
+    PendingRows::collect(spi_ok(client.update(
+        &format!(
+            "WITH hit AS (
                  SELECT q.id, q.source_row_ids * $1::int8multirange AS cut,
                         q.source_row_ids - $1::int8multirange AS rest
                    FROM balance_queue.balance_update_queue q
@@ -195,44 +250,85 @@ pub fn cut_pending_rows(
                                              THEN 'superseded: every row was deleted or updated before it was applied' END
                    FROM hit
                   WHERE q.id = hit.id
-                 RETURNING hit.cut
+                 RETURNING q.holder_partitions, q.holder_partition, hit.cut
              )
-             SELECT range_agg(c)::text FROM cut, unnest(cut.cut) c",
-                rest_share = row_share(
-                    "(SELECT coalesce(sum(upper(r) - lower(r)), 0) FROM unnest(hit.rest) r)::integer"
-                ),
+             {PER_PARTITION}",
+            rest_share = row_share(
+                "(SELECT coalesce(sum(upper(r) - lower(r)), 0) FROM unnest(hit.rest) r)::integer"
             ),
-            Some(1),
-            &[gone.as_str().into(), pg_sys::Oid::from(mapping.relid).into()],
-        ))
-        .first()
-        .get_one::<String>(),
+            PER_PARTITION = per_partition("cut", "cut"),
+        ),
+        None,
+        &[gone.as_str().into(), pg_sys::Oid::from(mapping.relid).into()],
+    )))
+}
+
+/// A SELECT of (holder_partitions, holder_partition, ids as text) over
+/// `relation`, whose column `ids` is an int8multirange: the ids per partition.
+fn per_partition(relation: &str, ids: &str) -> String {
+    format!(
+        "SELECT x.holder_partitions, x.holder_partition, range_agg(i)::text
+           FROM {relation} x, unnest(x.{ids}) i
+          GROUP BY 1, 2"
     )
 }
 
-/// `relation` without the rows whose ids are in `cut` (from [`cut_pending_rows`]).
-pub fn without_cut_rows(mapping: &SourceMapping, relation: &str, cut: Option<&str>) -> String {
-    match cut {
-        None => relation.to_string(),
-        Some(cut) => format!(
-            "(SELECT r.* FROM {relation} r WHERE NOT ({id} <@ {cut}::int8multirange))",
-            id = row_id(mapping, "r"),
-            cut = quote_literal(cut),
-        ),
-    }
+/// The column [`counted_rows`] adds for the holder partitions the row's
+/// items were written for (NULL: every side of the row counts).
+const PARTITIONS_COLUMN: &str = "_bq_item_holder_partitions";
+
+/// `relation` (rows of the table of `mapping`) with the sides each row has
+/// counted: rows that `pending` (a [`PendingRows`] relation; `None`: none)
+/// waits for on every side are left out; the others get the columns
+/// `_bq_item_holder_partitions` and `_bq_item_holder_partition_set` that
+/// `SourceMapping::validated_item_rows` reads, NULL when every side
+/// counted, else the row's partitions and those of them not waiting. The
+/// one definition of which sides of a row count.
+pub fn counted_rows(mapping: &SourceMapping, relation: &str, pending: Option<&str>) -> String {
+    let Some(pending) = pending else {
+        return format!(
+            "(SELECT r.*, NULL::smallint AS {PARTITIONS_COLUMN}, NULL::smallint[] AS _bq_item_holder_partition_set
+                FROM {relation} r)"
+        );
+    };
+    format!(
+        "(WITH pending AS MATERIALIZED (SELECT * FROM {pending})
+          SELECT r.*, w.holder_partitions AS {PARTITIONS_COLUMN},
+                 CASE WHEN w.holder_partitions IS NOT NULL
+                      THEN ARRAY(SELECT k::smallint FROM generate_series(0, w.holder_partitions - 1) k
+                                  WHERE k <> ALL (w.waiting)) END AS _bq_item_holder_partition_set
+            FROM {relation} r
+           CROSS JOIN LATERAL (SELECT max(p.holder_partitions) AS holder_partitions,
+                                      array_agg(p.holder_partition) AS waiting,
+                                      coalesce(bool_or(p.holder_partitions IS NULL), false) AS every_side
+                                 FROM pending p WHERE {id} <@ p.ids) w
+           WHERE NOT w.every_side
+             AND (w.holder_partitions IS NULL OR cardinality(w.waiting) < w.holder_partitions))",
+        id = row_id(mapping, "r"),
+    )
+}
+
+/// `relation` (rows deleted or updated) annotated by [`counted_rows`] with
+/// `cut` (from [`cut_pending_rows`]): the sides to take back.
+pub fn without_cut_rows(
+    mapping: &SourceMapping,
+    relation: &str,
+    cut: Option<&PendingRows>,
+) -> String {
+    counted_rows(mapping, relation, cut.map(|c| c.0.as_str()))
 }
 
 /// Marks every waiting `source_rows` item of the table completed with
 /// `reason` (its rows were never counted and are about to go), waiting for
-/// a drain that holds one. Returns the ids they held (an int8multirange
-/// literal, for [`without_cut_rows`]), or `None` when there were none.
+/// a drain that holds one. Returns the ids they held per partition (for
+/// [`without_cut_rows`]), or `None` when there were none.
 pub fn supersede_pending_rows(
     client: &mut SpiClient<'_>,
     relid: u32,
     reason: &str,
-) -> Option<String> {
-    spi_ok(
-        spi_ok(client.update(
+) -> Option<PendingRows> {
+    PendingRows::collect(spi_ok(client.update(
+        &format!(
             "WITH superseded AS (
                  UPDATE balance_queue.balance_update_queue q
                     SET status = 'completed', processed_at = clock_timestamp(), error_message = $2
@@ -240,15 +336,14 @@ pub fn supersede_pending_rows(
                                   WHERE status <> 'completed' AND source_table = $1::oid::regclass
                                     AND source_row_ids IS NOT NULL
                                   ORDER BY id FOR UPDATE)
-                 RETURNING q.source_row_ids
+                 RETURNING q.holder_partitions, q.holder_partition, q.source_row_ids
              )
-             SELECT range_agg(r)::text FROM superseded, unnest(superseded.source_row_ids) r",
-            Some(1),
-            &[pg_sys::Oid::from(relid).into(), reason.into()],
-        ))
-        .first()
-        .get_one::<String>(),
-    )
+             {}",
+            per_partition("superseded", "source_row_ids")
+        ),
+        None,
+        &[pg_sys::Oid::from(relid).into(), reason.into()],
+    )))
 }
 
 fn row_source_relids(client: &SpiClient<'_>) -> Vec<pg_sys::Oid> {
@@ -304,24 +399,22 @@ pub fn lock_waiting_rows_of_chain(client: &mut SpiClient<'_>, chain_id: i32) {
 }
 
 /// The table's rows that the apply path has counted or will count through
-/// a transfer-side item: every row except those waiting in a `source_rows`
-/// item (recalculation and handle_reorg must leave those to their item, or
-/// they would count twice).
+/// a transfer-side item, annotated by [`counted_rows`]: a row's sides
+/// still waiting in a `source_rows` item are left to it (recalculation and
+/// handle_reorg must not count them twice), its other sides count.
 pub fn counted_relation(mapping: &SourceMapping) -> String {
     if mapping.row_id_column.is_none() {
-        return mapping.label.clone();
+        return counted_rows(mapping, &mapping.label, None);
     }
-    format!(
-        "(SELECT r.* FROM {label} r
-           WHERE NOT coalesce({id} <@ (SELECT range_agg(ids)
-                                         FROM balance_queue.balance_update_queue q,
-                                              unnest(q.source_row_ids) ids
-                                        WHERE q.status <> 'completed' AND q.source_row_ids IS NOT NULL
-                                          AND q.source_table = {relid}::oid::regclass), false))",
-        label = mapping.label,
-        id = row_id(mapping, "r"),
+    let waiting = format!(
+        "(SELECT q.holder_partitions, q.holder_partition, range_agg(ids) AS ids
+            FROM balance_queue.balance_update_queue q, unnest(q.source_row_ids) ids
+           WHERE q.status <> 'completed' AND q.source_row_ids IS NOT NULL
+             AND q.source_table = {relid}::oid::regclass
+           GROUP BY 1, 2) AS waiting",
         relid = mapping.relid,
-    )
+    );
+    counted_rows(mapping, &mapping.label, Some(&waiting))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -42,20 +42,20 @@ fn _enqueue_transfer_rows<'a>(
                 "superseded: the table was truncated before these rows were applied",
             );
             let counted =
-                row_ids::without_cut_rows(&mapping, &mapping.label, never_counted.as_deref());
-            spi_ok(client.update(&mapping.enqueue(&counted, -1, relid), None, &[]));
+                row_ids::without_cut_rows(&mapping, &mapping.label, never_counted.as_ref());
+            let take_back = mapping.enqueue_item_rows(&counted, -1, relid, &Default::default());
+            spi_ok(client.update(&take_back, None, &[]));
             return;
         }
         if let Some(old_rows) = old_rows {
             let old_rows = quote_identifier(old_rows);
-            let removed = match mapping.row_id_column {
-                Some(_) => {
-                    let cut = row_ids::cut_pending_rows(client, &mapping, &old_rows);
-                    row_ids::without_cut_rows(&mapping, &old_rows, cut.as_deref())
-                }
-                None => old_rows,
+            let cut = match mapping.row_id_column {
+                Some(_) => row_ids::cut_pending_rows(client, &mapping, &old_rows),
+                None => None,
             };
-            spi_ok(client.update(&mapping.enqueue(&removed, -1, relid), None, &[]));
+            let removed = row_ids::without_cut_rows(&mapping, &old_rows, cut.as_ref());
+            let take_back = mapping.enqueue_item_rows(&removed, -1, relid, &Default::default());
+            spi_ok(client.update(&take_back, None, &[]));
         }
         if let Some(new_rows) = new_rows {
             let new_rows = quote_identifier(new_rows);
