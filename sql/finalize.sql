@@ -99,7 +99,8 @@ GRANT SELECT ON balance_queue.current_token_balances, balance_queue.confirmed_to
                 balance_queue.change_feed_state, balance_queue.graphql_exposures,
                 balance_queue.token_stats, balance_queue.token_stats_deltas,
                 balance_queue.price_feeds, balance_queue.collateral_factors,
-                balance_queue.applied_transfers
+                balance_queue.applied_transfers, balance_queue.canonical_block_hashes,
+                balance_queue.orphaned_transfer_rows, balance_queue.block_hash_alerts
    TO balance_queue_reader;
 GRANT EXECUTE ON FUNCTION
     balance_queue.format_token_balance(numeric, integer),

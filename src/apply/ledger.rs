@@ -70,7 +70,11 @@ fn sides_ctes(read_back: &ReadBack) -> String {
                                                     r.confirmation_depth) AS confirmed_through
                FROM sides s JOIN balance_queue.chain_registry r USING (chain_id)
               GROUP BY s.chain_id, r.head_block, r.confirmation_depth
-         )",
+         ){judgements}",
+        judgements = match read_back.judgements() {
+            j if j.is_empty() => String::new(),
+            j => format!(",\n{j}"),
+        },
         content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
     )
 }

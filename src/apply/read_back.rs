@@ -204,6 +204,26 @@ impl<'a> ReadBack<'a> {
             .join(",\n")
     }
 
+    /// Comma-separated CTEs recording the orphaned rows read back and the
+    /// hashes of rows whose block has no canonical hash yet (see
+    /// `SourceMapping::record_judgements`), for a statement with
+    /// [`Self::ctes`] and a `heads` CTE of each chain's `confirmed_through`;
+    /// empty when no source has a block hash column.
+    pub(super) fn judgements(&self) -> String {
+        self.sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let [orphaned, unjudged] =
+                    m.record_judgements(&Self::rows(i), "LEFT JOIN heads h USING (chain_id)")?;
+                Some(format!(
+                    "read_back_orphaned_{i} AS ({orphaned}),\n read_back_unjudged_{i} AS ({unjudged})"
+                ))
+            })
+            .collect::<Vec<_>>()
+            .join(",\n")
+    }
+
     /// The number of bad rows [`Self::failures`] recorded, as an
     /// expression (0 with no source).
     pub(super) fn bad_row_count(&self) -> String {

@@ -118,67 +118,83 @@ pub fn handle_reorg(
                 "chain_id {p_chain_id} is not in balance_queue.chain_registry"
             ));
         }
-        // Wait for drains holding id-range items of the chain, and keep
-        // others off them: once they commit their rows count (and are taken
-        // back and re-queued below); the rest stay waiting for their item.
-        crate::sources::row_ids::lock_row_sources(client);
-        crate::sources::row_ids::lock_waiting_rows_of_chain(client, p_chain_id);
-        // Consume the chain's pending items from the block on, waiting for
-        // drains that hold some: the rows they came from are re-read below.
-        spi_ok(client.update(
-            "UPDATE balance_queue.balance_update_queue q
-                SET status = 'completed', processed_at = clock_timestamp(),
-                    error_message = format('superseded by handle_reorg(%s, %s)', $1, $2)
-              WHERE q.id IN (SELECT id FROM balance_queue.balance_update_queue
-                              WHERE status = 'pending' AND chain_id = $1 AND triggered_by_block >= $2
-                              ORDER BY id FOR UPDATE)",
-            None,
-            &[p_chain_id.into(), p_from_block.into()],
-        ));
-        // Every queue item this needs is held: now wait for the drains that
-        // write the chain (a rebuild keeps them all off until it commits).
-        let forget = if p_from_block == 0 {
-            crate::apply::chain_lock::own_chain(client, p_chain_id);
-            FORGET_CHAIN_SQL
-        } else {
-            crate::apply::chain_lock::share_chain(client, p_chain_id);
-            TAKE_BACK_SQL.as_str()
-        };
-        let taken = spi_ok(
-            spi_ok(client.update(forget, Some(1), &[p_chain_id.into(), p_from_block.into()]))
-                .first()
-                .get_one::<i64>(),
-        )
-        .unwrap_or(0);
-        let mut requeued = 0;
-        for source in sources_for_chain(client, p_chain_id) {
-            // A rebuild re-queues a table queued by id the way its backfill
-            // did: one item per 5,000 rows (bad rows among them are
-            // recorded again when read back).
-            if p_from_block == 0 && source.row_id_column.is_some() {
-                requeued +=
-                    crate::sources::row_ids::queue_rows_of_chain(client, &source, p_chain_id);
-                continue;
-            }
-            // Rows still waiting in an id-range item are left to it; bad
-            // rows were recorded as failed items when first queued.
-            let insert = source.enqueue_item_rows(
-                &crate::sources::row_ids::counted_relation(&source),
-                1,
-                source.relid,
-                &RowFilter {
-                    valid: Some(true),
-                    chain_id: Some(&p_chain_id.to_string()),
-                    from_block: Some(&p_from_block.to_string()),
-                    ..RowFilter::default()
-                },
-            );
-            requeued += crate::sources::attach::run_counted(client, &insert);
-        }
+        let rolled_back = roll_back(client, p_chain_id, p_from_block, "handle_reorg");
         crate::apply::announce_changes(client);
-        (taken, requeued)
+        rolled_back
     });
     TableIterator::once(result)
+}
+
+/// Takes back every counted side of chain `p_chain_id` at or above
+/// `p_from_block` and queues again the rows the sources still hold from
+/// there on (see [`handle_reorg`]; `by` names the caller in the messages of
+/// the items it supersedes), then judges those rows again against the
+/// canonical hashes. Returns (sides taken back, items queued).
+pub(crate) fn roll_back(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    p_chain_id: i32,
+    p_from_block: i64,
+    by: &str,
+) -> (i64, i64) {
+    // Wait for drains holding id-range items of the chain, and keep
+    // others off them: once they commit their rows count (and are taken
+    // back and re-queued below); the rest stay waiting for their item.
+    crate::sources::row_ids::lock_row_sources(client);
+    crate::sources::row_ids::lock_waiting_rows_of_chain(client, p_chain_id);
+    // Consume the chain's pending items from the block on, waiting for
+    // drains that hold some: the rows they came from are re-read below.
+    spi_ok(client.update(
+        "UPDATE balance_queue.balance_update_queue q
+            SET status = 'completed', processed_at = clock_timestamp(),
+                error_message = format('superseded by %s(%s, %s)', $3::text, $1, $2)
+          WHERE q.id IN (SELECT id FROM balance_queue.balance_update_queue
+                          WHERE status = 'pending' AND chain_id = $1 AND triggered_by_block >= $2
+                          ORDER BY id FOR UPDATE)",
+        None,
+        &[p_chain_id.into(), p_from_block.into(), by.into()],
+    ));
+    // Every queue item this needs is held: now wait for the drains that
+    // write the chain (a rebuild keeps them all off until it commits).
+    let forget = if p_from_block == 0 {
+        crate::apply::chain_lock::own_chain(client, p_chain_id);
+        FORGET_CHAIN_SQL
+    } else {
+        crate::apply::chain_lock::share_chain(client, p_chain_id);
+        TAKE_BACK_SQL.as_str()
+    };
+    let taken = spi_ok(
+        spi_ok(client.update(forget, Some(1), &[p_chain_id.into(), p_from_block.into()]))
+            .first()
+            .get_one::<i64>(),
+    )
+    .unwrap_or(0);
+    let mut requeued = 0;
+    for source in sources_for_chain(client, p_chain_id) {
+        // A rebuild re-queues a table queued by id the way its backfill
+        // did: one item per 5,000 rows (bad rows among them are
+        // recorded again when read back).
+        if p_from_block == 0 && source.row_id_column.is_some() {
+            requeued += crate::sources::row_ids::queue_rows_of_chain(client, &source, p_chain_id);
+            crate::sources::orphans::rejudge(client, &source, p_chain_id, p_from_block);
+            continue;
+        }
+        // Rows still waiting in an id-range item are left to it; bad
+        // rows were recorded as failed items when first queued.
+        let insert = source.enqueue_item_rows(
+            &crate::sources::row_ids::counted_relation(&source),
+            1,
+            source.relid,
+            &RowFilter {
+                valid: Some(true),
+                chain_id: Some(&p_chain_id.to_string()),
+                from_block: Some(&p_from_block.to_string()),
+                ..RowFilter::default()
+            },
+        );
+        requeued += crate::sources::attach::run_counted(client, &insert);
+        crate::sources::orphans::rejudge(client, &source, p_chain_id, p_from_block);
+    }
+    (taken, requeued)
 }
 
 /// Drops the pending-window rows of blocks that are now confirmed (at or

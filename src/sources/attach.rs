@@ -177,6 +177,19 @@ pub fn attach_transfer_table(
                 ],
             ),
         );
+        // rindexer's rows carry their block's hash: judge them against the
+        // canonical hashes by default (set_canonical_hash_source() changes it).
+        spi_ok(client.update(
+            &format!(
+                "UPDATE balance_queue.attached_sources SET block_hash_column = 'block_hash'
+                  WHERE source_table = $1::oid
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                                 WHERE attrelid = $1::oid AND attname = 'block_hash' AND attnum > 0
+                                   AND NOT attisdropped AND {BUILTIN_TYPED_COLUMN})"
+            ),
+            None,
+            &[relid.into()],
+        ));
         let mapping = load_mapping(client, relid).expect("registered just above");
         let table = &mapping.label;
         let function = "balance_queue._enqueue_transfer_rows()";
@@ -255,6 +268,7 @@ pub fn detach_transfer_table(source: PgRelation) -> i64 {
         let take_back =
             mapping.enqueue_item_rows(&counted, -1, relid.to_u32(), &Default::default());
         let queued = run_counted(client, &take_back);
+        crate::sources::orphans::forget_table(client, relid.to_u32());
         spi_ok(client.update(
             "DELETE FROM balance_queue.attached_sources WHERE source_table = $1::oid",
             None,

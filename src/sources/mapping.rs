@@ -39,12 +39,20 @@ pub struct SourceMapping {
     pub row_id_column: Option<String>,
     /// The source table's oid (0 for a transition table or a literal row).
     pub relid: u32,
+    /// The column holding each row's block hash (rindexer's `block_hash`),
+    /// or `None`: rows are never judged against canonical hashes.
+    pub block_hash_column: Option<String>,
+    /// Whether rows are judged against `canonical_block_hashes` (the
+    /// table's `canonical_hash_source` is `recorded`): a row whose block has
+    /// a canonical hash other than its own is orphaned and does not count.
+    pub judge_block_hashes: bool,
 }
 
 /// The `attached_sources` columns a mapping is read from, in [`mapping_from_row`]'s order.
 const MAPPING_COLUMNS: &str = "source_table::text, chain_id, from_column, to_column, value_column, \
      contract_column, tx_hash_column, log_index_column, block_number_column, network_column, \
-     row_id_column, source_table::oid AS relid";
+     row_id_column, source_table::oid AS relid, block_hash_column, \
+     block_hash_column IS NOT NULL AND canonical_hash_source = 'recorded'";
 
 fn mapping_from_row(row: &pgrx::spi::SpiHeapTupleData) -> SourceMapping {
     let text = |i: usize| spi_ok(row.get::<String>(i)).unwrap_or_default();
@@ -63,6 +71,8 @@ fn mapping_from_row(row: &pgrx::spi::SpiHeapTupleData) -> SourceMapping {
         relid: spi_ok(row.get::<pg_sys::Oid>(12))
             .map(|oid| oid.to_u32())
             .unwrap_or_default(),
+        block_hash_column: spi_ok(row.get::<String>(13)),
+        judge_block_hashes: spi_ok(row.get::<bool>(14)).unwrap_or(false),
     }
 }
 
@@ -114,6 +124,8 @@ impl SourceMapping {
             network_column: None,
             row_id_column: None,
             relid: 0,
+            block_hash_column: None,
+            judge_block_hashes: false,
         }
     }
 
@@ -142,7 +154,12 @@ impl SourceMapping {
     /// contract_address, from_address, to_address and tx_hash, and for
     /// valid rows only value_wei (numeric), log_index and block_number;
     /// then holder_partitions and holder_partition_set, NULL (every side
-    /// counts; see [`Self::validated_item_rows`]).
+    /// counts; see [`Self::validated_item_rows`]); then row_id (the row id
+    /// column, NULL without one), the lowercased block_hash (NULL without a
+    /// block hash column), canonical_hash (of the row's block in
+    /// `canonical_block_hashes`, for a valid row of a table judged against
+    /// them; else NULL) and `orphaned` (a canonical hash is known and is
+    /// not the row's: the row does not count; see [`ORPHANED`]).
     pub fn validated_rows(&self, relation: &str) -> String {
         self.validated_rows_with(relation, false)
     }
@@ -173,6 +190,27 @@ impl SourceMapping {
             (None, Some(network)) => text_column("r", network),
             _ => "NULL::text".to_string(),
         };
+        let block_hash = self
+            .block_hash_column
+            .as_ref()
+            .map(|c| text_column("r", c))
+            .unwrap_or_else(|| "NULL::text".into());
+        let row_id = self
+            .row_id_column
+            .as_ref()
+            .map(|c| format!("r.{}::bigint", quote_identifier(c)))
+            .unwrap_or_else(|| "NULL::bigint".into());
+        // Only blocks at or above the oldest canonical hash recorded are
+        // looked up: one comparison per row for history, one index probe
+        // per row for the recent blocks a reorg can touch.
+        let canonical = if self.judge_block_hashes {
+            "CASE WHEN e.error IS NULL AND e.block_raw::bigint >= (SELECT min(block_number)
+                                                                   FROM balance_queue.canonical_block_hashes)
+                  THEN (SELECT c.block_hash FROM balance_queue.canonical_block_hashes c
+                         WHERE c.chain_id = e.chain_id AND c.block_number = e.block_raw::bigint) END"
+        } else {
+            "NULL::text"
+        };
         // OFFSET 0 fences keep the subqueries from being flattened, so each
         // row is checked once rather than once per reference to `error`.
         format!(
@@ -184,16 +222,21 @@ impl SourceMapping {
                     CASE WHEN w.error IS NULL THEN w.value_raw::numeric END AS value_wei,
                     CASE WHEN w.error IS NULL THEN w.log_index_raw::bigint END AS log_index,
                     CASE WHEN w.error IS NULL THEN w.block_raw::bigint END AS block_number,
-                    w.holder_partitions, w.holder_partition_set
-               FROM (SELECT raw.*, balance_queue._transfer_row_error(raw.chain_id, raw.network,
-                            raw.tx_hash_raw, raw.log_index_raw, raw.contract_raw, raw.from_raw,
-                            raw.to_raw, raw.value_raw, raw.block_raw) AS error
-                       FROM (SELECT {chain_expr} AS chain_id, {network_expr} AS network,
-                                    {contract} AS contract_raw, {from} AS from_raw, {to} AS to_raw,
-                                    {value} AS value_raw, {tx_hash} AS tx_hash_raw,
-                                    {log_index} AS log_index_raw, {block} AS block_raw,
-                                    {partitions} AS holder_partitions, {partition_set} AS holder_partition_set
-                               FROM {relation} r{join} OFFSET 0) raw
+                    w.holder_partitions, w.holder_partition_set,
+                    w.row_id, lower(w.block_hash_raw) COLLATE \"C\" AS block_hash, w.canonical_hash,
+                    {ORPHANED} AS orphaned
+               FROM (SELECT e.*, {canonical} AS canonical_hash
+                       FROM (SELECT raw.*, balance_queue._transfer_row_error(raw.chain_id, raw.network,
+                                    raw.tx_hash_raw, raw.log_index_raw, raw.contract_raw, raw.from_raw,
+                                    raw.to_raw, raw.value_raw, raw.block_raw) AS error
+                               FROM (SELECT {chain_expr} AS chain_id, {network_expr} AS network,
+                                            {contract} AS contract_raw, {from} AS from_raw, {to} AS to_raw,
+                                            {value} AS value_raw, {tx_hash} AS tx_hash_raw,
+                                            {log_index} AS log_index_raw, {block} AS block_raw,
+                                            {partitions} AS holder_partitions, {partition_set} AS holder_partition_set,
+                                            {row_id} AS row_id, {block_hash} AS block_hash_raw
+                                       FROM {relation} r{join} OFFSET 0) raw
+                             OFFSET 0) e
                      OFFSET 0) w",
             value = text_column("r", &self.value_column),
             log_index = text_column("r", &self.log_index_column),
@@ -263,7 +306,7 @@ impl SourceMapping {
                                          ('transfer_in', v.to_address, v.value_wei))
                          AS s(update_type, holder_address, delta_wei)
               WHERE CASE WHEN v.error IS NULL
-                         THEN s.holder_address <> '{zero}' AND {in_partition}
+                         THEN NOT v.orphaned AND s.holder_address <> '{zero}' AND {in_partition}
                          ELSE s.update_type = 'transfer_in' AND {records_bad_rows} END {only_valid}{filter}",
             label = quote_literal(&self.label),
             in_partition = IN_ITEM_PARTITION,
@@ -271,6 +314,39 @@ impl SourceMapping {
             zero = crate::address::ZERO_ADDRESS,
             filter = filter.terms(),
         )
+    }
+
+    /// Two INSERTs recording what judging the rows of `validated` (shaped
+    /// like [`Self::validated_rows`]) against canonical hashes found, or
+    /// `None` for a table without a block hash column: its orphaned rows in
+    /// `orphaned_transfer_rows` (once per row, as bad rows are), and the
+    /// hashes of valid rows whose block has no canonical hash yet and is
+    /// inside the confirmation window in `unjudged_block_hashes` (so a
+    /// canonical hash recorded later rechecks the block, and two hashes in
+    /// one block show as a conflict). `heads` joins, as `h`, each chain's
+    /// `confirmed_through` by chain_id.
+    pub fn record_judgements(&self, validated: &str, heads: &str) -> Option<[String; 2]> {
+        self.block_hash_column.as_ref()?;
+        Some([
+            format!(
+                "INSERT INTO balance_queue.orphaned_transfer_rows
+                     (source_table, row_id, chain_id, block_number, block_hash, canonical_hash, tx_hash, log_index)
+                 SELECT {relid}::oid::regclass, v.row_id, v.chain_id, v.block_number, v.block_hash,
+                        v.canonical_hash, v.tx_hash, v.log_index
+                   FROM {validated} v
+                  WHERE v.orphaned AND v.row_id IS NOT NULL AND {RECORDS_BAD_ROWS}
+                 ON CONFLICT DO NOTHING",
+                relid = self.relid,
+            ),
+            format!(
+                "INSERT INTO balance_queue.unjudged_block_hashes (chain_id, block_number, block_hash)
+                 SELECT DISTINCT v.chain_id, v.block_number, v.block_hash
+                   FROM {validated} v {heads}
+                  WHERE v.error IS NULL AND v.canonical_hash IS NULL AND v.block_hash IS NOT NULL
+                    AND balance_queue.is_unconfirmed(v.block_number, h.confirmed_through)
+                 ON CONFLICT DO NOTHING"
+            ),
+        ])
     }
 
     /// [`Self::enqueue_where`] over `relation` annotated with the sides
@@ -358,6 +434,14 @@ impl RowFilter<'_> {
 const IN_ITEM_PARTITION: &str = "(v.holder_partitions IS NULL \
      OR balance_queue.holder_partition(s.holder_address, v.holder_partitions) = ANY(v.holder_partition_set))";
 
+/// Whether validated row `w` is orphaned: its block has a canonical hash
+/// (`canonical_block_hashes`, kept from rindexer's
+/// `rindexer_internal.reorg_block_hashes` or set by an operator) and the
+/// row carries another. An orphaned row is not bad: it is left uncounted,
+/// and counts again if the canonical hash changes to its own. The one
+/// definition of that rule.
+const ORPHANED: &str = "coalesce(w.canonical_hash <> lower(w.block_hash_raw), false)";
+
 /// Whether a bad row `v` is recorded here: by the item of the first
 /// partition only, as the statement's other items read the same row.
 const RECORDS_BAD_ROWS: &str = "(v.holder_partitions IS NULL OR 0 = ANY(v.holder_partition_set))";
@@ -372,7 +456,7 @@ pub fn sides_of_validated(validated: &str, filter: &RowFilter<'_>) -> String {
           CROSS JOIN LATERAL (VALUES (false, v.from_address, -v.value_wei),
                                      (true, v.to_address, v.value_wei))
                      AS s(is_inbound, holder_address, delta_wei)
-          WHERE v.error IS NULL AND s.holder_address <> '{zero}' AND {IN_ITEM_PARTITION}{filter}",
+          WHERE v.error IS NULL AND NOT v.orphaned AND s.holder_address <> '{zero}' AND {IN_ITEM_PARTITION}{filter}",
         zero = crate::address::ZERO_ADDRESS,
         filter = filter.terms(),
     )

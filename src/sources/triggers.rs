@@ -45,6 +45,7 @@ fn _enqueue_transfer_rows<'a>(
                 row_ids::without_cut_rows(&mapping, &mapping.label, never_counted.as_ref());
             let take_back = mapping.enqueue_item_rows(&counted, -1, relid, &Default::default());
             spi_ok(client.update(&take_back, None, &[]));
+            crate::sources::orphans::forget_table(client, relid);
             return;
         }
         if let Some(old_rows) = old_rows {
@@ -56,6 +57,7 @@ fn _enqueue_transfer_rows<'a>(
             let removed = row_ids::without_cut_rows(&mapping, &old_rows, cut.as_ref());
             let take_back = mapping.enqueue_item_rows(&removed, -1, relid, &Default::default());
             spi_ok(client.update(&take_back, None, &[]));
+            crate::sources::orphans::forget_rows(client, &mapping, &old_rows);
         }
         if let Some(new_rows) = new_rows {
             let new_rows = quote_identifier(new_rows);
@@ -271,6 +273,9 @@ pub fn row_trigger_mappings(
             network_column: if fixed_chain.is_some() { None } else { network },
             row_id_column: None,
             relid: relid.to_u32(),
+            // Tables wired with the seed's row trigger are not judged.
+            block_hash_column: None,
+            judge_block_hashes: false,
         });
     }
     mappings

@@ -31,6 +31,28 @@ fn restore_graphql_exposures() {
     }
 }
 
+/// Rechecks the blocks whose canonical hash changed, if any, and drops the
+/// canonical hashes and unjudged hashes of confirmed blocks.
+fn recheck_block_hashes() {
+    if in_transaction(crate::repair::recheck::rechecks_queued).unwrap_or(false) {
+        match in_transaction(|| crate::repair::recheck::recheck_block_hashes().collect::<Vec<_>>())
+        {
+            Ok(rows) => {
+                for (chain, from, taken, requeued) in rows {
+                    log!(
+                        "balance_queue: rechecked chain {chain} from block {from}: \
+                         {taken} sides taken back, {requeued} items queued again"
+                    );
+                }
+            }
+            Err(e) => warning!("balance_queue: rechecking block hashes failed: {e}"),
+        }
+    }
+    if let Err(e) = in_transaction(|| Spi::run("SELECT balance_queue._prune_block_hashes()")) {
+        warning!("balance_queue: pruning block hashes failed: {e}");
+    }
+}
+
 /// Runs the periodic maintenance when due.
 pub(super) fn maintenance(state: &mut WorkerState) {
     if state
@@ -47,6 +69,7 @@ pub(super) fn maintenance(state: &mut WorkerState) {
         if let Err(e) = in_transaction(crate::token_stats::fold_token_stats) {
             warning!("balance_queue: folding the token statistics failed: {e}");
         }
+        recheck_block_hashes();
     }
     let interval = Duration::from_secs(gucs::HEALTH_INTERVAL_S.get().max(1) as u64);
     if state.last_health.is_none_or(|t| t.elapsed() >= interval) {
@@ -64,6 +87,22 @@ pub(super) fn maintenance(state: &mut WorkerState) {
             Err(e) => warning!("balance_queue: refreshing the top-holder boards failed: {e}"),
         }
         restore_graphql_exposures();
+        match in_transaction(|| {
+            Spi::get_one::<i32>("SELECT balance_queue.follow_rindexer_block_hashes()")
+        }) {
+            Ok(Ok(Some(n))) if n > 0 => {
+                log!(
+                    "balance_queue: following rindexer_internal.reorg_block_hashes ({n} hashes copied)"
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warning!(
+                "balance_queue: following rindexer_internal.reorg_block_hashes failed: {e}"
+            ),
+            Err(e) => warning!(
+                "balance_queue: following rindexer_internal.reorg_block_hashes failed: {e}"
+            ),
+        }
     }
     if !gucs::DAILY_SNAPSHOTS.get()
         || state
