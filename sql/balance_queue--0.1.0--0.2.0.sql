@@ -1748,7 +1748,7 @@ CREATE TABLE balance_queue.canonical_block_hashes (
     PRIMARY KEY (chain_id, block_number)
 );
 COMMENT ON TABLE balance_queue.canonical_block_hashes IS
-    'Canonical hash of recent blocks per chain, followed from rindexer_internal.reorg_block_hashes or set with set_canonical_block_hash(): rows of judged tables with another hash in such a block do not count. Pruned below the confirmation window, except blocks with orphaned rows.';
+    'Canonical hash of recent blocks per chain, followed from rindexer_internal.reorg_block_hashes or set with set_canonical_block_hash(): rows of judged tables with another hash in such a block do not count. rindexer''s are pruned below the confirmation window, except blocks with orphaned rows; an operator''s stay.';
 
 CREATE TABLE balance_queue.orphaned_transfer_rows (
     source_table    regclass NOT NULL,
@@ -1899,6 +1899,9 @@ BEGIN
     EXECUTE format('CREATE TRIGGER balance_queue_follow_updates AFTER UPDATE ON %s
                       REFERENCING NEW TABLE AS balance_queue_new_block_hashes
                       FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._follow_rindexer_block_hashes()', hashes);
+    -- DROP EXTENSION drops them too, rather than refusing to.
+    EXECUTE format('ALTER TRIGGER balance_queue_follow_inserts ON %s DEPENDS ON EXTENSION balance_queue', hashes);
+    EXECUTE format('ALTER TRIGGER balance_queue_follow_updates ON %s DEPENDS ON EXTENSION balance_queue', hashes);
     EXECUTE 'SELECT count(*)::integer,
                     balance_queue._record_canonical_hashes(''rindexer'', array_agg(c.chain_id),
                         array_agg(h.block_number::bigint), array_agg(h.block_hash::text), array_agg(h.parent_hash::text))
@@ -1969,17 +1972,18 @@ $$;
 COMMENT ON FUNCTION balance_queue.set_canonical_hash_source(regclass, text) IS
     'Whether the rows of attached table p_source are judged against canonical_block_hashes (''recorded'', the default for tables with a block_hash column) or never (''none'': rows off the canonical chain count, and conflicts are only reported). Queues a recheck of the recorded blocks. 22023 for another value, 42704 for a table not attached.';
 
--- Drops canonical hashes and unjudged hashes of blocks below each chain's
--- confirmation window (final: a reorg no longer reaches them), keeping the
--- canonical hash of blocks whose orphaned rows are still recorded, so those
--- rows stay uncounted however they are read.
+-- Drops rindexer's canonical hashes and the unjudged hashes of blocks below
+-- each chain's confirmation window (final: a reorg no longer reaches them),
+-- keeping the canonical hash of blocks whose orphaned rows are still
+-- recorded, so those rows stay uncounted however they are read. An
+-- operator's hashes stay until the operator forgets them.
 CREATE FUNCTION balance_queue._prune_block_hashes()
 RETURNS void LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     DELETE FROM balance_queue.canonical_block_hashes c
      USING balance_queue.chain_registry r
-     WHERE c.chain_id = r.chain_id
+     WHERE c.chain_id = r.chain_id AND c.recorded_by = 'rindexer'
        AND NOT balance_queue.is_unconfirmed(c.block_number,
                                             balance_queue.confirmed_through(r.head_block, r.confirmation_depth))
        AND NOT EXISTS (SELECT 1 FROM balance_queue.orphaned_transfer_rows o

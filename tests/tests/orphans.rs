@@ -499,6 +499,22 @@ fn a_reorg_deeper_than_rindexers_window_is_reported_and_settled_by_the_operator(
     chain.write(&rows(3010..=3014, 2), true);
     chain.settle();
     chain.assert_canonical("after the operator's hashes and the re-index");
+
+    // The triggers on rindexer's table go with the extension.
+    chain
+        .c()
+        .batch_execute(&format!(
+            "SELECT balance_queue.detach_transfer_table('{}'); DROP EXTENSION balance_queue",
+            common::TABLE
+        ))
+        .unwrap();
+    assert_eq!(
+        common::count(
+            chain.c(),
+            "SELECT 1 FROM pg_trigger WHERE tgrelid = 'rindexer_internal.reorg_block_hashes'::regclass"
+        ),
+        0
+    );
 }
 
 #[test]
