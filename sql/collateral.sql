@@ -64,21 +64,14 @@ DECLARE
 BEGIN
     RETURN QUERY
     WITH held AS (
-        -- The confirmed balance (current minus the pending delta of blocks
-        -- a reorg may still move), or the current one when asked; below
-        -- zero counts zero.
+        -- The confirmed balance (the view confirmed_token_balances: current
+        -- minus the pending delta of blocks a reorg may still move), or the
+        -- current one when asked; below zero counts zero.
         SELECT f.chain_id, f.contract_address, f.ltv_bps, f.liquidation_threshold_bps,
-               greatest(b.current_balance - CASE WHEN p_include_pending THEN 0 ELSE coalesce((
-                   SELECT sum(s.delta_wei)
-                     FROM balance_queue.unconfirmed_transfer_sides s
-                     JOIN balance_queue.chain_registry r ON r.chain_id = s.chain_id
-                    WHERE s.chain_id = f.chain_id AND s.contract_address = f.contract_address
-                      AND s.holder_address = holder
-                      AND balance_queue.is_unconfirmed(s.block_number,
-                              balance_queue.confirmed_through(r.head_block, r.confirmation_depth))), 0) END,
+               greatest(CASE WHEN p_include_pending THEN b.current_balance ELSE b.confirmed_balance END,
                         0) AS balance
           FROM balance_queue.collateral_factors f
-          JOIN balance_queue.current_token_balances b
+          JOIN balance_queue.confirmed_token_balances b
             ON b.chain_id = f.chain_id AND b.contract_address = f.contract_address AND b.holder_address = holder
          WHERE f.profile = p_profile
     ), valued AS (

@@ -13,8 +13,8 @@
 --   when the functions go, and PostGraphile names the record types itself
 --   (CurrentBalanceRecord, TopHoldersRecord, ...).
 -- * Bodies in quotes, not BEGIN ATOMIC: no hard dependency that would make a
---   plain DROP EXTENSION fail. Instead expose_graphql() marks each function
---   DEPENDS ON EXTENSION balance_queue, so DROP EXTENSION drops them too and
+--   plain DROP EXTENSION fail. Instead each function is marked DEPENDS ON
+--   EXTENSION balance_queue, so DROP EXTENSION drops them too and
 --   none is left calling a missing function. That mark is not membership
 --   (pg_depend deptype 'x', not 'e'), so PostGraphile still shows them.
 -- * SECURITY INVOKER (the default): a GraphQL request reads with the rights
@@ -29,6 +29,7 @@ CREATE FUNCTION @schema@."@prefix@current_balance"(
     OUT confirmed_balance numeric, OUT pending_delta numeric)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM balance_queue.get_current_balance($1, $2, $3) $$;
+ALTER FUNCTION @schema@."@prefix@current_balance"(integer, text, text) DEPENDS ON EXTENSION balance_queue;
 COMMENT ON FUNCTION @schema@."@prefix@current_balance"(integer, text, text) IS
     'balance_queue: the current balance (wei) of holder for token contract on chain chain_id, with its confirmed part and pending delta. Made by balance_queue.expose_graphql().';
 CREATE FUNCTION @schema@."@prefix@address_portfolio"(holder text, min_usd numeric DEFAULT 1.00)
@@ -37,6 +38,7 @@ RETURNS TABLE (chain_id integer, chain_name text, contract_address text, token_s
                last_updated_time timestamptz, last_updated_block bigint)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM balance_queue.get_address_portfolio($1, $2) $$;
+ALTER FUNCTION @schema@."@prefix@address_portfolio"(text, numeric) DEPENDS ON EXTENSION balance_queue;
 COMMENT ON FUNCTION @schema@."@prefix@address_portfolio"(text, numeric) IS
     'balance_queue: every token holder holds on every chain worth at least min_usd USD (0 or less: every non-zero balance). Made by balance_queue.expose_graphql().';
 CREATE FUNCTION @schema@."@prefix@top_holders"(chain_id integer, contract text, "limit" integer DEFAULT 100)
@@ -44,6 +46,7 @@ RETURNS TABLE (rank bigint, holder_address text, current_balance numeric, balanc
                balance_usd numeric, last_updated_block bigint)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM balance_queue.get_top_holders($1, $2, $3) $$;
+ALTER FUNCTION @schema@."@prefix@top_holders"(integer, text, integer) DEPENDS ON EXTENSION balance_queue;
 COMMENT ON FUNCTION @schema@."@prefix@top_holders"(integer, text, integer) IS
     'balance_queue: the limit largest holders of token contract on chain chain_id, largest first (page them with first/offset). Made by balance_queue.expose_graphql().';
 CREATE FUNCTION @schema@."@prefix@queue_health"()
@@ -56,5 +59,6 @@ AS $$ SELECT s.chain_id, s.chain_name, s.pending_count, s.processing_count,
              s.completed_count_last_hour, s.error_count_last_hour, s.avg_processing_time_ms,
              s.oldest_pending_age_minutes, s.health_status, s.recorded_at
         FROM balance_queue.queue_health_summary s ORDER BY s.chain_id $$;
+ALTER FUNCTION @schema@."@prefix@queue_health"() DEPENDS ON EXTENSION balance_queue;
 COMMENT ON FUNCTION @schema@."@prefix@queue_health"() IS
     'balance_queue: the latest queue health per chain (HEALTHY, HIGH_LOAD, DELAYED or ERRORS). Made by balance_queue.expose_graphql().';

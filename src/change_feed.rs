@@ -103,17 +103,16 @@ pub fn balance_changes_since(
             &format!(
                 "SELECT k.chain_id, k.contract_address, k.holder_address,
                         coalesce(b.current_balance, 0), {CURSOR_NOW_SQL}
-                   FROM (SELECT DISTINCT u.chain_id, u.contract_address, u.holder_address
-                           FROM balance_queue.balance_changes c
-                          CROSS JOIN LATERAL unnest(c.chain_ids, c.contract_addresses, c.holder_addresses)
-                                             AS u(chain_id, contract_address, holder_address)
-                          WHERE NOT c.unrecorded
-                            AND c.txid >= pg_catalog.pg_snapshot_xmin($1::pg_snapshot)
-                            AND NOT pg_catalog.pg_visible_in_snapshot(c.txid, $1::pg_snapshot)) k
+                   FROM ({changed}) k
                    LEFT JOIN balance_queue.current_token_balances b
                           USING (chain_id, contract_address, holder_address)
                   CROSS JOIN balance_queue.change_feed_state s
-                  ORDER BY 1, 2, 3"
+                  ORDER BY 1, 2, 3",
+                changed = crate::apply::changed_keys_sql(
+                    "NOT c.unrecorded
+                     AND c.txid >= pg_catalog.pg_snapshot_xmin($1::pg_snapshot)
+                     AND NOT pg_catalog.pg_visible_in_snapshot(c.txid, $1::pg_snapshot)"
+                )
             ),
             None,
             &[snapshot.into()],

@@ -203,13 +203,12 @@ fn check_prefix(prefix: &str) {
 /// 3F000 unless the schema exists and is neither the extension's own nor a
 /// system schema.
 fn check_schema(client: &SpiClient<'_>, schema: &str) {
-    let exists = spi_ok(client.select(
+    let exists = !spi_ok(client.select(
         "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
         None,
         &[schema.into()],
     ))
-    .len()
-        > 0;
+    .is_empty();
     let system =
         schema == "balance_queue" || schema == "information_schema" || schema.starts_with("pg_");
     if !exists || system || !is_plain_name(schema, 63) {
@@ -268,8 +267,8 @@ fn refuse_clashes(client: &SpiClient<'_>, schema: &str, prefix: &str) {
     }
 }
 
-/// Runs WRAPPERS_SQL for the schema and prefix, then marks each new
-/// function DEPENDS ON EXTENSION balance_queue.
+/// Runs WRAPPERS_SQL (the functions, each marked DEPENDS ON EXTENSION
+/// balance_queue) for the schema and prefix.
 fn create_wrappers(client: &mut SpiClient<'_>, schema: &str, prefix: &str) {
     // Comment lines go first: a placeholder inside one would put a
     // newline-carrying name where a comment ends. The names themselves are
@@ -283,25 +282,6 @@ fn create_wrappers(client: &mut SpiClient<'_>, schema: &str, prefix: &str) {
         .replace("@schema@", &quote_identifier(schema))
         .replace("@prefix@", prefix);
     spi_ok(client.update(&ddl, None, &[]));
-    for name in WRAPPER_NAMES {
-        let signature: String = spi_ok(client.select(
-            "SELECT p.oid::regprocedure::text
-               FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-              WHERE n.nspname = $1 AND p.proname = $2",
-            None,
-            &[schema.into(), format!("{prefix}{name}").into()],
-        ))
-        .first()
-        .get_one::<String>()
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("{prefix}{name} was not created by graphql_wrappers.sql"));
-        spi_ok(client.update(
-            &format!("ALTER FUNCTION {signature} DEPENDS ON EXTENSION balance_queue"),
-            None,
-            &[],
-        ));
-    }
 }
 
 /// Drops the wrappers in `schema`; returns how many.

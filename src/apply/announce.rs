@@ -5,7 +5,23 @@
 //! the batch (ledger apply, set-back, recalculation) is announced at once.
 
 use crate::errors::spi_ok;
+use once_cell::sync::Lazy;
 use pgrx::spi::SpiClient;
+
+/// The distinct keys recorded in the `balance_changes` rows `c` that match
+/// `condition`: the one reading of the feed's three parallel arrays, for
+/// the announcement here and the cursor (src/change_feed.rs). The
+/// several-array `unnest` is FROM-clause syntax, not a function, so it
+/// cannot be schema-qualified.
+pub fn changed_keys_sql(condition: &str) -> String {
+    format!(
+        "SELECT DISTINCT u.chain_id, u.contract_address, u.holder_address
+           FROM balance_queue.balance_changes c
+          CROSS JOIN LATERAL unnest(c.chain_ids, c.contract_addresses, c.holder_addresses)
+                             AS u(chain_id, contract_address, holder_address)
+          WHERE {condition}"
+    )
+}
 
 /// Most tokens and keys a payload names; beyond them it carries counts only
 /// (a consumer then reads the keys with `balance_changes_since`). 30 keys
@@ -19,13 +35,9 @@ pub const PAYLOAD_MAX_KEYS: i64 = 30;
 ///   "tokens": [[chain id, token contract], ...] or null when more than
 ///   PAYLOAD_MAX_KEYS, "changes": [[chain id, token contract, holder], ...]
 ///   or null when more than PAYLOAD_MAX_KEYS}`. `$1` is the channel.
-const ANNOUNCE_SQL: &str = "
-    WITH keys AS (
-        SELECT DISTINCT u.chain_id, u.contract_address, u.holder_address
-          FROM balance_queue.balance_changes c
-         CROSS JOIN LATERAL unnest(c.chain_ids, c.contract_addresses, c.holder_addresses)
-                            AS u(chain_id, contract_address, holder_address)
-         WHERE c.txid = pg_catalog.pg_current_xact_id_if_assigned()
+static ANNOUNCE_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "WITH keys AS ({keys}
     ), tokens AS (
         SELECT DISTINCT chain_id, contract_address FROM keys
     ), counts AS (
@@ -47,7 +59,10 @@ const ANNOUNCE_SQL: &str = "
           FROM counts n
          WHERE n.keys > 0
     )
-    SELECT pg_catalog.pg_notify($1, body) FROM payload";
+    SELECT pg_catalog.pg_notify($1, body) FROM payload",
+        keys = changed_keys_sql("c.txid = pg_catalog.pg_current_xact_id_if_assigned()")
+    )
+});
 
 /// Queues this transaction's NOTIFY on `balance_queue.change_channel` when
 /// it changed balances and the feed is on; Postgres delivers it after
@@ -58,7 +73,7 @@ pub fn announce_changes(client: &mut SpiClient<'_>) {
         return;
     };
     spi_ok(client.update(
-        ANNOUNCE_SQL,
+        ANNOUNCE_SQL.as_str(),
         None,
         &[channel.into(), PAYLOAD_MAX_KEYS.into()],
     ));

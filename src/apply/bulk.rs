@@ -90,7 +90,6 @@ pub fn chains_in_bulk(client: &SpiClient<'_>) -> Vec<i32> {
         None,
         &[],
     ))
-    .into_iter()
     .filter_map(|row| spi_ok(row.get::<i32>(1)))
     .collect()
 }
@@ -113,7 +112,6 @@ pub fn begin_bulk_load(client: &mut SpiClient<'_>, chain_id: i32, transfers: i64
         Some(1),
         &[chain_id.into(), transfers.into()],
     ))
-    .into_iter()
     .next()
     .and_then(|row| spi_ok(row.get::<i64>(1)))?;
     if chain_empty(client, chain_id) {

@@ -34,7 +34,6 @@ pub(super) fn share_chains_of_items(client: &mut SpiClient<'_>, ids: &[i64], row
         None,
         &[ids.to_vec().into(), row_ids.to_vec().into()],
     ))
-    .into_iter()
     .filter_map(|row| spi_ok(row.get::<i32>(1)))
     .collect();
     for chain in chains {

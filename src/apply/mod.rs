@@ -35,7 +35,7 @@ mod recompute;
 mod set_back;
 mod split;
 
-pub use announce::announce_changes;
+pub use announce::{announce_changes, changed_keys_sql};
 pub use balances::{BalanceKey, ledger_key, same_ledger_key};
 pub use batch::apply_batch;
 pub use bulk::{apply_bulk, begin_bulk_load, bulk_candidate, chains_in_bulk, end_bulk_load};
