@@ -1763,13 +1763,16 @@ COMMENT ON TABLE balance_queue.orphaned_transfer_rows IS
 -- Hashes of rows counted while their block had no canonical hash, for blocks
 -- inside the confirmation window: a canonical hash recorded later for the
 -- block rechecks it if it differs, and two hashes in one block are a
--- conflict (queue_alerts).
+-- conflict (queue_alerts). Appended by each drain statement (one row per
+-- block and hash it read), with no unique key: concurrent drains never wait
+-- on each other here. Pruned below the window.
 CREATE TABLE balance_queue.unjudged_block_hashes (
     chain_id      integer NOT NULL,
     block_number  bigint  NOT NULL,
-    block_hash    text COLLATE "C" NOT NULL,
-    PRIMARY KEY (chain_id, block_number, block_hash)
+    block_hash    text COLLATE "C" NOT NULL
 );
+CREATE INDEX unjudged_block_hashes_block_idx
+    ON balance_queue.unjudged_block_hashes (chain_id, block_number);
 COMMENT ON TABLE balance_queue.unjudged_block_hashes IS
     'Block hashes of rows counted while their block (inside the confirmation window) had no canonical hash. Two hashes for one block: a conflict.';
 
@@ -2066,7 +2069,7 @@ SELECT j.chain_id, coalesce(r.network_name, 'chain ' || j.chain_id),
               count(*), coalesce(r.network_name, 'chain ' || j.chain_id), min(j.block_number)),
        count(*)::numeric, 0::numeric, now()
   FROM (SELECT chain_id, block_number FROM balance_queue.unjudged_block_hashes
-         GROUP BY 1, 2 HAVING count(*) > 1) j
+         GROUP BY 1, 2 HAVING count(DISTINCT block_hash) > 1) j
   LEFT JOIN balance_queue.chain_registry r USING (chain_id)
  GROUP BY j.chain_id, r.network_name
 UNION ALL

@@ -321,7 +321,8 @@ impl SourceMapping {
     /// `None` for a table without a block hash column: its orphaned rows in
     /// `orphaned_transfer_rows` (once per row, as bad rows are), and the
     /// hashes of valid rows whose block has no canonical hash yet and is
-    /// inside the confirmation window in `unjudged_block_hashes` (so a
+    /// inside the confirmation window in `unjudged_block_hashes` (appended,
+    /// by the statement that records bad rows; so a
     /// canonical hash recorded later rechecks the block, and two hashes in
     /// one block show as a conflict). `heads` joins, as `h`, each chain's
     /// `confirmed_through` by chain_id.
@@ -344,7 +345,7 @@ impl SourceMapping {
                    FROM {validated} v {heads}
                   WHERE v.error IS NULL AND v.canonical_hash IS NULL AND v.block_hash IS NOT NULL
                     AND balance_queue.is_unconfirmed(v.block_number, h.confirmed_through)
-                 ON CONFLICT DO NOTHING"
+                    AND {RECORDS_BAD_ROWS}"
             ),
         ])
     }
