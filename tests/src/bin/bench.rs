@@ -490,7 +490,9 @@ fn drain(args: &Args) -> String {
                 &[],
             )
             .unwrap();
-        format!(" Every one of the {blocks} blocks has a canonical hash recorded: each row is judged.")
+        format!(
+            " Every one of the {blocks} blocks has a canonical hash recorded: each row is judged."
+        )
     } else {
         String::new()
     };
