@@ -108,27 +108,7 @@ SELECT m.chain_id,
 COMMENT ON VIEW balance_queue.queue_health_summary IS
     'Latest queue health per chain (collect_queue_health_metrics(), run by the worker every balance_queue.health_interval) with the plan''s health_status: HIGH_LOAD, DELAYED, ERRORS or HEALTHY.';
 
--- The plan's alert queries, one row per firing alert.
-CREATE VIEW balance_queue.queue_alerts AS
-SELECT s.chain_id, s.chain_name, a.alert_type, a.severity, a.message, a.observed, a.threshold, s.recorded_at
-  FROM balance_queue.queue_health_summary s
- CROSS JOIN LATERAL (VALUES
-     ('HIGH_PENDING', 'warning',
-      format('%s changes pending on %s', s.pending_count, s.chain_name),
-      s.pending_count::numeric, 1000::numeric),
-     ('STALE_QUEUE', 'critical',
-      format('oldest pending item on %s is %s minutes old', s.chain_name, s.oldest_pending_age_minutes),
-      s.oldest_pending_age_minutes::numeric, 60::numeric),
-     ('HIGH_FAILURE_RATE', 'critical',
-      format('%s items failed on %s in the last hour', s.error_count_last_hour, s.chain_name),
-      s.error_count_last_hour::numeric, 50::numeric),
-     ('SLOW_PROCESSING', 'warning',
-      format('items on %s take %s ms on average', s.chain_name, s.avg_processing_time_ms),
-      s.avg_processing_time_ms, 1000::numeric)
- ) AS a(alert_type, severity, message, observed, threshold)
- WHERE a.observed > a.threshold;
-COMMENT ON VIEW balance_queue.queue_alerts IS
-    'Firing queue alerts per chain: HIGH_PENDING (> 1000 pending), STALE_QUEUE (oldest pending > 60 min), HIGH_FAILURE_RATE (> 50 failed in 1 h), SLOW_PROCESSING (> 1000 ms per item).';
+-- queue_alerts comes back with sql/orphans.sql below.
 
 -- Progress per attached table (issue: drain at the machine's limit).
 ALTER TABLE balance_queue.attached_sources
@@ -2086,7 +2066,8 @@ SELECT c.chain_id, coalesce(r.network_name, 'chain ' || c.chain_id),
 COMMENT ON VIEW balance_queue.block_hash_alerts IS
     'Alerts about the canonical chain per chain (also in queue_alerts): ORPHANED_ROWS (rows left uncounted), BLOCK_HASH_CONFLICT (blocks whose counted rows carry several hashes, no canonical one known), REORG_BEYOND_WINDOW (a canonical hash that is not the parent of the next block''s).';
 
-CREATE OR REPLACE VIEW balance_queue.queue_alerts AS
+-- The plan's alert queries, one row per firing alert, and those above.
+CREATE VIEW balance_queue.queue_alerts AS
 SELECT s.chain_id, s.chain_name, a.alert_type, a.severity, a.message, a.observed, a.threshold, s.recorded_at
   FROM balance_queue.queue_health_summary s
  CROSS JOIN LATERAL (VALUES

@@ -389,7 +389,8 @@ SELECT c.chain_id, coalesce(r.network_name, 'chain ' || c.chain_id),
 COMMENT ON VIEW balance_queue.block_hash_alerts IS
     'Alerts about the canonical chain per chain (also in queue_alerts): ORPHANED_ROWS (rows left uncounted), BLOCK_HASH_CONFLICT (blocks whose counted rows carry several hashes, no canonical one known), REORG_BEYOND_WINDOW (a canonical hash that is not the parent of the next block''s).';
 
-CREATE OR REPLACE VIEW balance_queue.queue_alerts AS
+-- The plan's alert queries, one row per firing alert, and those above.
+CREATE VIEW balance_queue.queue_alerts AS
 SELECT s.chain_id, s.chain_name, a.alert_type, a.severity, a.message, a.observed, a.threshold, s.recorded_at
   FROM balance_queue.queue_health_summary s
  CROSS JOIN LATERAL (VALUES

@@ -254,26 +254,16 @@ impl SourceMapping {
     /// error_message names the row; a bad deleted row was never counted and
     /// queues nothing. The zero address is never a holder (mint, burn).
     pub fn enqueue(&self, relation: &str, source_change: i16, source_oid: u32) -> String {
-        self.enqueue_where(relation, source_change, source_oid, &RowFilter::default())
-    }
-
-    /// [`Self::enqueue`] of the rows and sides `filter` keeps.
-    pub fn enqueue_where(
-        &self,
-        relation: &str,
-        source_change: i16,
-        source_oid: u32,
-        filter: &RowFilter<'_>,
-    ) -> String {
         self.enqueue_validated(
             &format!("({})", self.validated_rows(relation)),
             source_change,
             source_oid,
-            filter,
+            &RowFilter::default(),
         )
     }
 
-    /// [`Self::enqueue_where`] over `validated`, a relation already shaped
+    /// [`Self::enqueue`] of the rows and sides `filter` keeps, over
+    /// `validated`, a relation already shaped
     /// like [`Self::validated_rows`] (a CTE name or a subquery).
     pub fn enqueue_validated(
         &self,
@@ -350,7 +340,8 @@ impl SourceMapping {
         ])
     }
 
-    /// [`Self::enqueue_where`] over `relation` annotated with the sides
+    /// [`Self::enqueue`] of the rows and sides `filter` keeps, over
+    /// `relation` annotated with the sides
     /// each row counts (`sources::row_ids::counted_rows`): only those
     /// sides are queued.
     pub fn enqueue_item_rows(
