@@ -170,8 +170,9 @@ $$;
 -- Installs the triggers that follow rindexer_internal.reorg_block_hashes
 -- and copies what it holds, when the table exists and is not followed yet
 -- (rindexer creates it when reorg_handling is on; drop_each_run recreates
--- it). Returns the number of hashes copied (0: nothing to do). The worker
--- calls it every balance_queue.health_interval.
+-- it), and queues a recheck of each chain from the oldest block it holds.
+-- Returns the number of hashes copied (0: nothing to do). The worker calls
+-- it every balance_queue.health_interval.
 CREATE FUNCTION balance_queue.follow_rindexer_block_hashes()
 RETURNS integer LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -207,11 +208,20 @@ BEGIN
                FROM rindexer_internal.reorg_block_hashes h
                JOIN balance_queue.chain_registry c ON c.network_name = h.network::text'
        INTO copied;
+    -- Rows counted before the table was followed (an attach before rindexer
+    -- made it, an upgrade from 0.1.0, drop_each_run) were not judged: count
+    -- each chain again from the oldest block rindexer holds a hash for.
+    INSERT INTO balance_queue.block_hash_rechecks (chain_id, block_number)
+    SELECT c.chain_id, min(h.block_number)
+      FROM rindexer_internal.reorg_block_hashes h
+      JOIN balance_queue.chain_registry c ON c.network_name = h.network::text
+     GROUP BY 1
+    ON CONFLICT DO NOTHING;
     RETURN copied;
 END
 $$;
 COMMENT ON FUNCTION balance_queue.follow_rindexer_block_hashes() IS
-    'Follows rindexer_internal.reorg_block_hashes (when it exists and is not followed yet): installs INSERT and UPDATE statement triggers that copy its hashes into canonical_block_hashes, and copies what it holds. Returns the hashes copied (0: nothing to do). The worker calls it every balance_queue.health_interval. 42703 when the table lacks rindexer''s columns of built-in types; needs the rights to create triggers on it.';
+    'Follows rindexer_internal.reorg_block_hashes (when it exists and is not followed yet): installs INSERT and UPDATE statement triggers that copy its hashes into canonical_block_hashes, copies what it holds, and queues a recheck of each chain from the oldest block it holds (rows counted before were not judged). Returns the hashes copied (0: nothing to do). The worker calls it every balance_queue.health_interval. 42703 when the table lacks rindexer''s columns of built-in types; needs the rights to create triggers on it.';
 
 CREATE FUNCTION balance_queue.set_canonical_block_hash(
     p_chain_id integer, p_block_number bigint, p_block_hash text)

@@ -564,3 +564,28 @@ fn the_worker_follows_rindexers_hashes_and_rechecks_by_itself() {
     chain.assert_canonical("the worker's own");
     assert_eq!(chain.orphans(), keys(&late));
 }
+
+#[test]
+fn rows_counted_before_rindexers_table_is_followed_are_judged_once_it_is() {
+    let mut chain = Chain::new("orphans-late-follow");
+    create_rindexer_hash_table(chain.c());
+    chain.write(&rows(5000..=5009, 0), true);
+    chain.write(&rows(5010..=5014, 1), false);
+    chain.write(&rows(5010..=5014, 2), true);
+    record(chain.c(), 5000..=5009, 0, 0);
+    record(chain.c(), 5010..=5014, 2, 5010);
+    // Not followed yet (an attach before rindexer made its table, or an
+    // upgrade from 0.1.0): both forks count.
+    chain.settle();
+    let expected = recompute::recompute(chain.c(), &[Source::rindexer(CANONICAL)]);
+    assert!(!recompute::compare(chain.c(), &expected, &HashSet::new()).all_match());
+    let copied: i32 = chain
+        .c()
+        .query_one("SELECT balance_queue.follow_rindexer_block_hashes()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(copied, 15);
+    chain.settle();
+    chain.assert_canonical("once followed");
+    assert_eq!(chain.orphans(), keys(&rows(5010..=5014, 1)));
+}
