@@ -115,37 +115,7 @@ ALTER TABLE balance_queue.attached_sources
     ADD COLUMN rows_applied bigint NOT NULL DEFAULT 0,
     ADD COLUMN last_applied_at timestamptz;
 
--- ---------------------------------------------------------------------------
--- Progress per attached table, for an operator watching a backfill or a
--- backlog: rows applied so far, rows waiting, the rate over the last
--- minute (from the completed items the queue keeps for
--- balance_queue.completed_retention) and the time left at that rate.
--- ---------------------------------------------------------------------------
-CREATE VIEW balance_queue.source_progress AS
-SELECT s.source_table,
-       s.chain_id,
-       s.rows_applied + coalesce(w.rows_waiting, 0) AS rows_queued,
-       s.rows_applied,
-       coalesce(w.rows_waiting, 0) AS rows_waiting,
-       round(coalesce(r.rows_last_minute, 0) / 60.0, 1) AS rows_per_second,
-       CASE WHEN coalesce(w.rows_waiting, 0) = 0 THEN interval '0'
-            WHEN r.rows_last_minute > 0
-            THEN make_interval(secs => round(w.rows_waiting / (r.rows_last_minute / 60.0)))
-       END AS time_left,
-       w.oldest_waiting_since,
-       s.last_applied_at
-  FROM balance_queue.attached_sources s
-  LEFT JOIN (SELECT source_table, sum(row_count) AS rows_waiting, min(created_at) AS oldest_waiting_since
-               FROM balance_queue.balance_update_queue
-              WHERE status = 'pending'
-              GROUP BY source_table) w USING (source_table)
-  LEFT JOIN (SELECT source_table, sum(row_count) AS rows_last_minute
-               FROM balance_queue.balance_update_queue
-              WHERE status = 'completed' AND processed_at > now() - interval '1 minute'
-              GROUP BY source_table) r USING (source_table);
-COMMENT ON VIEW balance_queue.source_progress IS
-    'Per attached table: rows queued, applied and waiting, rows per second over the last minute, and the time left at that rate.';
-
+-- source_progress comes with sql/bulk_loads.sql below.
 -- Top holders from boards instead of a btree on balances.
 DROP INDEX balance_queue.current_token_balances_top_holders_idx;
 -- BEGIN sql/leaderboard.sql
@@ -394,6 +364,43 @@ COMMENT ON TABLE balance_queue.bulk_loads IS
 SELECT pg_catalog.pg_extension_config_dump('balance_queue.bulk_loads', '');
 SELECT pg_catalog.pg_extension_config_dump(
     pg_catalog.pg_get_serial_sequence('balance_queue.bulk_loads', 'id')::regclass, '');
+
+-- ---------------------------------------------------------------------------
+-- Progress per attached table, for an operator watching a backfill or a
+-- backlog: rows applied so far, rows waiting, the rate over the last
+-- minute (from the completed items the queue keeps for
+-- balance_queue.completed_retention) and the time left at that rate.
+-- ---------------------------------------------------------------------------
+CREATE VIEW balance_queue.source_progress AS
+SELECT s.source_table,
+       s.chain_id,
+       s.rows_applied + coalesce(w.rows_waiting, 0) AS rows_queued,
+       s.rows_applied,
+       coalesce(w.rows_waiting, 0) AS rows_waiting,
+       round(coalesce(r.rows_last_minute, 0) / 60.0, 1) AS rows_per_second,
+       CASE WHEN coalesce(w.rows_waiting, 0) = 0 THEN interval '0'
+            WHEN r.rows_last_minute > 0
+            THEN make_interval(secs => round(w.rows_waiting / (r.rows_last_minute / 60.0)))
+       END AS time_left,
+       w.oldest_waiting_since,
+       s.last_applied_at,
+       b.bulk_load_since
+  FROM balance_queue.attached_sources s
+  LEFT JOIN (SELECT source_table, sum(row_count) AS rows_waiting, min(created_at) AS oldest_waiting_since
+               FROM balance_queue.balance_update_queue
+              WHERE status = 'pending'
+              GROUP BY source_table) w USING (source_table)
+  LEFT JOIN (SELECT source_table, sum(row_count) AS rows_last_minute
+               FROM balance_queue.balance_update_queue
+              WHERE status = 'completed' AND processed_at > now() - interval '1 minute'
+              GROUP BY source_table) r USING (source_table)
+  -- A bulk load applies the rows waiting all at once, in one transaction:
+  -- until it commits the counts do not move, and this says why.
+  LEFT JOIN LATERAL (SELECT min(l.started_at) AS bulk_load_since
+                       FROM balance_queue.bulk_loads l
+                      WHERE l.status = 'running' AND (s.chain_id IS NULL OR l.chain_id = s.chain_id)) b ON true;
+COMMENT ON VIEW balance_queue.source_progress IS
+    'Per attached table: rows queued, applied and waiting, rows per second over the last minute, the time left at that rate, and since when a bulk load of its chain runs (it applies the waiting rows at once, when it commits). handle_reorg and rechecks take the rows they queue again off rows_applied.';
 -- END sql/bulk_loads.sql
 
 -- Schemas exposed to rindexer's GraphQL API.

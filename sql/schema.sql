@@ -431,37 +431,8 @@ COMMENT ON VIEW balance_queue.queue_health_summary IS
 -- The plan's alert queries (view queue_alerts) are in sql/orphans.sql, with
 -- the alerts about the canonical chain they include.
 
--- ---------------------------------------------------------------------------
--- Progress per attached table, for an operator watching a backfill or a
--- backlog: rows applied so far, rows waiting, the rate over the last
--- minute (from the completed items the queue keeps for
--- balance_queue.completed_retention) and the time left at that rate.
--- ---------------------------------------------------------------------------
-CREATE VIEW balance_queue.source_progress AS
-SELECT s.source_table,
-       s.chain_id,
-       s.rows_applied + coalesce(w.rows_waiting, 0) AS rows_queued,
-       s.rows_applied,
-       coalesce(w.rows_waiting, 0) AS rows_waiting,
-       round(coalesce(r.rows_last_minute, 0) / 60.0, 1) AS rows_per_second,
-       CASE WHEN coalesce(w.rows_waiting, 0) = 0 THEN interval '0'
-            WHEN r.rows_last_minute > 0
-            THEN make_interval(secs => round(w.rows_waiting / (r.rows_last_minute / 60.0)))
-       END AS time_left,
-       w.oldest_waiting_since,
-       s.last_applied_at
-  FROM balance_queue.attached_sources s
-  LEFT JOIN (SELECT source_table, sum(row_count) AS rows_waiting, min(created_at) AS oldest_waiting_since
-               FROM balance_queue.balance_update_queue
-              WHERE status = 'pending'
-              GROUP BY source_table) w USING (source_table)
-  LEFT JOIN (SELECT source_table, sum(row_count) AS rows_last_minute
-               FROM balance_queue.balance_update_queue
-              WHERE status = 'completed' AND processed_at > now() - interval '1 minute'
-              GROUP BY source_table) r USING (source_table);
-COMMENT ON VIEW balance_queue.source_progress IS
-    'Per attached table: rows queued, applied and waiting, rows per second over the last minute, and the time left at that rate.';
-
+-- The progress per attached table (view source_progress) is in
+-- sql/bulk_loads.sql, beside the bulk loads it reports.
 -- ---------------------------------------------------------------------------
 -- Finality by confirmations: the one definition every statement uses. A
 -- chain's blocks at or below confirmed_through(head_block,

@@ -170,12 +170,14 @@ pub(crate) fn roll_back(
     .unwrap_or(0);
     let mut requeued = 0;
     for source in sources_for_chain(client, p_chain_id) {
+        let before = requeued;
         // A rebuild re-queues a table queued by id the way its backfill
         // did: one item per 5,000 rows (bad rows among them are
         // recorded again when read back).
         if p_from_block == 0 && source.row_id_column.is_some() {
             requeued += crate::sources::row_ids::queue_rows_of_chain(client, &source, p_chain_id);
             crate::sources::orphans::rejudge(client, &source, p_chain_id, p_from_block);
+            not_applied_yet(client, source.relid, requeued - before);
             continue;
         }
         // Rows still waiting in an id-range item are left to it; bad
@@ -193,8 +195,25 @@ pub(crate) fn roll_back(
         );
         requeued += crate::sources::attach::run_counted(client, &insert);
         crate::sources::orphans::rejudge(client, &source, p_chain_id, p_from_block);
+        not_applied_yet(client, source.relid, requeued - before);
     }
     (taken, requeued)
+}
+
+/// Takes `requeued` transfers, queued again, off table `relid`'s
+/// `rows_applied`: they were taken back, and count there again when
+/// applied, so `source_progress` shows the table's rows, not twice as many.
+fn not_applied_yet(client: &mut pgrx::spi::SpiClient<'_>, relid: u32, requeued: i64) {
+    if requeued == 0 {
+        return;
+    }
+    spi_ok(client.update(
+        "UPDATE balance_queue.attached_sources
+            SET rows_applied = greatest(rows_applied - $2, 0)
+          WHERE source_table = $1::oid::regclass",
+        None,
+        &[pg_sys::Oid::from(relid).into(), requeued.into()],
+    ));
 }
 
 /// Drops the pending-window rows of blocks that are now confirmed (at or

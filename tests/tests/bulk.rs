@@ -132,6 +132,15 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
         &mut c,
         "SELECT count(*) FROM balance_queue.current_token_balances",
     );
+    assert_eq!(
+        scalar_i64(
+            &mut c,
+            "SELECT count(*) FROM balance_queue.source_progress
+              WHERE bulk_load_since IS NOT NULL AND rows_waiting > 0"
+        ),
+        1,
+        "source_progress says a bulk load is applying the waiting rows"
+    );
     drop(c);
     cluster.stop("immediate");
     cluster.start_again();
@@ -180,14 +189,32 @@ fn handle_reorg_from_block_zero_rebuilds_through_the_bulk_path() {
     .unwrap();
     alter_system(&mut c, &["balance_queue.bulk_threshold = 20000"]);
     std::thread::sleep(Duration::from_millis(300));
+    let progress = |c: &mut Client| -> (i64, i64, i64) {
+        let r = c
+            .query_one(
+                "SELECT rows_queued, rows_applied, rows_waiting FROM balance_queue.source_progress",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let (queued_before, applied_before, _) = progress(&mut c);
     let requeued = scalar_i64(
         &mut c,
         "SELECT items_requeued FROM balance_queue.handle_reorg(1, 0)",
     );
     assert!(requeued > 0);
+    // The rows queued again are taken off rows_applied: the table's rows
+    // are queued once, not twice.
+    assert_eq!(
+        progress(&mut c),
+        (queued_before, applied_before - requeued, requeued),
+        "source_progress right after the rebuild call"
+    );
     wait_until("the rebuild to drain", Duration::from_secs(120), || {
         pending(&mut c) == 0
     });
     assert_eq!(bulk_loads(&mut c), vec![("done".to_string(), 1)]);
+    assert_eq!(progress(&mut c), (queued_before, queued_before, 0));
     common::assert_matches_sources(&mut c, &[TABLE]);
 }

@@ -252,20 +252,23 @@ fn print_progress(client: &mut postgres::Client) {
     for r in client
         .query(
             "SELECT source_table::text, rows_queued, rows_applied, rows_waiting, rows_per_second::text,
-                    coalesce(time_left::text, '?')
+                    coalesce(time_left::text, '?'),
+                    coalesce(', a bulk load running for ' || date_trunc('second', now() - bulk_load_since)::text
+                             || ' applies the waiting rows at once', '')
                FROM balance_queue.source_progress ORDER BY 1",
             &[],
         )
         .unwrap()
     {
         println!(
-            "progress     {}: {} rows queued, {} applied, {} waiting, {} rows/s over the last minute, time left {}",
+            "progress     {}: {} rows queued, {} applied, {} waiting, {} rows/s over the last minute, time left {}{}",
             r.get::<_, String>(0),
             r.get::<_, i64>(1),
             r.get::<_, i64>(2),
             r.get::<_, i64>(3),
             r.get::<_, String>(4),
-            r.get::<_, String>(5)
+            r.get::<_, String>(5),
+            r.get::<_, String>(6)
         );
     }
 }
