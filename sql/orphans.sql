@@ -95,8 +95,8 @@ SELECT pg_catalog.pg_extension_config_dump('balance_queue.block_hash_rechecks', 
 
 -- Records canonical hashes (arrays of one length: chain, block, hash,
 -- parent) and queues a recheck of each block whose hash changed, or whose
--- rows were counted with another hash before it had one. Returns the number
--- of blocks queued.
+-- rows were counted with another hash before it had one. rindexer's hashes
+-- do not replace an operator's. Returns the number of blocks queued.
 CREATE FUNCTION balance_queue._record_canonical_hashes(
     p_recorded_by text, p_chain_ids integer[], p_blocks bigint[], p_hashes text[], p_parents text[])
 RETURNS integer LANGUAGE sql
@@ -120,6 +120,8 @@ BEGIN ATOMIC
            SET block_hash = EXCLUDED.block_hash, parent_hash = EXCLUDED.parent_hash,
                recorded_by = EXCLUDED.recorded_by, recorded_at = now()
          WHERE (c.block_hash, c.parent_hash) IS DISTINCT FROM (EXCLUDED.block_hash, EXCLUDED.parent_hash)
+           -- an operator's hash stands until the operator changes or forgets it
+           AND (c.recorded_by = 'rindexer' OR EXCLUDED.recorded_by = 'operator')
         RETURNING c.chain_id, c.block_number, c.block_hash
     ), judged AS (
         DELETE FROM balance_queue.unjudged_block_hashes j
@@ -142,6 +144,16 @@ BEGIN ATOMIC
     SELECT count(*)::integer FROM queued;
 END;
 
+-- Whether table p_table has rindexer's hash columns (network, block_number,
+-- block_hash, parent_hash), each of a built-in type (oid below
+-- FirstNormalObjectId): only those are read as text with the owner's rights.
+CREATE FUNCTION balance_queue._rindexer_hash_columns_builtin(p_table oid)
+RETURNS boolean LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN (SELECT count(*) FROM pg_catalog.pg_attribute
+         WHERE attrelid = p_table AND attnum > 0 AND NOT attisdropped AND atttypid < 16384
+           AND attname IN ('network', 'block_number', 'block_hash', 'parent_hash')) = 4;
+
 -- Statement trigger (INSERT and UPDATE) on rindexer_internal.reorg_block_hashes:
 -- copies what rindexer records into canonical_block_hashes. Runs as the
 -- extension's owner in rindexer's transaction, and never fails it: a
@@ -154,6 +166,14 @@ RETURNS trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- Only on rindexer's table, and only while its columns are of built-in
+    -- types: this reads them as text with the extension owner's rights.
+    IF TG_RELID IS DISTINCT FROM to_regclass('rindexer_internal.reorg_block_hashes')
+       OR NOT balance_queue._rindexer_hash_columns_builtin(TG_RELID) THEN
+        RAISE WARNING 'balance_queue does not follow %: not rindexer''s reorg_block_hashes with built-in column types',
+              TG_RELID::regclass;
+        RETURN NULL;
+    END IF;
     PERFORM balance_queue._record_canonical_hashes(
                 'rindexer', array_agg(c.chain_id), array_agg(n.block_number::bigint),
                 array_agg(n.block_hash::text), array_agg(n.parent_hash::text))
@@ -162,52 +182,57 @@ BEGIN
     RETURN NULL;
 EXCEPTION WHEN OTHERS THEN
     RAISE WARNING 'balance_queue could not follow rindexer_internal.reorg_block_hashes: %', SQLERRM
-          USING HINT = 'The worker copies the table again within balance_queue.health_interval.';
+          USING HINT = 'The worker copies the table again within balance_queue.health_interval (follow_rindexer_block_hashes()).';
     RETURN NULL;
 END
 $$;
 
 -- Installs the triggers that follow rindexer_internal.reorg_block_hashes
--- and copies what it holds, when the table exists and is not followed yet
--- (rindexer creates it when reorg_handling is on; drop_each_run recreates
--- it), and queues a recheck of each chain from the oldest block it holds.
--- Returns the number of hashes copied (0: nothing to do). The worker calls
--- it every balance_queue.health_interval.
+-- when the table exists and is not followed yet (rindexer creates it when
+-- reorg_handling is on; drop_each_run recreates it), and queues a recheck
+-- of each chain from the oldest block it holds; copies what it holds on
+-- every call. Returns the number of hashes copied when it installed the
+-- triggers (0 otherwise). The worker calls it every balance_queue.health_interval.
 CREATE FUNCTION balance_queue.follow_rindexer_block_hashes()
 RETURNS integer LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     hashes regclass := to_regclass('rindexer_internal.reorg_block_hashes');
+    followed boolean;
     copied integer;
 BEGIN
-    IF hashes IS NULL
-       OR EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = hashes AND tgname = 'balance_queue_follow_inserts') THEN
+    IF hashes IS NULL THEN
         RETURN 0;
     END IF;
-    -- The trigger reads these columns as text with the owner's rights:
-    -- built-in types only (their oids are below FirstNormalObjectId).
-    IF (SELECT count(*) FROM pg_attribute
-         WHERE attrelid = hashes AND attnum > 0 AND NOT attisdropped AND atttypid < 16384
-           AND attname IN ('network', 'block_number', 'block_hash', 'parent_hash')) <> 4 THEN
+    IF NOT balance_queue._rindexer_hash_columns_builtin(hashes) THEN
         RAISE EXCEPTION '% does not have rindexer''s columns (network, block_number, block_hash, parent_hash) of built-in types', hashes
               USING ERRCODE = 'undefined_column';
     END IF;
-    EXECUTE format('CREATE TRIGGER balance_queue_follow_inserts AFTER INSERT ON %s
-                      REFERENCING NEW TABLE AS balance_queue_new_block_hashes
-                      FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._follow_rindexer_block_hashes()', hashes);
-    EXECUTE format('CREATE TRIGGER balance_queue_follow_updates AFTER UPDATE ON %s
-                      REFERENCING NEW TABLE AS balance_queue_new_block_hashes
-                      FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._follow_rindexer_block_hashes()', hashes);
-    -- DROP EXTENSION drops them too, rather than refusing to.
-    EXECUTE format('ALTER TRIGGER balance_queue_follow_inserts ON %s DEPENDS ON EXTENSION balance_queue', hashes);
-    EXECUTE format('ALTER TRIGGER balance_queue_follow_updates ON %s DEPENDS ON EXTENSION balance_queue', hashes);
+    followed := EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = hashes AND tgname = 'balance_queue_follow_inserts');
+    IF NOT followed THEN
+        EXECUTE format('CREATE TRIGGER balance_queue_follow_inserts AFTER INSERT ON %s
+                          REFERENCING NEW TABLE AS balance_queue_new_block_hashes
+                          FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._follow_rindexer_block_hashes()', hashes);
+        EXECUTE format('CREATE TRIGGER balance_queue_follow_updates AFTER UPDATE ON %s
+                          REFERENCING NEW TABLE AS balance_queue_new_block_hashes
+                          FOR EACH STATEMENT EXECUTE FUNCTION balance_queue._follow_rindexer_block_hashes()', hashes);
+        -- DROP EXTENSION drops them too, rather than refusing to.
+        EXECUTE format('ALTER TRIGGER balance_queue_follow_inserts ON %s DEPENDS ON EXTENSION balance_queue', hashes);
+        EXECUTE format('ALTER TRIGGER balance_queue_follow_updates ON %s DEPENDS ON EXTENSION balance_queue', hashes);
+    END IF;
+    -- Copy what the table holds: all of it the first time, and again on
+    -- every call, so a hash the trigger failed to copy (it only warns) is
+    -- not lost; unchanged hashes are not written.
     EXECUTE 'SELECT count(*)::integer,
                     balance_queue._record_canonical_hashes(''rindexer'', array_agg(c.chain_id),
                         array_agg(h.block_number::bigint), array_agg(h.block_hash::text), array_agg(h.parent_hash::text))
                FROM rindexer_internal.reorg_block_hashes h
                JOIN balance_queue.chain_registry c ON c.network_name = h.network::text'
        INTO copied;
+    IF followed THEN
+        RETURN 0;
+    END IF;
     -- Rows counted before the table was followed (an attach before rindexer
     -- made it, an upgrade from 0.1.0, drop_each_run) were not judged: count
     -- each chain again from the oldest block rindexer holds a hash for.
@@ -221,7 +246,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION balance_queue.follow_rindexer_block_hashes() IS
-    'Follows rindexer_internal.reorg_block_hashes (when it exists and is not followed yet): installs INSERT and UPDATE statement triggers that copy its hashes into canonical_block_hashes, copies what it holds, and queues a recheck of each chain from the oldest block it holds (rows counted before were not judged). Returns the hashes copied (0: nothing to do). The worker calls it every balance_queue.health_interval. 42703 when the table lacks rindexer''s columns of built-in types; needs the rights to create triggers on it.';
+    'Follows rindexer_internal.reorg_block_hashes (when it exists): installs, if missing, INSERT and UPDATE statement triggers that copy its hashes into canonical_block_hashes and queues a recheck of each chain from the oldest block it holds (rows counted before were not judged); copies what it holds on every call (a hash the trigger failed to copy is not lost). Returns the hashes copied when it installed the triggers (0 otherwise). The worker calls it every balance_queue.health_interval. 42703 when the table lacks rindexer''s columns of built-in types; needs the rights to create triggers on it.';
 
 CREATE FUNCTION balance_queue.set_canonical_block_hash(
     p_chain_id integer, p_block_number bigint, p_block_hash text)
@@ -285,7 +310,9 @@ COMMENT ON FUNCTION balance_queue.set_canonical_hash_source(regclass, text) IS
 -- each chain's confirmation window (final: a reorg no longer reaches them),
 -- keeping the canonical hash of blocks whose orphaned rows are still
 -- recorded, so those rows stay uncounted however they are read. An
--- operator's hashes stay until the operator forgets them.
+-- operator's hashes stay until the operator forgets them. Then queues a
+-- recheck of blocks whose unjudged hashes a canonical hash now contradicts.
+-- The worker runs it every second.
 CREATE FUNCTION balance_queue._prune_block_hashes()
 RETURNS void LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
@@ -302,6 +329,17 @@ BEGIN ATOMIC
      WHERE j.chain_id = r.chain_id
        AND NOT balance_queue.is_unconfirmed(j.block_number,
                                             balance_queue.confirmed_through(r.head_block, r.confirmation_depth));
+    -- Hashes counted by a drain that committed after its block's canonical
+    -- hash was recorded (the recording did not see them): recheck.
+    WITH judged AS (
+        DELETE FROM balance_queue.unjudged_block_hashes j
+         USING balance_queue.canonical_block_hashes c
+         WHERE c.chain_id = j.chain_id AND c.block_number = j.block_number
+        RETURNING j.chain_id, j.block_number, j.block_hash, c.block_hash AS canonical_hash
+    )
+    INSERT INTO balance_queue.block_hash_rechecks (chain_id, block_number)
+    SELECT DISTINCT chain_id, block_number FROM judged WHERE block_hash <> canonical_hash
+    ON CONFLICT DO NOTHING;
 END;
 
 -- The report: every row of an attached table with a block hash column left

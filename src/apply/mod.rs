@@ -41,6 +41,7 @@ pub use batch::apply_batch;
 pub use bulk::{apply_bulk, begin_bulk_load, bulk_candidate, chains_in_bulk, end_bulk_load};
 pub use claim::{ClaimFilter, DUE, chain_filter};
 pub use drain::{complete_drained, drain_key};
+pub use read_back::builtin_columns;
 pub use recompute::{recompute_and_store, sources_for_chain};
 pub use set_back::failed_attempt_set;
 pub use split::split_row_item;

@@ -78,7 +78,11 @@ pub(super) fn row_sources(
 /// Whether every column the mapping reads is of a built-in type. Checked
 /// on every read, not only at attach: the table's owner may since have
 /// changed a column to a type whose cast to text is its own code.
-fn builtin_columns(client: &SpiClient<'_>, relid: pg_sys::Oid, mapping: &SourceMapping) -> bool {
+pub fn builtin_columns(
+    client: &SpiClient<'_>,
+    relid: pg_sys::Oid,
+    mapping: &SourceMapping,
+) -> bool {
     let columns: Vec<String> = [
         Some(&mapping.from_column),
         Some(&mapping.to_column),
@@ -89,6 +93,7 @@ fn builtin_columns(client: &SpiClient<'_>, relid: pg_sys::Oid, mapping: &SourceM
         Some(&mapping.block_number_column),
         mapping.network_column.as_ref(),
         mapping.row_id_column.as_ref(),
+        mapping.block_hash_column.as_ref(),
     ]
     .into_iter()
     .flatten()
@@ -207,17 +212,18 @@ impl<'a> ReadBack<'a> {
     /// Comma-separated CTEs recording the orphaned rows read back and the
     /// hashes of rows whose block has no canonical hash yet (see
     /// `SourceMapping::record_judgements`), for a statement with
-    /// [`Self::ctes`] and a `heads` CTE of each chain's `confirmed_through`;
-    /// empty when no source has a block hash column.
-    pub(super) fn judgements(&self) -> String {
+    /// [`Self::ctes`]; `heads` joins, as `h`, each chain's
+    /// `confirmed_through` by chain_id. Empty when no source has a block
+    /// hash column.
+    pub(super) fn judgements(&self, heads: &str) -> String {
         self.sources
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
-                let [orphaned, unjudged] =
-                    m.record_judgements(&Self::rows(i), "LEFT JOIN heads h USING (chain_id)")?;
+                let [orphaned, canonical, unjudged] = m.record_judgements(&Self::rows(i), heads)?;
                 Some(format!(
-                    "read_back_orphaned_{i} AS ({orphaned}),\n read_back_unjudged_{i} AS ({unjudged})"
+                    "read_back_orphaned_{i} AS ({orphaned}),\n read_back_canonical_{i} AS ({canonical}),\n \
+                     read_back_unjudged_{i} AS ({unjudged})"
                 ))
             })
             .collect::<Vec<_>>()

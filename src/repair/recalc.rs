@@ -47,6 +47,11 @@ pub fn recalculate_address_balance(
     let started = Instant::now();
     let key: BalanceKey = (p_chain_id, contract, holder);
     let balance = Spi::connect_mut(|client| {
+        // A block of the chain whose canonical hash changed is rechecked
+        // first: the recomputation below judges rows by the hashes of now,
+        // and the ledger must too, or the recheck would later take back
+        // from this balance what it no longer holds.
+        crate::repair::recheck::recheck_queued(client, Some(key.0));
         let drained = apply::drain_key(client, &key);
         let balance = apply::recompute_and_store(client, key.0, &key.1, &key.2);
         apply::complete_drained(client, &drained, started.elapsed().as_secs_f64() * 1000.0);

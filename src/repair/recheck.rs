@@ -10,14 +10,37 @@
 use crate::errors::spi_ok;
 use pgrx::prelude::*;
 
-/// Takes the queued rechecks: per chain, the lowest block queued.
+/// Takes the queued rechecks of chain `$1` (integer; NULL: every chain):
+/// per chain, the lowest block queued.
 const TAKE_RECHECKS_SQL: &str = "WITH taken AS (
          DELETE FROM balance_queue.block_hash_rechecks
           WHERE (chain_id, block_number) IN (SELECT chain_id, block_number FROM balance_queue.block_hash_rechecks
+                                              WHERE $1::integer IS NULL OR chain_id = $1
                                               ORDER BY 1, 2 FOR UPDATE SKIP LOCKED)
          RETURNING chain_id, block_number
      )
      SELECT chain_id, min(block_number) FROM taken GROUP BY 1 ORDER BY 1";
+
+/// Rechecks the blocks queued for chain `chain_id` (every chain: `None`)
+/// in the current transaction. Returns (chain, from block, sides taken
+/// back, items queued) per chain rechecked.
+pub(crate) fn recheck_queued(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    chain_id: Option<i32>,
+) -> Vec<(i32, i64, i64, i64)> {
+    let queued: Vec<(i32, i64)> =
+        spi_ok(client.update(TAKE_RECHECKS_SQL, None, &[chain_id.into()]))
+            .filter_map(|row| Some((spi_ok(row.get::<i32>(1))?, spi_ok(row.get::<i64>(2))?)))
+            .collect();
+    queued
+        .into_iter()
+        .map(|(chain, from_block)| {
+            let (taken, requeued) =
+                crate::repair::reorg::roll_back(client, chain, from_block, "recheck_block_hashes");
+            (chain, from_block, taken, requeued)
+        })
+        .collect()
+}
 
 /// Rechecks every block queued in `block_hash_rechecks` (the worker does
 /// this every second; call it to do it now). For each chain, takes back
@@ -43,15 +66,7 @@ pub fn recheck_block_hashes() -> TableIterator<
 > {
     crate::errors::refuse_on_standby("recheck_block_hashes");
     let rows = Spi::connect_mut(|client| {
-        let queued: Vec<(i32, i64)> = spi_ok(client.update(TAKE_RECHECKS_SQL, None, &[]))
-            .filter_map(|row| Some((spi_ok(row.get::<i32>(1))?, spi_ok(row.get::<i64>(2))?)))
-            .collect();
-        let mut out = Vec::new();
-        for (chain, from_block) in queued {
-            let (taken, requeued) =
-                crate::repair::reorg::roll_back(client, chain, from_block, "recheck_block_hashes");
-            out.push((chain, from_block, taken, requeued));
-        }
+        let out = recheck_queued(client, None);
         if !out.is_empty() {
             crate::apply::announce_changes(client);
         }

@@ -168,14 +168,27 @@ pub(crate) fn roll_back(
             .get_one::<i64>(),
     )
     .unwrap_or(0);
+    let sources = sources_for_chain(client, p_chain_id);
+    // This reads the sources with the extension owner's rights (the worker
+    // runs it for rechecks): only tables of built-in column types.
+    for source in sources.iter().filter(|s| s.relid != 0) {
+        if !crate::apply::builtin_columns(client, pgrx::pg_sys::Oid::from(source.relid), source) {
+            invalid_parameter(format!(
+                "{} has a mapped column of a user-defined type: detach it, or change the column to a built-in type",
+                source.label
+            ));
+        }
+    }
+    crate::sources::orphans::forget_unjudged(client, p_chain_id, p_from_block);
     let mut requeued = 0;
-    for source in sources_for_chain(client, p_chain_id) {
+    for source in sources {
         let before = requeued;
         // A rebuild re-queues a table queued by id the way its backfill
         // did: one item per 5,000 rows (bad rows among them are
         // recorded again when read back).
         if p_from_block == 0 && source.row_id_column.is_some() {
             requeued += crate::sources::row_ids::queue_rows_of_chain(client, &source, p_chain_id);
+            // Rows counted on one partition only were queued as sides: judge those.
             crate::sources::orphans::rejudge(client, &source, p_chain_id, p_from_block);
             not_applied_yet(client, source.relid, requeued - before);
             continue;

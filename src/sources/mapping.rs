@@ -43,8 +43,10 @@ pub struct SourceMapping {
     /// or `None`: rows are never judged against canonical hashes.
     pub block_hash_column: Option<String>,
     /// Whether rows are judged against `canonical_block_hashes` (the
-    /// table's `canonical_hash_source` is `recorded`): a row whose block has
-    /// a canonical hash other than its own is orphaned and does not count.
+    /// table's `canonical_hash_source` is `recorded` and it is queued by id,
+    /// so each orphan is recorded by row id, which keeps its block's hash
+    /// from being pruned): a row whose block has a canonical hash other than
+    /// its own is orphaned and does not count.
     pub judge_block_hashes: bool,
 }
 
@@ -52,7 +54,7 @@ pub struct SourceMapping {
 const MAPPING_COLUMNS: &str = "source_table::text, chain_id, from_column, to_column, value_column, \
      contract_column, tx_hash_column, log_index_column, block_number_column, network_column, \
      row_id_column, source_table::oid AS relid, block_hash_column, \
-     block_hash_column IS NOT NULL AND canonical_hash_source = 'recorded'";
+     block_hash_column IS NOT NULL AND canonical_hash_source = 'recorded' AND row_id_column IS NOT NULL";
 
 fn mapping_from_row(row: &pgrx::spi::SpiHeapTupleData) -> SourceMapping {
     let text = |i: usize| spi_ok(row.get::<String>(i)).unwrap_or_default();
@@ -310,36 +312,44 @@ impl SourceMapping {
         )
     }
 
-    /// Two INSERTs recording what judging the rows of `validated` (shaped
-    /// like [`Self::validated_rows`]) against canonical hashes found, or
-    /// `None` for a table without a block hash column: its orphaned rows in
-    /// `orphaned_transfer_rows` (once per row, as bad rows are), and the
-    /// hashes of valid rows whose block has no canonical hash yet and is
-    /// inside the confirmation window in `unjudged_block_hashes` (appended,
-    /// by the statement that records bad rows; so a
-    /// canonical hash recorded later rechecks the block, and two hashes in
-    /// one block show as a conflict). `heads` joins, as `h`, each chain's
-    /// `confirmed_through` by chain_id.
-    pub fn record_judgements(&self, validated: &str, heads: &str) -> Option<[String; 2]> {
+    /// Three statements recording what judging the rows of `validated`
+    /// (shaped like [`Self::validated_rows`]) against canonical hashes
+    /// found, or `None` for a table without a block hash column: its
+    /// orphaned rows in `orphaned_transfer_rows` (with the canonical hash of
+    /// now, once per row, as bad rows are), the records of its rows that are
+    /// no longer orphaned forgotten, and the hashes of valid rows whose block
+    /// has no canonical hash yet and is inside the confirmation window in
+    /// `unjudged_block_hashes` (appended, by every partition's item, since
+    /// each counts its own sides; so a canonical hash recorded later
+    /// rechecks the block, and two hashes in one block show as a conflict).
+    /// `heads` joins, as `h`, each chain's `confirmed_through` by chain_id.
+    pub fn record_judgements(&self, validated: &str, heads: &str) -> Option<[String; 3]> {
         self.block_hash_column.as_ref()?;
+        let relid = self.relid;
         Some([
             format!(
-                "INSERT INTO balance_queue.orphaned_transfer_rows
+                "INSERT INTO balance_queue.orphaned_transfer_rows AS o
                      (source_table, row_id, chain_id, block_number, block_hash, canonical_hash, tx_hash, log_index)
                  SELECT {relid}::oid::regclass, v.row_id, v.chain_id, v.block_number, v.block_hash,
                         v.canonical_hash, v.tx_hash, v.log_index
                    FROM {validated} v
                   WHERE v.orphaned AND v.row_id IS NOT NULL AND {RECORDS_BAD_ROWS}
-                 ON CONFLICT DO NOTHING",
-                relid = self.relid,
+                 ON CONFLICT (source_table, row_id) DO UPDATE
+                    SET canonical_hash = EXCLUDED.canonical_hash
+                  WHERE o.canonical_hash IS DISTINCT FROM EXCLUDED.canonical_hash"
+            ),
+            format!(
+                "DELETE FROM balance_queue.orphaned_transfer_rows o
+                  USING {validated} v
+                  WHERE o.source_table = {relid}::oid::regclass AND o.row_id = v.row_id
+                    AND NOT v.orphaned AND {RECORDS_BAD_ROWS}"
             ),
             format!(
                 "INSERT INTO balance_queue.unjudged_block_hashes (chain_id, block_number, block_hash)
                  SELECT DISTINCT v.chain_id, v.block_number, v.block_hash
                    FROM {validated} v {heads}
                   WHERE v.error IS NULL AND v.canonical_hash IS NULL AND v.block_hash IS NOT NULL
-                    AND balance_queue.is_unconfirmed(v.block_number, h.confirmed_through)
-                    AND {RECORDS_BAD_ROWS}"
+                    AND balance_queue.is_unconfirmed(v.block_number, h.confirmed_through)"
             ),
         ])
     }

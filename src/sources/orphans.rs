@@ -43,33 +43,30 @@ pub fn forget_table(client: &mut SpiClient<'_>, relid: u32) {
     ));
 }
 
+/// Forgets the unjudged hashes of chain `chain_id` from `from_block` on,
+/// before `handle_reorg` judges the rows of every source again
+/// ([`rejudge`]): once per chain, so each source's hashes are kept.
+pub fn forget_unjudged(client: &mut SpiClient<'_>, chain_id: i32, from_block: i64) {
+    spi_ok(client.update(
+        "DELETE FROM balance_queue.unjudged_block_hashes WHERE chain_id = $1 AND block_number >= $2",
+        None,
+        &[chain_id.into(), from_block.into()],
+    ));
+}
+
 /// Judges again the rows of chain `chain_id` at or above `from_block` in
-/// the table of `mapping`, after `handle_reorg` took them back and queued
-/// them again: their orphan records and unjudged hashes are replaced by
-/// what the rows counted now give (rows still waiting in an id-range item
-/// are recorded when their item is read back).
+/// the table of `mapping` that `handle_reorg` queued again as transfer
+/// sides: their orphan records are renewed (or forgotten) and the hashes of
+/// unjudged ones recorded. Rows still waiting in an id-range item (all of
+/// them after a rebuild) keep their records until their item is read back,
+/// which renews them: a record keeps its block's canonical hash from being
+/// pruned, so it must not go before the row is judged again.
 pub fn rejudge(
     client: &mut SpiClient<'_>,
     mapping: &SourceMapping,
     chain_id: i32,
     from_block: i64,
 ) {
-    if mapping.block_hash_column.is_none() {
-        return;
-    }
-    spi_ok(client.update(
-        "WITH orphans AS (
-             DELETE FROM balance_queue.orphaned_transfer_rows
-              WHERE source_table = $3::oid::regclass AND chain_id = $1 AND block_number >= $2
-         )
-         DELETE FROM balance_queue.unjudged_block_hashes WHERE chain_id = $1 AND block_number >= $2",
-        None,
-        &[
-            chain_id.into(),
-            from_block.into(),
-            pg_sys::Oid::from(mapping.relid).into(),
-        ],
-    ));
     let rows = format!(
         "(SELECT v.* FROM ({}) v WHERE v.chain_id = {chain_id} AND v.block_number >= {from_block})",
         mapping.validated_item_rows(&counted_relation(mapping))
@@ -77,9 +74,9 @@ pub fn rejudge(
     let heads = "LEFT JOIN (SELECT chain_id,
                                    balance_queue.confirmed_through(head_block, confirmation_depth) AS confirmed_through
                               FROM balance_queue.chain_registry) h USING (chain_id)";
-    if let Some(inserts) = mapping.record_judgements(&rows, heads) {
-        for insert in inserts {
-            spi_ok(client.update(&insert, None, &[]));
+    if let Some(statements) = mapping.record_judgements(&rows, heads) {
+        for statement in statements {
+            spi_ok(client.update(&statement, None, &[]));
         }
     }
 }

@@ -352,6 +352,22 @@ fn orphans_of_a_raced_rollback_do_not_count_whether_written_before_or_after_it()
         .chain(keys(&rows(1032..=1032, 2)))
         .collect();
     assert_eq!(chain.orphans(), expected_now);
+
+    // A rebuild queues every row again by id; meanwhile the worker prunes
+    // rindexer's hashes below the confirmation window (2 blocks here) but
+    // for blocks whose orphans are recorded: the records must survive until
+    // the rows are read back, or the orphans would count again.
+    chain
+        .c()
+        .batch_execute(
+            "SELECT balance_queue.add_chain(1, 'ethereum', NULL, 2);
+             SELECT * FROM balance_queue.handle_reorg(1, 0);
+             SELECT balance_queue._prune_block_hashes();",
+        )
+        .unwrap();
+    chain.settle();
+    chain.assert_canonical("after a rebuild and a prune");
+    assert_eq!(chain.orphans(), expected_now);
 }
 
 #[test]
@@ -588,4 +604,99 @@ fn rows_counted_before_rindexers_table_is_followed_are_judged_once_it_is() {
     chain.settle();
     chain.assert_canonical("once followed");
     assert_eq!(chain.orphans(), keys(&rows(5010..=5014, 1)));
+}
+
+#[test]
+fn a_row_counted_on_one_partition_before_its_block_had_a_hash_is_rechecked() {
+    // Two holder partitions, the worker paused: a second session holds
+    // partition 0's items while the drain applies partition 1's sides of
+    // fork 1's rows (no canonical hash yet); then the operator records
+    // fork 2's hash for the blocks.
+    let (cluster, c) = common::preloaded(
+        "orphans-partitions",
+        &["balance_queue.workers = 2", "balance_queue.enabled = off"],
+    );
+    let mut chain = Chain {
+        f: common::Fixture {
+            cluster,
+            client: c,
+            table: common::TABLE.into(),
+        },
+    };
+    rindexer::create_transfer_table(chain.c(), "canonical_chain");
+    chain.write(&rows(6000..=6009, 0), true);
+    chain.write(&rows(6010..=6014, 1), false);
+    let mut holder =
+        Client::connect(&chain.f.cluster.conn_string("test"), postgres::NoTls).unwrap();
+    let mut tx = holder.transaction().unwrap();
+    let held = tx
+        .query(
+            "SELECT id FROM balance_queue.balance_update_queue
+              WHERE status = 'pending' AND holder_partition = 0 FOR UPDATE",
+            &[],
+        )
+        .unwrap()
+        .len();
+    assert!(held > 0);
+    drain(chain.c(), 100_000);
+    tx.commit().unwrap();
+    for block in 6010..=6014u64 {
+        chain
+            .c()
+            .execute(
+                "SELECT balance_queue.set_canonical_block_hash(1, $1, $2)",
+                &[&(block as i64), &hash(block, 2)],
+            )
+            .unwrap();
+    }
+    chain.write(&rows(6010..=6014, 2), true);
+    chain.settle();
+    chain.assert_canonical("a half-counted row rechecked");
+    assert_eq!(chain.orphans(), keys(&rows(6010..=6014, 1)));
+}
+
+#[test]
+fn a_block_hash_column_of_a_user_defined_type_is_never_read() {
+    let mut chain = Chain::new("orphans-udt");
+    chain.write(&rows(7000..=7001, 0), true);
+    chain.settle();
+    // The table's owner changes block_hash to a type of their own: the
+    // drain, which reads rows with the extension owner's rights, leaves
+    // the table's new rows unread (failed items) rather than cast it.
+    chain
+        .c()
+        .batch_execute(&format!(
+            "CREATE DOMAIN public.own_hash AS text;
+             ALTER TABLE {} ALTER COLUMN block_hash TYPE public.own_hash",
+            common::TABLE
+        ))
+        .unwrap();
+    chain
+        .c()
+        .batch_execute(&format!(
+            "INSERT INTO {t} (contract_address, \"from\", \"to\", value, tx_hash, block_number, block_hash,
+                              network, tx_index, log_index)
+             SELECT contract_address, \"from\", \"to\", value, '0x' || repeat('e', 64), 7002, block_hash,
+                    network, tx_index, log_index
+               FROM {t} LIMIT 1",
+            t = common::TABLE
+        ))
+        .unwrap();
+    drain(chain.c(), 5_000);
+    let failed: String = chain
+        .c()
+        .query_one(
+            "SELECT error_message FROM balance_queue.balance_update_queue WHERE status = 'failed' LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(failed.contains("user-defined type"), "{failed}");
+    assert_eq!(
+        common::sqlstate(
+            chain.c(),
+            "SELECT * FROM balance_queue.handle_reorg(1, 7000)"
+        ),
+        "22023"
+    );
 }
