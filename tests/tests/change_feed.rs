@@ -44,7 +44,7 @@ fn drainer(conn: String, seed: usize) -> Vec<Batch> {
             )
             .unwrap();
         let (txid, changed): (Option<String>, i64) = (row.get(0), row.get(1));
-        let roll_back = processed > 0 && (round + seed) % 3 == 0;
+        let roll_back = processed > 0 && (round + seed).is_multiple_of(3);
         if roll_back {
             tx.rollback().unwrap();
         } else {

@@ -194,20 +194,8 @@ fn rows_counted_on_one_partition_only_are_taken_back_side_by_side() {
             seed,
         });
         rindexer::write_all(c, common::TABLE, &rows, 1_000).unwrap();
-        let mut holder =
-            postgres::Client::connect(&cluster.conn_string("test"), postgres::NoTls).unwrap();
-        let mut tx = holder.transaction().unwrap();
-        let held = tx
-            .query(
-                "SELECT id FROM balance_queue.balance_update_queue
-                  WHERE status = 'pending' AND holder_partition = 1 FOR UPDATE",
-                &[],
-            )
-            .unwrap()
-            .len();
+        let held = common::drain_all_but_partition(&cluster, c, 1, 100_000);
         assert!(held > 0, "partition 1 has items");
-        drain(c, 100_000);
-        tx.commit().unwrap();
         assert_eq!(
             common::count(
                 c,

@@ -110,6 +110,19 @@ impl Chain {
         Chain { f }
     }
 
+    /// [`Chain::new`] on a preloaded cluster (the worker runs) with `conf`.
+    fn preloaded(name: &str, conf: &[&str]) -> Chain {
+        let (cluster, mut client) = common::preloaded(name, conf);
+        rindexer::create_transfer_table(&mut client, "canonical_chain");
+        Chain {
+            f: common::Fixture {
+                cluster,
+                client,
+                table: common::TABLE.into(),
+            },
+        }
+    }
+
     fn c(&mut self) -> &mut Client {
         &mut self.f.client
     }
@@ -501,15 +514,7 @@ fn a_reorg_deeper_than_rindexers_window_is_reported_and_settled_by_the_operator(
     );
     // The operator sets fork 2's hashes of 3010..3014 (from a node): fork
     // 1's rows there stop counting; fork 2's rows, indexed later, count.
-    for block in 3010..=3014u64 {
-        chain
-            .c()
-            .execute(
-                "SELECT balance_queue.set_canonical_block_hash(1, $1, $2)",
-                &[&(block as i64), &hash(block, 2)],
-            )
-            .unwrap();
-    }
+    common::set_canonical_hashes(chain.c(), (3010..=3014).map(|b| (b, hash(b, 2))));
     chain.settle();
     assert_eq!(chain.orphans(), keys(&rows(3010..=3014, 1)));
     chain.write(&rows(3010..=3014, 2), true);
@@ -535,17 +540,8 @@ fn a_reorg_deeper_than_rindexers_window_is_reported_and_settled_by_the_operator(
 
 #[test]
 fn the_worker_follows_rindexers_hashes_and_rechecks_by_itself() {
-    let (cluster, mut c) =
-        common::preloaded("orphans-worker", &["balance_queue.health_interval = 1"]);
-    rindexer::create_transfer_table(&mut c, "canonical_chain");
-    create_rindexer_hash_table(&mut c);
-    let mut chain = Chain {
-        f: common::Fixture {
-            cluster,
-            client: c,
-            table: common::TABLE.into(),
-        },
-    };
+    let mut chain = Chain::preloaded("orphans-worker", &["balance_queue.health_interval = 1"]);
+    create_rindexer_hash_table(chain.c());
     chain.write(&rows(4000..=4009, 0), true);
     record(chain.c(), 4000..=4009, 0, 0);
     chain.write(&rows(4010..=4014, 1), false);
@@ -612,43 +608,17 @@ fn a_row_counted_on_one_partition_before_its_block_had_a_hash_is_rechecked() {
     // partition 0's items while the drain applies partition 1's sides of
     // fork 1's rows (no canonical hash yet); then the operator records
     // fork 2's hash for the blocks.
-    let (cluster, c) = common::preloaded(
+    let mut chain = Chain::preloaded(
         "orphans-partitions",
         &["balance_queue.workers = 2", "balance_queue.enabled = off"],
     );
-    let mut chain = Chain {
-        f: common::Fixture {
-            cluster,
-            client: c,
-            table: common::TABLE.into(),
-        },
-    };
-    rindexer::create_transfer_table(chain.c(), "canonical_chain");
     chain.write(&rows(6000..=6009, 0), true);
     chain.write(&rows(6010..=6014, 1), false);
-    let mut holder =
-        Client::connect(&chain.f.cluster.conn_string("test"), postgres::NoTls).unwrap();
-    let mut tx = holder.transaction().unwrap();
-    let held = tx
-        .query(
-            "SELECT id FROM balance_queue.balance_update_queue
-              WHERE status = 'pending' AND holder_partition = 0 FOR UPDATE",
-            &[],
-        )
-        .unwrap()
-        .len();
-    assert!(held > 0);
-    drain(chain.c(), 100_000);
-    tx.commit().unwrap();
-    for block in 6010..=6014u64 {
-        chain
-            .c()
-            .execute(
-                "SELECT balance_queue.set_canonical_block_hash(1, $1, $2)",
-                &[&(block as i64), &hash(block, 2)],
-            )
-            .unwrap();
-    }
+    let common::Fixture {
+        cluster, client, ..
+    } = &mut chain.f;
+    assert!(common::drain_all_but_partition(cluster, client, 0, 100_000) > 0);
+    common::set_canonical_hashes(chain.c(), (6010..=6014).map(|b| (b, hash(b, 2))));
     chain.write(&rows(6010..=6014, 2), true);
     chain.settle();
     chain.assert_canonical("a half-counted row rechecked");

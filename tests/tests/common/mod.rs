@@ -236,3 +236,40 @@ pub fn delete_blocks(client: &mut Client, table: &str, from: u64, to: u64) -> u6
         )
         .expect("reorg delete")
 }
+
+/// Drains (`batch` transfers per call) while another session holds the
+/// pending items of holder partition `held`, so only the other partitions'
+/// sides are applied: the state of two workers of which one is behind.
+/// Returns the number of items held.
+pub fn drain_all_but_partition(
+    cluster: &Cluster,
+    client: &mut Client,
+    held: i16,
+    batch: i32,
+) -> usize {
+    let mut holder = Client::connect(&cluster.conn_string("test"), postgres::NoTls).unwrap();
+    let mut tx = holder.transaction().unwrap();
+    let items = tx
+        .query(
+            "SELECT id FROM balance_queue.balance_update_queue
+              WHERE status = 'pending' AND holder_partition = $1 FOR UPDATE",
+            &[&held],
+        )
+        .unwrap()
+        .len();
+    balance_queue_harness::drain(client, batch);
+    tx.commit().unwrap();
+    items
+}
+
+/// Sets the canonical hash of each (block, hash) of chain 1, as an operator does.
+pub fn set_canonical_hashes(client: &mut Client, blocks: impl IntoIterator<Item = (u64, String)>) {
+    for (block, hash) in blocks {
+        client
+            .execute(
+                "SELECT balance_queue.set_canonical_block_hash(1, $1, $2)",
+                &[&(block as i64), &hash],
+            )
+            .unwrap();
+    }
+}
