@@ -1911,15 +1911,22 @@ BEGIN
         EXECUTE format('ALTER TRIGGER balance_queue_follow_inserts ON %s DEPENDS ON EXTENSION balance_queue', hashes);
         EXECUTE format('ALTER TRIGGER balance_queue_follow_updates ON %s DEPENDS ON EXTENSION balance_queue', hashes);
     END IF;
-    -- Copy what the table holds: all of it the first time, and again on
-    -- every call, so a hash the trigger failed to copy (it only warns) is
-    -- not lost; unchanged hashes are not written.
+    -- Copy what the table holds: all of it the first time, and then on
+    -- every call its hashes of blocks not yet final (or still kept), so a
+    -- hash the trigger failed to copy (it only warns) is not lost;
+    -- unchanged hashes are not written.
+    -- Not again the hashes of final blocks the prune dropped.
     EXECUTE 'SELECT count(*)::integer,
                     balance_queue._record_canonical_hashes(''rindexer'', array_agg(c.chain_id),
                         array_agg(h.block_number::bigint), array_agg(h.block_hash::text), array_agg(h.parent_hash::text))
                FROM rindexer_internal.reorg_block_hashes h
-               JOIN balance_queue.chain_registry c ON c.network_name = h.network::text'
-       INTO copied;
+               JOIN balance_queue.chain_registry c ON c.network_name = h.network::text
+              WHERE NOT $1
+                 OR balance_queue.is_unconfirmed(h.block_number,
+                                                 balance_queue.confirmed_through(c.head_block, c.confirmation_depth))
+                 OR EXISTS (SELECT 1 FROM balance_queue.canonical_block_hashes k
+                             WHERE k.chain_id = c.chain_id AND k.block_number = h.block_number)'
+       INTO copied USING followed;
     IF followed THEN
         RETURN 0;
     END IF;
@@ -1984,6 +1991,9 @@ BEGIN
     RETURNING * INTO s;
     IF NOT FOUND THEN
         RAISE EXCEPTION '% is not attached to balance_queue', p_source USING ERRCODE = 'undefined_object';
+    END IF;
+    IF p_hash_source = 'none' THEN
+        DELETE FROM balance_queue.orphaned_transfer_rows WHERE source_table = p_source;
     END IF;
     -- Count the table's recent rows again under the new rule.
     INSERT INTO balance_queue.block_hash_rechecks (chain_id, block_number)
@@ -2085,7 +2095,8 @@ BEGIN
               ORDER BY j.chain_id, j.block_number, j.block_hash, j.tx_hash, j.log_index',
             CASE WHEN s.row_id_column IS NULL THEN 'NULL::bigint' ELSE format('t.%I::bigint', s.row_id_column) END,
             chain_sql, s.block_number_column, s.block_hash_column, s.tx_hash_column, s.log_index_column,
-            s.source_table, s.source_table::text, s.canonical_hash_source = 'recorded')
+            s.source_table, s.source_table::text,
+            s.canonical_hash_source = 'recorded' AND s.row_id_column IS NOT NULL)
         USING p_chain_id;
     END LOOP;
 END

@@ -30,7 +30,9 @@ use std::time::Instant;
 /// Errors: 22P02 (invalid_text_representation) for a malformed address;
 /// 22023 (invalid_parameter_value) for the zero address as holder (it is
 /// never a holder); 22003 (numeric_value_out_of_range) when the sources
-/// sum outside -(2^256-1)..2^256-1.
+/// sum outside -(2^256-1)..2^256-1; 55000 (object_not_in_prerequisite_state)
+/// while a block of the chain waits for a recheck of its canonical hash
+/// (docs/orphans.md; the worker rechecks within a second).
 #[pg_extern]
 #[search_path(pg_catalog, pg_temp)]
 pub fn recalculate_address_balance(
@@ -47,11 +49,23 @@ pub fn recalculate_address_balance(
     let started = Instant::now();
     let key: BalanceKey = (p_chain_id, contract, holder);
     let balance = Spi::connect_mut(|client| {
-        // A block of the chain whose canonical hash changed is rechecked
-        // first: the recomputation below judges rows by the hashes of now,
-        // and the ledger must too, or the recheck would later take back
-        // from this balance what it no longer holds.
-        crate::repair::recheck::recheck_queued(client, Some(key.0));
+        // The recomputation below judges rows by the canonical hashes of
+        // now; while a block of the chain waits for its recheck the ledger
+        // still judges them by the old ones, and the recheck would take back
+        // from this balance what it no longer holds. The worker rechecks
+        // within a second.
+        if crate::repair::recheck::rechecks_queued_for(client, key.0) {
+            raise(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "blocks of chain {} wait for a recheck of their canonical hash",
+                    key.0
+                ),
+                Some(
+                    "Retry in a second (the worker rechecks them), or call balance_queue.recheck_block_hashes() first.",
+                ),
+            );
+        }
         let drained = apply::drain_key(client, &key);
         let balance = apply::recompute_and_store(client, key.0, &key.1, &key.2);
         apply::complete_drained(client, &drained, started.elapsed().as_secs_f64() * 1000.0);

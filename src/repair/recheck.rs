@@ -75,6 +75,19 @@ pub fn recheck_block_hashes() -> TableIterator<
     TableIterator::new(rows)
 }
 
+/// Whether a block of chain `chain_id` waits for a recheck.
+pub(crate) fn rechecks_queued_for(client: &pgrx::spi::SpiClient<'_>, chain_id: i32) -> bool {
+    client
+        .select(
+            "SELECT EXISTS (SELECT 1 FROM balance_queue.block_hash_rechecks WHERE chain_id = $1)",
+            Some(1),
+            &[chain_id.into()],
+        )
+        .ok()
+        .and_then(|rows| rows.first().get_one::<bool>().ok().flatten())
+        .unwrap_or(false)
+}
+
 /// Whether any block waits for a recheck: the worker's cheap test before
 /// it calls [`recheck_block_hashes`].
 /// Read-only, so an idle worker's poll assigns no transaction id.

@@ -168,17 +168,23 @@ pub(crate) fn roll_back(
             .get_one::<i64>(),
     )
     .unwrap_or(0);
-    let sources = sources_for_chain(client, p_chain_id);
     // This reads the sources with the extension owner's rights (the worker
-    // runs it for rechecks): only tables of built-in column types.
-    for source in sources.iter().filter(|s| s.relid != 0) {
-        if !crate::apply::builtin_columns(client, pgrx::pg_sys::Oid::from(source.relid), source) {
-            invalid_parameter(format!(
-                "{} has a mapped column of a user-defined type: detach it, or change the column to a built-in type",
-                source.label
-            ));
-        }
-    }
+    // runs it for rechecks): only tables of built-in column types, as the
+    // drain, whose items of other tables fail.
+    let sources: Vec<_> = sources_for_chain(client, p_chain_id)
+        .into_iter()
+        .filter(|source| {
+            let readable = source.relid == 0
+                || crate::apply::builtin_columns(client, pg_sys::Oid::from(source.relid), source);
+            if !readable {
+                warning!(
+                    "balance_queue: {} has a mapped column of a user-defined type: its rows are not queued again",
+                    source.label
+                );
+            }
+            readable
+        })
+        .collect();
     crate::sources::orphans::forget_unjudged(client, p_chain_id, p_from_block);
     let mut requeued = 0;
     for source in sources {

@@ -314,7 +314,7 @@ impl SourceMapping {
 
     /// Three statements recording what judging the rows of `validated`
     /// (shaped like [`Self::validated_rows`]) against canonical hashes
-    /// found, or `None` for a table without a block hash column: its
+    /// found, or `None` for a table not judged: its
     /// orphaned rows in `orphaned_transfer_rows` (with the canonical hash of
     /// now, once per row, as bad rows are), the records of its rows that are
     /// no longer orphaned forgotten, and the hashes of valid rows whose block
@@ -324,7 +324,11 @@ impl SourceMapping {
     /// rechecks the block, and two hashes in one block show as a conflict).
     /// `heads` joins, as `h`, each chain's `confirmed_through` by chain_id.
     pub fn record_judgements(&self, validated: &str, heads: &str) -> Option<[String; 3]> {
-        self.block_hash_column.as_ref()?;
+        // Rows of a table not judged are neither orphaned nor unjudged: a
+        // hash of theirs must not queue a recheck, which would not change them.
+        if !self.judge_block_hashes {
+            return None;
+        }
         let relid = self.relid;
         Some([
             format!(

@@ -662,11 +662,30 @@ fn a_block_hash_column_of_a_user_defined_type_is_never_read() {
         .unwrap()
         .get(0);
     assert!(failed.contains("user-defined type"), "{failed}");
+    // handle_reorg does not queue its rows again either (it warns).
+    let requeued: i64 = chain
+        .c()
+        .query_one(
+            "SELECT items_requeued FROM balance_queue.handle_reorg(1, 7000)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(requeued, 0);
+    // While a block waits for its recheck, recalculation refuses.
+    chain
+        .c()
+        .batch_execute("INSERT INTO balance_queue.block_hash_rechecks VALUES (1, 7000)")
+        .unwrap();
     assert_eq!(
         common::sqlstate(
             chain.c(),
-            "SELECT * FROM balance_queue.handle_reorg(1, 7000)"
+            &format!(
+                "SELECT balance_queue.recalculate_address_balance(1, '{}', '{}')",
+                TOKENS[0],
+                holder(1)
+            )
         ),
-        "22023"
+        "55000"
     );
 }
