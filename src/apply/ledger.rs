@@ -71,10 +71,7 @@ fn sides_ctes(read_back: &ReadBack) -> String {
                FROM sides s JOIN balance_queue.chain_registry r USING (chain_id)
               GROUP BY s.chain_id, r.head_block, r.confirmation_depth
          ){judgements}",
-        judgements = match read_back.judgements("LEFT JOIN heads h USING (chain_id)") {
-            j if j.is_empty() => String::new(),
-            j => format!(",\n{j}"),
-        },
+        judgements = read_back.judgements("LEFT JOIN heads h USING (chain_id)"),
         content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
     )
 }

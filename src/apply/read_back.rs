@@ -209,25 +209,24 @@ impl<'a> ReadBack<'a> {
             .join(",\n")
     }
 
-    /// Comma-separated CTEs recording the orphaned rows read back and the
-    /// hashes of rows whose block has no canonical hash yet (see
-    /// `SourceMapping::record_judgements`), for a statement with
+    /// CTEs recording the orphaned rows read back, forgetting the records
+    /// of rows no longer orphaned, and the hashes of rows whose block has no
+    /// canonical hash yet (see `SourceMapping::record_judgements`), each
+    /// preceded by ",", to follow the last CTE of a statement with
     /// [`Self::ctes`]; `heads` joins, as `h`, each chain's
-    /// `confirmed_through` by chain_id. Empty when no source has a block
-    /// hash column.
+    /// `confirmed_through` by chain_id. Empty when no source is judged.
     pub(super) fn judgements(&self, heads: &str) -> String {
         self.sources
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
-                let [orphaned, canonical, unjudged] = m.record_judgements(&Self::rows(i), heads)?;
+                let [orphaned, unorphaned, unjudged] = m.record_judgements(&Self::rows(i), heads)?;
                 Some(format!(
-                    "read_back_orphaned_{i} AS ({orphaned}),\n read_back_canonical_{i} AS ({canonical}),\n \
+                    ",\n read_back_orphaned_{i} AS ({orphaned}),\n read_back_unorphaned_{i} AS ({unorphaned}),\n \
                      read_back_unjudged_{i} AS ({unjudged})"
                 ))
             })
-            .collect::<Vec<_>>()
-            .join(",\n")
+            .collect()
     }
 
     /// The number of bad rows [`Self::failures`] recorded, as an

@@ -21,17 +21,9 @@ fn split_sql(sources: &[SourceMapping]) -> String {
     let read_back = ReadBack::new(sources, "$1");
     // The rows are judged here, as the drain would judge them: record what
     // it found (orphans, unjudged hashes).
-    let judgements = match read_back.judgements(
-        "LEFT JOIN (SELECT chain_id,
-                           balance_queue.confirmed_through(head_block, confirmation_depth) AS confirmed_through
-                      FROM balance_queue.chain_registry) h USING (chain_id)",
-    ) {
-        j if j.is_empty() => String::new(),
-        j => format!("{j},"),
-    };
+    let judgements = read_back.judgements(crate::sources::mapping::REGISTRY_HEADS);
     format!(
-        "WITH {read_back},
-         {judgements}
+        "WITH {read_back}{judgements},
          queued AS ({enqueue} RETURNING 1),
          split AS (
              UPDATE balance_queue.balance_update_queue

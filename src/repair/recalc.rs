@@ -54,7 +54,7 @@ pub fn recalculate_address_balance(
         // still judges them by the old ones, and the recheck would take back
         // from this balance what it no longer holds. The worker rechecks
         // within a second.
-        if crate::repair::recheck::rechecks_queued_for(client, key.0) {
+        if crate::repair::recheck::rechecks_queued(client, Some(key.0)) {
             raise(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!(

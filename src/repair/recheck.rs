@@ -10,37 +10,14 @@
 use crate::errors::spi_ok;
 use pgrx::prelude::*;
 
-/// Takes the queued rechecks of chain `$1` (integer; NULL: every chain):
-/// per chain, the lowest block queued.
+/// Takes the queued rechecks: per chain, the lowest block queued.
 const TAKE_RECHECKS_SQL: &str = "WITH taken AS (
          DELETE FROM balance_queue.block_hash_rechecks
           WHERE (chain_id, block_number) IN (SELECT chain_id, block_number FROM balance_queue.block_hash_rechecks
-                                              WHERE $1::integer IS NULL OR chain_id = $1
                                               ORDER BY 1, 2 FOR UPDATE SKIP LOCKED)
          RETURNING chain_id, block_number
      )
      SELECT chain_id, min(block_number) FROM taken GROUP BY 1 ORDER BY 1";
-
-/// Rechecks the blocks queued for chain `chain_id` (every chain: `None`)
-/// in the current transaction. Returns (chain, from block, sides taken
-/// back, items queued) per chain rechecked.
-pub(crate) fn recheck_queued(
-    client: &mut pgrx::spi::SpiClient<'_>,
-    chain_id: Option<i32>,
-) -> Vec<(i32, i64, i64, i64)> {
-    let queued: Vec<(i32, i64)> =
-        spi_ok(client.update(TAKE_RECHECKS_SQL, None, &[chain_id.into()]))
-            .filter_map(|row| Some((spi_ok(row.get::<i32>(1))?, spi_ok(row.get::<i64>(2))?)))
-            .collect();
-    queued
-        .into_iter()
-        .map(|(chain, from_block)| {
-            let (taken, requeued) =
-                crate::repair::reorg::roll_back(client, chain, from_block, "recheck_block_hashes");
-            (chain, from_block, taken, requeued)
-        })
-        .collect()
-}
 
 /// Rechecks every block queued in `block_hash_rechecks` (the worker does
 /// this every second; call it to do it now). For each chain, takes back
@@ -66,7 +43,21 @@ pub fn recheck_block_hashes() -> TableIterator<
 > {
     crate::errors::refuse_on_standby("recheck_block_hashes");
     let rows = Spi::connect_mut(|client| {
-        let out = recheck_queued(client, None);
+        let queued: Vec<(i32, i64)> = spi_ok(client.update(TAKE_RECHECKS_SQL, None, &[]))
+            .filter_map(|row| Some((spi_ok(row.get::<i32>(1))?, spi_ok(row.get::<i64>(2))?)))
+            .collect();
+        let out: Vec<_> = queued
+            .into_iter()
+            .map(|(chain, from_block)| {
+                let (taken, requeued) = crate::repair::reorg::roll_back(
+                    client,
+                    chain,
+                    from_block,
+                    "recheck_block_hashes",
+                );
+                (chain, from_block, taken, requeued)
+            })
+            .collect();
         if !out.is_empty() {
             crate::apply::announce_changes(client);
         }
@@ -75,32 +66,17 @@ pub fn recheck_block_hashes() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// Whether a block of chain `chain_id` waits for a recheck.
-pub(crate) fn rechecks_queued_for(client: &pgrx::spi::SpiClient<'_>, chain_id: i32) -> bool {
+/// Whether a block of chain `chain_id` (any chain: `None`) waits for a
+/// recheck. Read-only, so an idle worker's poll assigns no transaction id.
+pub(crate) fn rechecks_queued(client: &pgrx::spi::SpiClient<'_>, chain_id: Option<i32>) -> bool {
     client
         .select(
-            "SELECT EXISTS (SELECT 1 FROM balance_queue.block_hash_rechecks WHERE chain_id = $1)",
+            "SELECT EXISTS (SELECT 1 FROM balance_queue.block_hash_rechecks
+                             WHERE $1::integer IS NULL OR chain_id = $1)",
             Some(1),
             &[chain_id.into()],
         )
         .ok()
         .and_then(|rows| rows.first().get_one::<bool>().ok().flatten())
         .unwrap_or(false)
-}
-
-/// Whether any block waits for a recheck: the worker's cheap test before
-/// it calls [`recheck_block_hashes`].
-/// Read-only, so an idle worker's poll assigns no transaction id.
-pub fn rechecks_queued() -> bool {
-    Spi::connect(|client| {
-        client
-            .select(
-                "SELECT EXISTS (SELECT 1 FROM balance_queue.block_hash_rechecks)",
-                Some(1),
-                &[],
-            )
-            .ok()
-            .and_then(|rows| rows.first().get_one::<bool>().ok().flatten())
-            .unwrap_or(false)
-    })
 }

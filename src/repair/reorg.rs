@@ -188,33 +188,32 @@ pub(crate) fn roll_back(
     crate::sources::orphans::forget_unjudged(client, p_chain_id, p_from_block);
     let mut requeued = 0;
     for source in sources {
-        let before = requeued;
-        // A rebuild re-queues a table queued by id the way its backfill
-        // did: one item per 5,000 rows (bad rows among them are
-        // recorded again when read back).
-        if p_from_block == 0 && source.row_id_column.is_some() {
-            requeued += crate::sources::row_ids::queue_rows_of_chain(client, &source, p_chain_id);
-            // Rows counted on one partition only were queued as sides: judge those.
-            crate::sources::orphans::rejudge(client, &source, p_chain_id, p_from_block);
-            not_applied_yet(client, source.relid, requeued - before);
-            continue;
-        }
-        // Rows still waiting in an id-range item are left to it; bad
-        // rows were recorded as failed items when first queued.
-        let insert = source.enqueue_item_rows(
-            &crate::sources::row_ids::counted_relation(&source),
-            1,
-            source.relid,
-            &RowFilter {
-                valid: Some(true),
-                chain_id: Some(&p_chain_id.to_string()),
-                from_block: Some(&p_from_block.to_string()),
-                ..RowFilter::default()
-            },
-        );
-        requeued += crate::sources::attach::run_counted(client, &insert);
+        let queued = if p_from_block == 0 && source.row_id_column.is_some() {
+            // A rebuild re-queues a table queued by id the way its backfill
+            // did: one item per 5,000 rows (bad rows among them are
+            // recorded again when read back).
+            crate::sources::row_ids::queue_rows_of_chain(client, &source, p_chain_id)
+        } else {
+            // Rows still waiting in an id-range item are left to it; bad
+            // rows were recorded as failed items when first queued.
+            let insert = source.enqueue_item_rows(
+                &crate::sources::row_ids::counted_relation(&source),
+                1,
+                source.relid,
+                &RowFilter {
+                    valid: Some(true),
+                    chain_id: Some(&p_chain_id.to_string()),
+                    from_block: Some(&p_from_block.to_string()),
+                    ..RowFilter::default()
+                },
+            );
+            crate::sources::attach::run_counted(client, &insert)
+        };
+        // The rows queued again as sides are judged now (after a rebuild,
+        // those counted on one partition only).
         crate::sources::orphans::rejudge(client, &source, p_chain_id, p_from_block);
-        not_applied_yet(client, source.relid, requeued - before);
+        not_applied_yet(client, source.relid, queued);
+        requeued += queued;
     }
     (taken, requeued)
 }

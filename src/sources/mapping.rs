@@ -444,6 +444,13 @@ impl RowFilter<'_> {
 const IN_ITEM_PARTITION: &str = "(v.holder_partitions IS NULL \
      OR balance_queue.holder_partition(s.holder_address, v.holder_partitions) = ANY(v.holder_partition_set))";
 
+/// Each chain's `confirmed_through` from its registered head, joined as
+/// `h` by chain_id: the `heads` of [`SourceMapping::record_judgements`]
+/// outside a batch, which has its own heads.
+pub const REGISTRY_HEADS: &str = "LEFT JOIN (SELECT chain_id,
+                   balance_queue.confirmed_through(head_block, confirmation_depth) AS confirmed_through
+              FROM balance_queue.chain_registry) h USING (chain_id)";
+
 /// Whether validated row `w` is orphaned: its block has a canonical hash
 /// (`canonical_block_hashes`, kept from rindexer's
 /// `rindexer_internal.reorg_block_hashes` or set by an operator) and the

@@ -71,10 +71,9 @@ pub fn rejudge(
         "(SELECT v.* FROM ({}) v WHERE v.chain_id = {chain_id} AND v.block_number >= {from_block})",
         mapping.validated_item_rows(&counted_relation(mapping))
     );
-    let heads = "LEFT JOIN (SELECT chain_id,
-                                   balance_queue.confirmed_through(head_block, confirmation_depth) AS confirmed_through
-                              FROM balance_queue.chain_registry) h USING (chain_id)";
-    if let Some(statements) = mapping.record_judgements(&rows, heads) {
+    if let Some(statements) =
+        mapping.record_judgements(&rows, crate::sources::mapping::REGISTRY_HEADS)
+    {
         for statement in statements {
             spi_ok(client.update(&statement, None, &[]));
         }

@@ -34,7 +34,10 @@ fn restore_graphql_exposures() {
 /// Rechecks the blocks whose canonical hash changed, if any, and drops the
 /// canonical hashes and unjudged hashes of confirmed blocks.
 fn recheck_block_hashes() {
-    if in_transaction(crate::repair::recheck::rechecks_queued).unwrap_or(false) {
+    let queued = in_transaction(|| {
+        Spi::connect(|client| crate::repair::recheck::rechecks_queued(client, None))
+    });
+    if queued.unwrap_or(false) {
         match in_transaction(|| crate::repair::recheck::recheck_block_hashes().collect::<Vec<_>>())
         {
             Ok(rows) => {
