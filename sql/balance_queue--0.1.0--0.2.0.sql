@@ -354,7 +354,11 @@ CREATE TABLE balance_queue.bulk_loads (
     -- Transfers the bulk applied and balance rows it wrote ('done').
     transfers_applied  bigint,
     balances_written   bigint,
-    message            text
+    message            text,
+    -- The ledger and the balances were empty of every chain: their indexes
+    -- were dropped and built again after the rows, and readers of the
+    -- balances waited for the load to commit ('done').
+    indexes_rebuilt    boolean     NOT NULL DEFAULT false
 );
 -- One bulk load runs per chain: a second worker that finds the same chain
 -- due leaves it to the first.

@@ -37,17 +37,30 @@ pub const PAYLOAD_MAX_KEYS: i64 = 30;
 ///   or null when more than PAYLOAD_MAX_KEYS}`. `$1` is the channel.
 static ANNOUNCE_SQL: Lazy<String> = Lazy::new(|| {
     format!(
-        "WITH keys AS ({keys}
+        "WITH recorded AS (
+        SELECT c.chain_ids, c.contract_addresses, c.holder_addresses
+          FROM balance_queue.balance_changes c
+         WHERE {this_transaction}
+    ), keys AS ({keys}
     ), tokens AS (
-        SELECT DISTINCT chain_id, contract_address FROM keys
+        SELECT DISTINCT u.chain_id, u.contract_address
+          FROM recorded c
+         CROSS JOIN LATERAL unnest(c.chain_ids, c.contract_addresses) AS u(chain_id, contract_address)
     ), counts AS (
-        SELECT (SELECT count(*) FROM keys) AS keys, (SELECT count(*) FROM tokens) AS tokens
+        -- One statement's row names each key once (a statement writes a
+        -- balance once): its length is the count, and the keys (a bulk
+        -- load's are every balance of a chain) are deduplicated only when
+        -- listed or when several statements recorded them.
+        SELECT CASE WHEN (SELECT count(*) FROM recorded) = 1
+                    THEN (SELECT cardinality(chain_ids) FROM recorded)
+                    ELSE (SELECT count(*) FROM keys) END AS keys,
+               (SELECT count(*) FROM tokens) AS tokens
     ), payload AS (
         SELECT pg_catalog.json_build_object(
                    'v', 1,
                    'txid', pg_catalog.pg_current_xact_id_if_assigned()::text,
                    'keys', n.keys,
-                   'chains', (SELECT pg_catalog.json_agg(DISTINCT chain_id ORDER BY chain_id) FROM keys),
+                   'chains', (SELECT pg_catalog.json_agg(DISTINCT chain_id ORDER BY chain_id) FROM tokens),
                    'token_count', n.tokens,
                    'tokens', CASE WHEN n.tokens <= $2 THEN
                        (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(chain_id, contract_address)
@@ -60,9 +73,13 @@ static ANNOUNCE_SQL: Lazy<String> = Lazy::new(|| {
          WHERE n.keys > 0
     )
     SELECT pg_catalog.pg_notify($1, body) FROM payload",
-        keys = changed_keys_sql("c.txid = pg_catalog.pg_current_xact_id_if_assigned()")
+        this_transaction = THIS_TRANSACTION,
+        keys = changed_keys_sql(THIS_TRANSACTION)
     )
 });
+
+/// The `balance_changes` rows `c` of the current transaction.
+const THIS_TRANSACTION: &str = "c.txid = pg_catalog.pg_current_xact_id_if_assigned()";
 
 /// Queues this transaction's NOTIFY on `balance_queue.change_channel` when
 /// it changed balances and the feed is on; Postgres delivers it after

@@ -15,6 +15,7 @@ use super::batch::BatchOutcome;
 use super::chain_lock;
 use super::claim::{ClaimFilter, DUE, chain_filter, claim_chain};
 use super::complete::complete;
+use super::deferred_indexes;
 use super::ledger::{Mode, apply_items_as};
 use super::read_back::row_sources;
 use crate::errors::spi_ok;
@@ -154,9 +155,11 @@ pub fn end_bulk_load(client: &mut SpiClient<'_>, id: i64, status: &str, message:
 }
 
 /// Records the outcome of a done bulk load `$1`: `$2` transfers applied,
-/// and the balances of its chain.
+/// the balances of its chain, and whether it built the indexes after the
+/// rows (`$3`).
 const DONE_SQL: &str = "UPDATE balance_queue.bulk_loads
             SET status = 'done', finished_at = clock_timestamp(), transfers_applied = $2,
+                indexes_rebuilt = $3,
                 balances_written = (SELECT count(*) FROM balance_queue.current_token_balances b
                                      WHERE b.chain_id = bulk_loads.chain_id)
           WHERE id = $1";
@@ -184,18 +187,27 @@ pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Op
         None,
         &[],
     ));
+    let deferred = deferred_indexes::defer_indexes(client);
     let readable = row_ids::try_lock_row_sources(client);
     let claimed = claim_chain(client, chain_id, &readable);
     let mut heads = claimed.heads.clone();
     let (sources, row_ids) = row_sources(client, &claimed.row_items);
     let set_back = apply_items_as(
         client,
-        Mode::Bulk,
+        if deferred.is_some() {
+            Mode::BulkUnindexed
+        } else {
+            Mode::Bulk
+        },
         &claimed.delta_ids,
         &sources,
         &row_ids,
         &mut heads,
     );
+    let indexes_rebuilt = deferred.is_some();
+    if let Some(deferred) = deferred {
+        deferred.build(client);
+    }
     let applied: Vec<i64> = claimed
         .delta_ids
         .iter()
@@ -205,7 +217,15 @@ pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Op
         .collect();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     complete(client, &applied, &heads, elapsed_ms);
-    spi_ok(client.update(DONE_SQL, None, &[load_id.into(), claimed.transfers.into()]));
+    spi_ok(client.update(
+        DONE_SQL,
+        None,
+        &[
+            load_id.into(),
+            claimed.transfers.into(),
+            indexes_rebuilt.into(),
+        ],
+    ));
     super::announce::announce_changes(client);
     Some(BatchOutcome {
         processed: claimed.items as i32,

@@ -30,6 +30,10 @@ pub(super) enum Mode {
     /// exactly when its copies sum above zero. No conflict checks, no
     /// RETURNING of the ledger, no lookups of current balances.
     Bulk,
+    /// [`Mode::Bulk`] into tables whose indexes are built afterwards (see
+    /// [`super::deferred_indexes`]): rows go into the heaps unsorted, as no
+    /// btree gains from their order.
+    BulkUnindexed,
 }
 
 /// The CTEs every apply statement starts with: the read-back of `source_rows`
@@ -76,6 +80,14 @@ fn sides_ctes(read_back: &ReadBack) -> String {
     )
 }
 
+/// The `confirmed_through` of the chain of the row aliased `alias`, from
+/// `heads`. A subquery per row rather than a join: the planner, which
+/// cannot know how many sides a batch holds, built its hash on the sides
+/// (a bulk load's millions, spilled to disk) to join the few heads.
+fn confirmed_through_of(alias: &str) -> String {
+    format!("(SELECT h.confirmed_through FROM heads h WHERE h.chain_id = {alias}.chain_id)")
+}
+
 /// The rows every apply statement returns after its `out_of_range` rows:
 /// kind `head` with the highest block applied per chain, kind `bad_rows`
 /// with the number of bad rows read back (in `block`).
@@ -101,6 +113,7 @@ fn apply_sql(sources: &[SourceMapping], mode: Mode) -> String {
     let tail = match mode {
         Mode::Incremental => INCREMENTAL_TAIL.as_str(),
         Mode::Bulk => BULK_TAIL.as_str(),
+        Mode::BulkUnindexed => BULK_UNINDEXED_TAIL.as_str(),
     };
     format!(
         "WITH {sides}, {tail}\n{rest}",
@@ -143,9 +156,8 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
                  ({sides})
              SELECT {l_sides}
                FROM ledger l
-               LEFT JOIN heads h USING (chain_id)
               WHERE l.copies > 0 AND l.copies - l.last_change <= 0
-                AND balance_queue.is_unconfirmed(l.block_number, h.confirmed_through)
+                AND balance_queue.is_unconfirmed(l.block_number, {l_confirmed_through})
               ORDER BY {l_key}
              ON CONFLICT DO NOTHING
              RETURNING 1
@@ -207,6 +219,7 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
         sides = side_columns(""),
         l_sides = side_columns("l"),
         same_key = same_ledger_key("p", "l"),
+        l_confirmed_through = confirmed_through_of("l"),
     )
 });
 
@@ -214,21 +227,36 @@ static INCREMENTAL_TAIL: Lazy<String> = Lazy::new(|| {
 /// into the ledger with copies = change, counts when change > 0, and each
 /// key's sum is inserted as its balance; a sum beyond the uint256 range is
 /// left out and reported, as in the incremental statement.
-static BULK_TAIL: Lazy<String> = Lazy::new(|| {
+static BULK_TAIL: Lazy<String> = Lazy::new(|| bulk_tail(true));
+
+/// [`BULK_TAIL`] without sorting the rows it inserts ([`Mode::BulkUnindexed`]).
+static BULK_UNINDEXED_TAIL: Lazy<String> = Lazy::new(|| bulk_tail(false));
+
+/// The bulk tail, inserting in key order when `sorted` (the order the
+/// ledger's and the balances' primary keys take them in best).
+fn bulk_tail(sorted: bool) -> String {
+    let (ledger_order, balance_order) = if sorted {
+        (
+            format!("ORDER BY {}", ledger_key("")),
+            "ORDER BY e.chain_id, e.contract_address, e.holder_address",
+        )
+    } else {
+        (String::new(), "")
+    };
     format!(
         "ledger AS (
              INSERT INTO balance_queue.applied_transfers
                  ({sides}, copies, last_change)
              SELECT {sides}, change, change
                FROM sides
-              ORDER BY {key}
+              {ledger_order}
          ), pending_added AS (
              INSERT INTO balance_queue.unconfirmed_transfer_sides
                  ({sides})
              SELECT {s_sides}
                FROM sides s
-               LEFT JOIN heads h USING (chain_id)
-              WHERE s.change > 0 AND balance_queue.is_unconfirmed(s.block_number, h.confirmed_through)
+              WHERE s.change > 0
+                AND balance_queue.is_unconfirmed(s.block_number, {s_confirmed_through})
          ), effects AS (
              SELECT chain_id, contract_address, holder_address, sum(delta_wei) AS delta_wei,
                     max(block_number) AS block_number
@@ -242,16 +270,16 @@ static BULK_TAIL: Lazy<String> = Lazy::new(|| {
                FROM effects e
                LEFT JOIN balance_queue.token_metadata m USING (chain_id, contract_address)
               WHERE abs(e.delta_wei) <= {MAX_U256}
-              ORDER BY e.chain_id, e.contract_address, e.holder_address
+              {balance_order}
          )
          SELECT 'out_of_range', chain_id, contract_address, holder_address, NULL::bigint
            FROM effects WHERE abs(delta_wei) > {MAX_U256}",
         new_balance = new_balance_values("e"),
-        key = ledger_key(""),
         sides = side_columns(""),
         s_sides = side_columns("s"),
+        s_confirmed_through = confirmed_through_of("s"),
     )
-});
+}
 
 /// Applies the transfer-side items `ids` and the `source_rows` items
 /// `row_ids` (rows of `sources`), sets back the out-of-range keys, and

@@ -13,7 +13,8 @@
 //! id) → `ledger` (the apply statement) → `set_back` (keys out of range) →
 //! `complete` (heads, completed items) → `recompute` (recalculation items).
 //! `bulk` applies a chain with no counted state and a large backlog in one
-//! set-based statement, kept alone on its chain by `chain_lock`.
+//! set-based statement, kept alone on its chain by `chain_lock`; into empty
+//! tables it builds their indexes afterwards (`deferred_indexes`).
 //! `announce` sends the change feed's NOTIFY for a transaction's changes.
 //! `drain` and `split` take the same steps for one key and for one id-range
 //! item; `api` is the SQL entry point; `balances` holds the types and SQL
@@ -28,6 +29,7 @@ mod bulk;
 pub mod chain_lock;
 mod claim;
 mod complete;
+mod deferred_indexes;
 mod drain;
 mod ledger;
 mod read_back;

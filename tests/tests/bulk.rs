@@ -24,6 +24,43 @@ fn bulk_loads(client: &mut Client) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// The indexes and constraints of the ledger and the balances (and of each
+/// chain's partition of them), as their definitions: a bulk load into empty
+/// tables drops and builds them again.
+fn index_definitions(client: &mut Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT pg_get_indexdef(i.indexrelid)
+                    || coalesce(' constraint ' || c.conname || ' ' || pg_get_constraintdef(c.oid), '')
+                    || ' valid ' || i.indisvalid || ' ready ' || i.indisready
+               FROM pg_index i
+               LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+              WHERE i.indrelid IN ('balance_queue.applied_transfers'::regclass,
+                                   'balance_queue.current_token_balances'::regclass)
+                 OR i.indrelid IN (SELECT inhrelid FROM pg_inherits
+                                    WHERE inhparent = 'balance_queue.current_token_balances'::regclass)
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Whether the done bulk loads built the indexes after their rows, oldest first.
+fn indexes_rebuilt(client: &mut Client) -> Vec<bool> {
+    client
+        .query(
+            "SELECT indexes_rebuilt FROM balance_queue.bulk_loads WHERE status = 'done' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Writes `transfers` generated transfers the rindexer way with the worker
 /// paused (the cluster starts with it paused: see [`PAUSED`]), replays the first 1% of every batch (rindexer's crash replay),
 /// and deletes the newest blocks as rindexer's reorg rollback does. Returns
@@ -58,11 +95,29 @@ fn a_large_backlog_is_applied_in_one_exact_bulk_load() {
     let (_cluster, mut c) = preloaded("bulk", &["balance_queue.bulk_threshold = 20000", PAUSED]);
     let rows = paused_backlog(&mut c, 60_000);
     assert!(rows > 59_000, "{rows} rows left");
+    let indexes = index_definitions(&mut c);
+    // The ledger's two, the balances' three, and three per partition (one
+    // per chain and the default one).
+    let partitions = scalar_i64(
+        &mut c,
+        "SELECT count(*) FROM pg_inherits
+          WHERE inhparent = 'balance_queue.current_token_balances'::regclass",
+    );
+    assert!(partitions > 1);
+    assert_eq!(
+        indexes.len() as i64,
+        2 + 3 + 3 * partitions,
+        "{indexes:#?}"
+    );
     alter_system(&mut c, &["balance_queue.enabled = on"]);
     wait_until("the backlog to drain", Duration::from_secs(120), || {
         pending(&mut c) == 0
     });
     assert_eq!(bulk_loads(&mut c), vec![("done".to_string(), 1)]);
+    // Both tables were empty: the load built their indexes after the rows,
+    // and they are back as they were (the batches below rely on the keys).
+    assert_eq!(indexes_rebuilt(&mut c), vec![true]);
+    assert_eq!(index_definitions(&mut c), indexes);
     let (queued, applied, balances): (i64, i64, i64) = {
         let r = c
             .query_one(
@@ -120,6 +175,7 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
         ],
     );
     paused_backlog(&mut c, 250_000);
+    let indexes = index_definitions(&mut c);
     alter_system(&mut c, &["balance_queue.enabled = on"]);
     wait_until("a bulk load to start", Duration::from_secs(60), || {
         scalar_i64(
@@ -128,10 +184,6 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
         ) > 0
     });
     std::thread::sleep(Duration::from_millis(500));
-    let counted = scalar_i64(
-        &mut c,
-        "SELECT count(*) FROM balance_queue.current_token_balances",
-    );
     assert_eq!(
         scalar_i64(
             &mut c,
@@ -141,11 +193,34 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
         1,
         "source_progress says a bulk load is applying the waiting rows"
     );
+    // The tables were empty, so the load holds them exclusively (their
+    // indexes dropped until it ends): nothing of it is visible, and a
+    // reader waits for it.
+    assert_eq!(
+        scalar_i64(
+            &mut c,
+            "SELECT count(*) FROM pg_locks l JOIN balance_queue.bulk_loads b ON b.backend_pid = l.pid
+              WHERE b.status = 'running' AND l.granted AND l.mode = 'AccessExclusiveLock'
+                AND l.relation IN ('balance_queue.applied_transfers'::regclass,
+                                   'balance_queue.current_token_balances'::regclass)"
+        ),
+        2,
+        "the running load holds the ledger and the balances"
+    );
+    c.batch_execute("SET lock_timeout = '200ms'").unwrap();
+    let read = c.query_one(
+        "SELECT count(*) FROM balance_queue.current_token_balances",
+        &[],
+    );
+    assert_eq!(
+        read.unwrap_err().code(),
+        Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE),
+        "a reader waits for the load"
+    );
     drop(c);
     cluster.stop("immediate");
     cluster.start_again();
     let mut c = cluster.connect("test");
-    assert_eq!(counted, 0, "nothing of a running bulk load is visible");
     wait_until(
         "the bulk load to be redone",
         Duration::from_secs(300),
@@ -156,6 +231,10 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
         vec![("done".to_string(), 1), ("interrupted".to_string(), 1)],
         "the crashed load is reported interrupted, its redo done"
     );
+    // The crashed load's drops rolled back with it; the redo dropped and
+    // built them again.
+    assert_eq!(indexes_rebuilt(&mut c), vec![true]);
+    assert_eq!(index_definitions(&mut c), indexes);
     common::assert_matches_sources(&mut c, &[TABLE]);
 }
 
@@ -215,6 +294,40 @@ fn handle_reorg_from_block_zero_rebuilds_through_the_bulk_path() {
         pending(&mut c) == 0
     });
     assert_eq!(bulk_loads(&mut c), vec![("done".to_string(), 1)]);
+    // The rebuild emptied the only chain's ledger and balances.
+    assert_eq!(indexes_rebuilt(&mut c), vec![true]);
     assert_eq!(progress(&mut c), (queued_before, queued_before, 0));
+    common::assert_matches_sources(&mut c, &[TABLE]);
+}
+
+#[test]
+fn a_bulk_load_keeps_the_indexes_while_a_reader_holds_the_balances() {
+    let (cluster, mut c) = preloaded(
+        "bulk-reader",
+        &["balance_queue.bulk_threshold = 20000", PAUSED],
+    );
+    paused_backlog(&mut c, 40_000);
+    let indexes = index_definitions(&mut c);
+    // A long report on the balances: dropping their indexes would wait for
+    // it, and every reader after it would wait behind that.
+    let mut reader = cluster.connect("test");
+    let mut report = reader.transaction().unwrap();
+    report
+        .batch_execute("SELECT count(*) FROM balance_queue.current_token_balances")
+        .unwrap();
+    alter_system(&mut c, &["balance_queue.enabled = on"]);
+    wait_until(
+        "the backlog to drain beside the report",
+        Duration::from_secs(120),
+        || pending(&mut c) == 0,
+    );
+    assert_eq!(bulk_loads(&mut c), vec![("done".to_string(), 1)]);
+    assert_eq!(
+        indexes_rebuilt(&mut c),
+        vec![false],
+        "the load inserted through the indexes rather than wait"
+    );
+    report.commit().unwrap();
+    assert_eq!(index_definitions(&mut c), indexes);
     common::assert_matches_sources(&mut c, &[TABLE]);
 }

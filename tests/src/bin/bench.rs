@@ -449,7 +449,8 @@ fn last_bulk_load(client: &mut Client) -> String {
     client
         .query_opt(
             "SELECT concat_ws(', ', status, transfers_applied || ' transfers',
-                              round(extract(epoch FROM finished_at - started_at)::numeric, 2) || ' s', message)
+                              round(extract(epoch FROM finished_at - started_at)::numeric, 2) || ' s',
+                              CASE WHEN indexes_rebuilt THEN 'indexes built after' END, message)
                FROM balance_queue.bulk_loads ORDER BY id DESC LIMIT 1",
             &[],
         )

@@ -213,20 +213,22 @@ fn rebuild(client: &mut postgres::Client) {
     for r in client
         .query(
             "SELECT id, status, transfers_queued, coalesce(transfers_applied, 0), coalesce(balances_written, 0),
-                    round(extract(epoch FROM finished_at - started_at)::numeric, 2)::text
+                    round(extract(epoch FROM finished_at - started_at)::numeric, 2)::text,
+                    CASE WHEN indexes_rebuilt THEN ', indexes built after the rows' ELSE '' END
                FROM balance_queue.bulk_loads ORDER BY id",
             &[],
         )
         .unwrap()
     {
         println!(
-            "bulk load    #{} {}: {} transfers queued, {} applied, {} balances written in {} s",
+            "bulk load    #{} {}: {} transfers queued, {} applied, {} balances written in {} s{}",
             r.get::<_, i64>(0),
             r.get::<_, String>(1),
             r.get::<_, i64>(2),
             r.get::<_, i64>(3),
             r.get::<_, i64>(4),
-            r.get::<_, Option<String>>(5).unwrap_or_default()
+            r.get::<_, Option<String>>(5).unwrap_or_default(),
+            r.get::<_, String>(6)
         );
     }
     println!(

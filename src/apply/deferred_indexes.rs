@@ -1,0 +1,185 @@
+//! Index builds after a bulk load into empty tables. A bulk load that finds
+//! the ledger and the balances empty for every chain (a first attach on a
+//! fresh install, a rebuild of the only chain) drops their indexes, inserts
+//! its rows into bare heaps, and builds the indexes again at the end: one
+//! sort per index (spread over parallel maintenance workers) instead of a
+//! btree descent per row, which was about half of a bulk load's time
+//! (docs/benchmarks.md, "The bulk path").
+//!
+//! It needs both tables exclusively, which readers of the balances feel:
+//! they wait until the load commits (`bulk_loads.indexes_rebuilt` tells).
+//! So it is taken only when, within about a second, no session holds a lock
+//! on either table (a long report on the balances is not waited for: the
+//! load then keeps the indexes and inserts through them). All of it is in
+//! the load's transaction: a crash or an error leaves the indexes as they
+//! were, with the load's rows gone.
+
+use crate::errors::spi_ok;
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
+use pgrx::spi::SpiClient;
+
+/// The tables a bulk load fills in bulk: the ledger and the balances.
+const FILLED_TABLES: [&str; 2] = [
+    "balance_queue.applied_transfers",
+    "balance_queue.current_token_balances",
+];
+
+/// Per index of the tables `$1` (oid[]): the statement that drops it and the
+/// one that builds it again, constraints (the primary keys) through their
+/// own definitions so they come back as constraints. The balances are
+/// partitioned by chain: an index of theirs is defined `ON ONLY` the parent
+/// (how a partitioned index reads back), built again on the parent so that
+/// every partition gets its own, named as before (the names derive from
+/// the partition's and the columns'); dropping it drops the partitions'. Not the indexes of
+/// other constraint kinds than primary key and unique: none exist, and an
+/// exclusion or deferred constraint is not worth rebuilding here.
+const INDEX_DEFINITIONS_SQL: &str = "SELECT CASE WHEN c.oid IS NULL
+                     THEN format('DROP INDEX %s', i.indexrelid::regclass)
+                     ELSE format('ALTER TABLE %s DROP CONSTRAINT %I', i.indrelid::regclass, c.conname) END,
+                CASE WHEN c.oid IS NULL
+                     THEN pg_catalog.regexp_replace(pg_catalog.pg_get_indexdef(i.indexrelid),
+                                                    ' ON ONLY ', ' ON ')
+                     ELSE format('ALTER TABLE %s ADD CONSTRAINT %I %s', i.indrelid::regclass, c.conname,
+                                 pg_catalog.pg_get_constraintdef(c.oid)) END
+           FROM pg_catalog.pg_index i
+           LEFT JOIN pg_catalog.pg_constraint c
+             ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u')
+          WHERE i.indrelid = ANY($1)
+          ORDER BY i.indrelid, c.oid IS NULL, i.indexrelid";
+
+/// The indexes a bulk load dropped: the statements that build them again.
+pub(super) struct DeferredIndexes {
+    builds: Vec<String>,
+}
+
+/// When the ledger and the balances are empty (no chain has counted state:
+/// the caller holds its own chain exclusively and found it empty, so only
+/// other chains could hold rows), no session holds a lock on either, no
+/// other object depends on their indexes, and the current role owns them:
+/// locks both exclusively until the transaction ends, drops their indexes
+/// and returns how to build them again with [`DeferredIndexes::build`].
+/// Otherwise None, holding no new lock.
+pub(super) fn defer_indexes(client: &mut SpiClient<'_>) -> Option<DeferredIndexes> {
+    let tables: Vec<pg_sys::Oid> = FILLED_TABLES
+        .iter()
+        .filter_map(|table| {
+            spi_ok(client.select("SELECT $1::regclass::oid", Some(1), &[(*table).into()]))
+                .first()
+                .get_one::<pg_sys::Oid>()
+                .ok()
+                .flatten()
+        })
+        .collect();
+    if tables.len() != FILLED_TABLES.len()
+        || !ask(client, DROPPABLE_SQL, &[tables.clone().into()])
+        || !ask(client, EMPTY_SQL, &[])
+        || !lock_without_waiting(&tables)
+    {
+        return None;
+    }
+    // Asked again under the locks: a batch of another chain may have
+    // committed its first rows in between.
+    if !ask(client, EMPTY_SQL, &[]) {
+        unlock(&tables);
+        return None;
+    }
+    let mut builds = Vec::new();
+    let mut drops = Vec::new();
+    for row in spi_ok(client.select(INDEX_DEFINITIONS_SQL, None, &[tables.into()])) {
+        if let (Some(drop), Some(build)) = (
+            spi_ok(row.get::<String>(1)),
+            spi_ok(row.get::<String>(2)),
+        ) {
+            drops.push(drop);
+            builds.push(build);
+        }
+    }
+    for drop in &drops {
+        spi_ok(client.update(drop, None, &[]));
+    }
+    Some(DeferredIndexes { builds })
+}
+
+/// Whether the ledger and the balances hold no row. A table emptied by a
+/// rebuild still has its dead rows to step over: one sequential pass at most.
+const EMPTY_SQL: &str = "SELECT NOT EXISTS (SELECT 1 FROM balance_queue.applied_transfers)
+            AND NOT EXISTS (SELECT 1 FROM balance_queue.current_token_balances)";
+
+/// Whether the current role owns (or is a member of the owner of) each of
+/// the tables `$1` (oid[]), as dropping their indexes needs, and nothing
+/// outside them depends on their indexes (a user's foreign key referencing
+/// the balances would make the drop fail).
+const DROPPABLE_SQL: &str = "SELECT (SELECT bool_and(pg_catalog.pg_has_role(relowner, 'USAGE'))
+                   FROM pg_catalog.pg_class WHERE oid = ANY($1))
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                                 WHERE d.refclassid = 'pg_catalog.pg_class'::regclass
+                                   AND d.deptype = 'n'
+                                   AND d.refobjid IN (SELECT indexrelid FROM pg_catalog.pg_index
+                                                       WHERE indrelid = ANY($1)))";
+
+/// The boolean `sql` answers with the arguments `args`; false for none.
+fn ask(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> bool {
+    spi_ok(
+        spi_ok(client.select(sql, Some(1), args))
+            .first()
+            .get_one::<bool>(),
+    )
+    .unwrap_or(false)
+}
+
+impl DeferredIndexes {
+    /// Builds the dropped indexes again, in the order they were read
+    /// (primary keys first), and refreshes the tables' statistics: the
+    /// planner's estimates for the next batches come from them, and the
+    /// tables were empty when last analysed.
+    pub(super) fn build(self, client: &mut SpiClient<'_>) {
+        for build in &self.builds {
+            spi_ok(client.update(build, None, &[]));
+        }
+        for table in FILLED_TABLES {
+            spi_ok(client.update(&format!("ANALYZE {table}"), None, &[]));
+        }
+    }
+}
+
+/// How long [`lock_without_waiting`] keeps trying: a worker's maintenance
+/// or a reader holds the balances for milliseconds; a report for longer,
+/// and is not waited for.
+const LOCK_ATTEMPTS: u32 = 40;
+const LOCK_RETRY_US: std::ffi::c_long = 25_000;
+
+/// Locks each of `tables` in ACCESS EXCLUSIVE mode without queuing behind
+/// (and so in front of) other sessions' locks: tries for about a second,
+/// each time all or none. False when another session held one throughout.
+fn lock_without_waiting(tables: &[pg_sys::Oid]) -> bool {
+    let mode = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
+    for _ in 0..LOCK_ATTEMPTS {
+        let mut taken = 0;
+        // SAFETY: lock-manager calls on existing relations, inside a
+        // transaction.
+        while taken < tables.len()
+            && unsafe { pg_sys::ConditionalLockRelationOid(tables[taken], mode) }
+        {
+            taken += 1;
+        }
+        if taken == tables.len() {
+            return true;
+        }
+        unlock(&tables[..taken]);
+        // SAFETY: a plain sleep; interrupts are served right after.
+        unsafe { pg_sys::pg_usleep(LOCK_RETRY_US) };
+        pgrx::check_for_interrupts!();
+    }
+    false
+}
+
+/// Releases the ACCESS EXCLUSIVE locks [`lock_without_waiting`] took on
+/// `tables`, which were read under them, never written.
+fn unlock(tables: &[pg_sys::Oid]) {
+    let mode = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
+    for &table in tables {
+        // SAFETY: releases one count of a lock this transaction took.
+        unsafe { pg_sys::UnlockRelationOid(table, mode) };
+    }
+}
