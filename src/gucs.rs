@@ -24,6 +24,11 @@ pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 /// counted state from which the worker applies them in one bulk (0: never).
 pub static BULK_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 
+/// `balance_queue.bulk_rebuilds_indexes`: whether a bulk load into an empty
+/// ledger and balance table drops their indexes and builds them after the
+/// rows (readers of the balances wait for the load meanwhile).
+pub static BULK_REBUILDS_INDEXES: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// `balance_queue.takeover_after`: milliseconds an item of another
 /// worker's holder partition waits before a worker with nothing of its own
 /// takes it (default 1000).
@@ -123,6 +128,14 @@ pub fn init() {
         &BULK_THRESHOLD,
         0,
         i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"balance_queue.bulk_rebuilds_indexes",
+        c"Whether a bulk load into an empty ledger and balance table builds their indexes after the rows.",
+        c"When no chain has counted state yet (a first attach on a fresh install, the rebuild of the only chain), a bulk load can drop the indexes of applied_transfers and current_token_balances and build them once at the end, about a fifth of its time; readers of the balances then wait until it commits. Off: the load always inserts through the indexes and never blocks readers.",
+        &BULK_REBUILDS_INDEXES,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -2,9 +2,8 @@
 //! the ledger and the balances empty for every chain (a first attach on a
 //! fresh install, a rebuild of the only chain) drops their indexes, inserts
 //! its rows into bare heaps, and builds the indexes again at the end: one
-//! sort per index (spread over parallel maintenance workers) instead of a
-//! btree descent per row, which was about half of a bulk load's time
-//! (docs/benchmarks.md, "The bulk path").
+//! sort per index instead of a btree descent per row (docs/benchmarks.md,
+//! "Indexes built after a bulk load", has what it saves).
 //!
 //! It needs both tables exclusively, which readers of the balances feel:
 //! they wait until the load commits (`bulk_loads.indexes_rebuilt` tells).
@@ -26,14 +25,12 @@ const FILLED_TABLES: [&str; 2] = [
 ];
 
 /// Per index of the tables `$1` (oid[]): the statement that drops it and the
-/// one that builds it again, constraints (the primary keys) through their
-/// own definitions so they come back as constraints. The balances are
-/// partitioned by chain: an index of theirs is defined `ON ONLY` the parent
-/// (how a partitioned index reads back), built again on the parent so that
-/// every partition gets its own, named as before (the names derive from
-/// the partition's and the columns'); dropping it drops the partitions'. Not the indexes of
-/// other constraint kinds than primary key and unique: none exist, and an
-/// exclusion or deferred constraint is not worth rebuilding here.
+/// one that builds it again; an index of a constraint (the primary keys)
+/// through the constraint's definition, so it comes back as one. The
+/// balances are partitioned by chain: an index of theirs reads back as
+/// defined `ON ONLY` the parent; it is built again on the parent, so every
+/// partition gets its own, named as before (the names derive from the
+/// partition's and the columns'); dropping it drops the partitions'.
 const INDEX_DEFINITIONS_SQL: &str = "SELECT CASE WHEN c.oid IS NULL
                      THEN format('DROP INDEX %s', i.indexrelid::regclass)
                      ELSE format('ALTER TABLE %s DROP CONSTRAINT %I', i.indrelid::regclass, c.conname) END,
@@ -44,7 +41,7 @@ const INDEX_DEFINITIONS_SQL: &str = "SELECT CASE WHEN c.oid IS NULL
                                  pg_catalog.pg_get_constraintdef(c.oid)) END
            FROM pg_catalog.pg_index i
            LEFT JOIN pg_catalog.pg_constraint c
-             ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u')
+             ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x')
           WHERE i.indrelid = ANY($1)
           ORDER BY i.indrelid, c.oid IS NULL, i.indexrelid";
 
@@ -56,11 +53,15 @@ pub(super) struct DeferredIndexes {
 /// When the ledger and the balances are empty (no chain has counted state:
 /// the caller holds its own chain exclusively and found it empty, so only
 /// other chains could hold rows), no session holds a lock on either, no
-/// other object depends on their indexes, and the current role owns them:
+/// other object depends on their indexes, the current role owns them, and
+/// `balance_queue.bulk_rebuilds_indexes` is on:
 /// locks both exclusively until the transaction ends, drops their indexes
 /// and returns how to build them again with [`DeferredIndexes::build`].
 /// Otherwise None, holding no new lock.
 pub(super) fn defer_indexes(client: &mut SpiClient<'_>) -> Option<DeferredIndexes> {
+    if !crate::gucs::BULK_REBUILDS_INDEXES.get() {
+        return None;
+    }
     let tables: Vec<pg_sys::Oid> = FILLED_TABLES
         .iter()
         .filter_map(|table| {
