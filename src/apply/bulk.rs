@@ -192,22 +192,25 @@ pub fn apply_bulk(client: &mut SpiClient<'_>, chain_id: i32, load_id: i64) -> Op
     let claimed = claim_chain(client, chain_id, &readable);
     let mut heads = claimed.heads.clone();
     let (sources, row_ids) = row_sources(client, &claimed.row_items);
+    let indexes_rebuilt = deferred.is_some();
+    let mode = if indexes_rebuilt {
+        Mode::BulkUnindexed
+    } else {
+        Mode::Bulk
+    };
     let set_back = apply_items_as(
         client,
-        if deferred.is_some() {
-            Mode::BulkUnindexed
-        } else {
-            Mode::Bulk
-        },
+        mode,
         &claimed.delta_ids,
         &sources,
         &row_ids,
         &mut heads,
+        |client| {
+            if let Some(deferred) = deferred {
+                deferred.build(client);
+            }
+        },
     );
-    let indexes_rebuilt = deferred.is_some();
-    if let Some(deferred) = deferred {
-        deferred.build(client);
-    }
     let applied: Vec<i64> = claimed
         .delta_ids
         .iter()

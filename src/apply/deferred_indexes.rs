@@ -8,8 +8,10 @@
 //! It needs both tables exclusively, which readers of the balances feel:
 //! they wait until the load commits (`bulk_loads.indexes_rebuilt` tells).
 //! So it is taken only when, within about a second, no session holds a lock
-//! on either table (a long report on the balances is not waited for: the
-//! load then keeps the indexes and inserts through them). All of it is in
+//! on either table, their partitions or indexes (a long report on the
+//! balances is not waited for: the load then keeps the indexes and inserts
+//! through them). On a hot standby the lock is replayed, and readers there
+//! wait too. All of it is in
 //! the load's transaction: a crash or an error leaves the indexes as they
 //! were, with the load's rows gone.
 
@@ -75,14 +77,25 @@ pub(super) fn defer_indexes(client: &mut SpiClient<'_>) -> Option<DeferredIndexe
     if tables.len() != FILLED_TABLES.len()
         || !ask(client, DROPPABLE_SQL, &[tables.clone().into()])
         || !ask(client, EMPTY_SQL, &[])
-        || !lock_without_waiting(&tables)
     {
+        return None;
+    }
+    // The drops, builds and ANALYZE reach every partition and index: all
+    // are locked here, or none, so none of them waits on another session.
+    let relations: Vec<pg_sys::Oid> = spi_ok(client.select(
+        RELATIONS_SQL,
+        None,
+        &[tables.clone().into()],
+    ))
+    .filter_map(|row| spi_ok(row.get::<pg_sys::Oid>(1)))
+    .collect();
+    if !lock_without_waiting(client, &relations) {
         return None;
     }
     // Asked again under the locks: a batch of another chain may have
     // committed its first rows in between.
     if !ask(client, EMPTY_SQL, &[]) {
-        unlock(&tables);
+        unlock(&relations);
         return None;
     }
     let mut builds = Vec::new();
@@ -107,22 +120,41 @@ pub(super) fn defer_indexes(client: &mut SpiClient<'_>) -> Option<DeferredIndexe
 const EMPTY_SQL: &str = "SELECT NOT EXISTS (SELECT 1 FROM balance_queue.applied_transfers)
             AND NOT EXISTS (SELECT 1 FROM balance_queue.current_token_balances)";
 
+/// The tables `$1` (oid[]), their partitions, then the indexes of all of
+/// them: what dropping and building the indexes locks, tables first (the
+/// order Postgres itself takes them in).
+const RELATIONS_SQL: &str = "WITH t AS (SELECT unnest($1::oid[]) AS oid
+                    UNION ALL
+                    SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = ANY($1))
+         SELECT oid FROM (SELECT oid, 0 AS kind FROM t
+                          UNION ALL
+                          SELECT i.indexrelid, 1 FROM pg_catalog.pg_index i WHERE i.indrelid IN (SELECT oid FROM t)) r
+          ORDER BY kind, oid";
+
 /// Whether the current role owns (or is a member of the owner of) each of
 /// the tables `$1` (oid[]), as dropping their indexes needs, and nothing
-/// outside them depends on their indexes (a user's foreign key referencing
-/// the balances would make the drop fail).
-const DROPPABLE_SQL: &str = "SELECT (SELECT bool_and(pg_catalog.pg_has_role(relowner, 'USAGE'))
+/// outside them depends on their indexes or their partitions' (a user's
+/// foreign key referencing the balances would make the drop fail), and no
+/// such index carries what a rebuild would not bring back (REPLICA
+/// IDENTITY USING INDEX, a CLUSTER mark).
+const DROPPABLE_SQL: &str = "WITH t AS (SELECT unnest($1::oid[]) AS oid
+                    UNION ALL
+                    SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = ANY($1)),
+              i AS (SELECT * FROM pg_catalog.pg_index WHERE indrelid IN (SELECT oid FROM t))
+         SELECT (SELECT bool_and(pg_catalog.pg_has_role(relowner, 'USAGE'))
                    FROM pg_catalog.pg_class WHERE oid = ANY($1))
+                AND NOT EXISTS (SELECT 1 FROM i WHERE i.indisreplident OR i.indisclustered)
                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                                  WHERE d.refclassid = 'pg_catalog.pg_class'::regclass
                                    AND d.deptype = 'n'
-                                   AND d.refobjid IN (SELECT indexrelid FROM pg_catalog.pg_index
-                                                       WHERE indrelid = ANY($1)))";
+                                   AND d.refobjid IN (SELECT indexrelid FROM i))";
 
-/// The boolean `sql` answers with the arguments `args`; false for none.
+/// The boolean `sql` answers with the arguments `args`, in a fresh snapshot
+/// (a read-write SPI call takes one per statement, which the check under
+/// the locks needs); false for none.
 fn ask(client: &mut SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> bool {
     spi_ok(
-        spi_ok(client.select(sql, Some(1), args))
+        spi_ok(client.update(sql, Some(1), args))
             .first()
             .get_one::<bool>(),
     )
@@ -150,19 +182,41 @@ impl DeferredIndexes {
 const LOCK_ATTEMPTS: u32 = 40;
 const LOCK_RETRY_US: std::ffi::c_long = 25_000;
 
-/// Locks each of `tables` in ACCESS EXCLUSIVE mode without queuing behind
-/// (and so in front of) other sessions' locks: tries for about a second,
-/// each time all or none. False when another session held one throughout.
-fn lock_without_waiting(tables: &[pg_sys::Oid]) -> bool {
+/// Whether each session other than this one holding a lock on relation `$1`
+/// (oid) is an autovacuum worker that Postgres cancels for a lock request
+/// waiting on it (one preventing wraparound is not cancelled). A rebuild
+/// leaves millions of dead rows, so autovacuum is on the emptied tables
+/// just when the load would drop their indexes.
+const ONLY_AUTOVACUUM_SQL: &str = "SELECT coalesce(bool_and(a.backend_type = 'autovacuum worker'
+                                     AND a.query NOT LIKE '%to prevent wraparound%'), false)
+           FROM pg_catalog.pg_locks l
+           JOIN pg_catalog.pg_stat_activity a USING (pid)
+          WHERE l.locktype = 'relation' AND l.relation = $1 AND l.granted
+            AND l.database = (SELECT oid FROM pg_catalog.pg_database
+                               WHERE datname = pg_catalog.current_database())
+            AND l.pid <> pg_catalog.pg_backend_pid()";
+
+/// Locks each of the relations `tables` in ACCESS EXCLUSIVE mode without
+/// queuing behind (and so in front of) other sessions' locks: tries for
+/// about a second, each time all or none. A relation held by autovacuum
+/// alone is waited for, as any DDL does: Postgres cancels the vacuum after
+/// `deadlock_timeout`. False when another session held one throughout.
+fn lock_without_waiting(client: &mut SpiClient<'_>, tables: &[pg_sys::Oid]) -> bool {
     let mode = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
     for _ in 0..LOCK_ATTEMPTS {
         let mut taken = 0;
-        // SAFETY: lock-manager calls on existing relations, inside a
-        // transaction.
-        while taken < tables.len()
-            && unsafe { pg_sys::ConditionalLockRelationOid(tables[taken], mode) }
-        {
-            taken += 1;
+        while taken < tables.len() {
+            let table = tables[taken];
+            // SAFETY: lock-manager calls on an existing relation, inside a
+            // transaction.
+            if unsafe { pg_sys::ConditionalLockRelationOid(table, mode) } {
+                taken += 1;
+            } else if ask(client, ONLY_AUTOVACUUM_SQL, &[table.into()]) {
+                unsafe { pg_sys::LockRelationOid(table, mode) };
+                taken += 1;
+            } else {
+                break;
+            }
         }
         if taken == tables.len() {
             return true;
@@ -176,7 +230,7 @@ fn lock_without_waiting(tables: &[pg_sys::Oid]) -> bool {
 }
 
 /// Releases the ACCESS EXCLUSIVE locks [`lock_without_waiting`] took on
-/// `tables`, which were read under them, never written.
+/// the relations `tables`, which were read under them, never written.
 fn unlock(tables: &[pg_sys::Oid]) {
     let mode = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
     for &table in tables {

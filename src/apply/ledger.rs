@@ -291,12 +291,15 @@ pub(super) fn apply_items(
     row_ids: &[i64],
     heads: &mut BTreeMap<i32, i64>,
 ) -> SetBack {
-    apply_items_as(client, Mode::Incremental, ids, sources, row_ids, heads)
+    apply_items_as(client, Mode::Incremental, ids, sources, row_ids, heads, |_| {})
 }
 
 /// [`apply_items`] with the statement of `mode`. Holds each chain of the
 /// items shared (see [`super::chain_lock`]) unless the caller holds it
-/// exclusively for a bulk apply.
+/// exclusively for a bulk apply. Runs `before_set_back` after the apply
+/// statement and before the out-of-range keys are set back: a bulk load
+/// into bare tables builds their indexes there, as each set-back looks its
+/// ledger rows up by key.
 pub(super) fn apply_items_as(
     client: &mut SpiClient<'_>,
     mode: Mode,
@@ -304,9 +307,11 @@ pub(super) fn apply_items_as(
     sources: &[SourceMapping],
     row_ids: &[i64],
     heads: &mut BTreeMap<i32, i64>,
+    before_set_back: impl FnOnce(&mut SpiClient<'_>),
 ) -> SetBack {
     let mut set_back = SetBack::default();
     if ids.is_empty() && row_ids.is_empty() {
+        before_set_back(client);
         return set_back;
     }
     if mode == Mode::Incremental {
@@ -338,6 +343,7 @@ pub(super) fn apply_items_as(
             spi_ok(row.get::<String>(4)).unwrap_or_default(),
         ));
     }
+    before_set_back(client);
     set_back_keys(client, &out_of_range, ids, sources, row_ids, &mut set_back);
     set_back
 }
