@@ -82,13 +82,10 @@ pub(super) fn defer_indexes(client: &mut SpiClient<'_>) -> Option<DeferredIndexe
     }
     // The drops, builds and ANALYZE reach every partition and index: all
     // are locked here, or none, so none of them waits on another session.
-    let relations: Vec<pg_sys::Oid> = spi_ok(client.select(
-        RELATIONS_SQL,
-        None,
-        &[tables.clone().into()],
-    ))
-    .filter_map(|row| spi_ok(row.get::<pg_sys::Oid>(1)))
-    .collect();
+    let relations: Vec<pg_sys::Oid> =
+        spi_ok(client.select(RELATIONS_SQL, None, &[tables.clone().into()]))
+            .filter_map(|row| spi_ok(row.get::<pg_sys::Oid>(1)))
+            .collect();
     if !lock_without_waiting(client, &relations) {
         return None;
     }
@@ -101,10 +98,9 @@ pub(super) fn defer_indexes(client: &mut SpiClient<'_>) -> Option<DeferredIndexe
     let mut builds = Vec::new();
     let mut drops = Vec::new();
     for row in spi_ok(client.select(INDEX_DEFINITIONS_SQL, None, &[tables.into()])) {
-        if let (Some(drop), Some(build)) = (
-            spi_ok(row.get::<String>(1)),
-            spi_ok(row.get::<String>(2)),
-        ) {
+        if let (Some(drop), Some(build)) =
+            (spi_ok(row.get::<String>(1)), spi_ok(row.get::<String>(2)))
+        {
             drops.push(drop);
             builds.push(build);
         }

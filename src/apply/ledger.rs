@@ -291,7 +291,15 @@ pub(super) fn apply_items(
     row_ids: &[i64],
     heads: &mut BTreeMap<i32, i64>,
 ) -> SetBack {
-    apply_items_as(client, Mode::Incremental, ids, sources, row_ids, heads, |_| {})
+    apply_items_as(
+        client,
+        Mode::Incremental,
+        ids,
+        sources,
+        row_ids,
+        heads,
+        |_| {},
+    )
 }
 
 /// [`apply_items`] with the statement of `mode`. Holds each chain of the

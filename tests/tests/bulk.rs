@@ -104,11 +104,7 @@ fn a_large_backlog_is_applied_in_one_exact_bulk_load() {
           WHERE inhparent = 'balance_queue.current_token_balances'::regclass",
     );
     assert!(partitions > 1);
-    assert_eq!(
-        indexes.len() as i64,
-        2 + 3 + 3 * partitions,
-        "{indexes:#?}"
-    );
+    assert_eq!(indexes.len() as i64, 2 + 3 + 3 * partitions, "{indexes:#?}");
     alter_system(&mut c, &["balance_queue.enabled = on"]);
     wait_until("the backlog to drain", Duration::from_secs(120), || {
         pending(&mut c) == 0
