@@ -226,9 +226,10 @@ fn terminated_worker_comes_back_and_drains() {
 
 #[test]
 fn reload_changes_the_batch_size_the_worker_uses() {
-    let (_cluster, mut c) = preloaded("reload", &[]);
-    alter_system(&mut c, &["balance_queue.enabled = off"]);
-    std::thread::sleep(Duration::from_millis(300));
+    // Paused from the server's start: a pause set by reload reaches the
+    // workers asynchronously, and under the suite's load one once drained
+    // half the rows with the default batch size before it read it.
+    let (_cluster, mut c) = preloaded("reload", &["balance_queue.enabled = off"]);
     let rows: Vec<TransferRow> = (0..60)
         .map(|n| transfer(MINTER, &holder(n + 1), 5, n, "ethereum"))
         .collect();
