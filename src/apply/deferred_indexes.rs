@@ -116,16 +116,28 @@ pub(super) fn defer_indexes(client: &mut SpiClient<'_>) -> Option<DeferredIndexe
 const EMPTY_SQL: &str = "SELECT NOT EXISTS (SELECT 1 FROM balance_queue.applied_transfers)
             AND NOT EXISTS (SELECT 1 FROM balance_queue.current_token_balances)";
 
+/// A statement over `t`: the tables `$1` (oid[]) and their partitions (the
+/// one definition of that set for [`RELATIONS_SQL`] and [`DROPPABLE_SQL`]),
+/// followed by the rest of the statement.
+macro_rules! concat_tables {
+    ($rest:literal) => {
+        concat!(
+            "WITH t AS (SELECT unnest($1::oid[]) AS oid
+                    UNION ALL
+                    SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = ANY($1))",
+            $rest
+        )
+    };
+}
+
 /// The tables `$1` (oid[]), their partitions, then the indexes of all of
 /// them: what dropping and building the indexes locks, tables first (the
 /// order Postgres itself takes them in).
-const RELATIONS_SQL: &str = "WITH t AS (SELECT unnest($1::oid[]) AS oid
-                    UNION ALL
-                    SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = ANY($1))
+const RELATIONS_SQL: &str = concat_tables!("
          SELECT oid FROM (SELECT oid, 0 AS kind FROM t
                           UNION ALL
                           SELECT i.indexrelid, 1 FROM pg_catalog.pg_index i WHERE i.indrelid IN (SELECT oid FROM t)) r
-          ORDER BY kind, oid";
+          ORDER BY kind, oid");
 
 /// Whether the current role owns (or is a member of the owner of) each of
 /// the tables `$1` (oid[]), as dropping their indexes needs, and nothing
@@ -133,9 +145,8 @@ const RELATIONS_SQL: &str = "WITH t AS (SELECT unnest($1::oid[]) AS oid
 /// foreign key referencing the balances would make the drop fail), and no
 /// such index carries what a rebuild would not bring back (REPLICA
 /// IDENTITY USING INDEX, a CLUSTER mark).
-const DROPPABLE_SQL: &str = "WITH t AS (SELECT unnest($1::oid[]) AS oid
-                    UNION ALL
-                    SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = ANY($1)),
+const DROPPABLE_SQL: &str = concat_tables!(
+    ",
               i AS (SELECT * FROM pg_catalog.pg_index WHERE indrelid IN (SELECT oid FROM t))
          SELECT (SELECT bool_and(pg_catalog.pg_has_role(relowner, 'USAGE'))
                    FROM pg_catalog.pg_class WHERE oid = ANY($1))
@@ -143,7 +154,8 @@ const DROPPABLE_SQL: &str = "WITH t AS (SELECT unnest($1::oid[]) AS oid
                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                                  WHERE d.refclassid = 'pg_catalog.pg_class'::regclass
                                    AND d.deptype = 'n'
-                                   AND d.refobjid IN (SELECT indexrelid FROM i))";
+                                   AND d.refobjid IN (SELECT indexrelid FROM i))"
+);
 
 /// The boolean `sql` answers with the arguments `args`, in a fresh snapshot
 /// (a read-write SPI call takes one per statement, which the check under
