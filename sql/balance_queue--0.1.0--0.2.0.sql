@@ -21,6 +21,31 @@ COMMENT ON TABLE balance_queue.unconfirmed_transfer_sides IS
     'Counted transfer sides within the confirmation window of their chain (unconfirmed): the pending delta of current balances.';
 
 -- ---------------------------------------------------------------------------
+-- The ledger's narrow key: (chain_id, side_id), side_id the md5 of the
+-- side's tx_hash, log_index, is_inbound, token, holder, signed amount and
+-- block (src/apply/balances.rs, side_id: the apply path computes the same
+-- expression for every side it counts, so a copy of a transfer counted
+-- before the upgrade meets its ledger row). It replaces the five-column key
+-- and its content_id, in the ledger and in the confirmation window.
+-- ---------------------------------------------------------------------------
+ALTER TABLE balance_queue.applied_transfers ADD COLUMN side_id uuid;
+UPDATE balance_queue.applied_transfers
+   SET side_id = md5(concat_ws('|', tx_hash, log_index, is_inbound, contract_address, holder_address, delta_wei, block_number))::uuid;
+ALTER TABLE balance_queue.applied_transfers
+    DROP CONSTRAINT applied_transfers_pkey,
+    DROP COLUMN content_id,
+    ALTER COLUMN side_id SET NOT NULL,
+    ADD PRIMARY KEY (chain_id, side_id);
+ALTER TABLE balance_queue.unconfirmed_transfer_sides ADD COLUMN side_id uuid;
+UPDATE balance_queue.unconfirmed_transfer_sides
+   SET side_id = md5(concat_ws('|', tx_hash, log_index, is_inbound, contract_address, holder_address, delta_wei, block_number))::uuid;
+ALTER TABLE balance_queue.unconfirmed_transfer_sides
+    DROP CONSTRAINT unconfirmed_transfer_sides_pkey,
+    DROP COLUMN content_id,
+    ALTER COLUMN side_id SET NOT NULL,
+    ADD PRIMARY KEY (chain_id, side_id);
+
+-- ---------------------------------------------------------------------------
 -- Tables: the plan's columns.
 -- ---------------------------------------------------------------------------
 ALTER TABLE balance_queue.chain_registry

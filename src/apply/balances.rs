@@ -1,7 +1,7 @@
 //! The vocabulary every balance statement shares: the key of a balance, the
-//! uint256 bound it must stay within, and the content id the
-//! ledger counts transfer sides by. One place, so the apply statement, the
-//! set-backs, recomputation and reorgs cannot drift apart.
+//! uint256 bound it must stay within, and the side id the ledger counts
+//! transfer sides by. One place, so the apply statement, the set-backs,
+//! recomputation and reorgs cannot drift apart.
 
 /// (chain id, token contract, holder): the key of a balance.
 pub type BalanceKey = (i32, String, String);
@@ -12,14 +12,12 @@ pub const MAX_U256: &str =
 
 /// The ledger key of a counted transfer side: the primary key of
 /// `applied_transfers` and of `unconfirmed_transfer_sides` (sql/schema.sql;
-/// a test below holds the two together). The one definition of it.
-pub const LEDGER_KEY: [&str; 5] = [
-    "chain_id",
-    "tx_hash",
-    "log_index",
-    "is_inbound",
-    "content_id",
-];
+/// a test below holds the two together). The one definition of it. Chain
+/// and [`side_id`], 20 bytes: the five columns it replaced (tx_hash as
+/// text among them) made a primary key three times the size, and a ledger
+/// upsert of 1M transfers 13% slower (docs/benchmarks.md, "A narrow ledger
+/// key").
+pub const LEDGER_KEY: [&str; 2] = ["chain_id", "side_id"];
 
 /// [`LEDGER_KEY`] as a column list, each column prefixed with `alias.`
 /// (none for "").
@@ -32,24 +30,36 @@ pub fn ledger_key(alias: &str) -> String {
     LEDGER_KEY.map(|c| format!("{dot}{c}")).join(", ")
 }
 
-/// A counted transfer side: its [`LEDGER_KEY`], then what it counts (token
-/// contract, holder, signed amount in wei, block): the columns of
-/// `unconfirmed_transfer_sides`, and the first of `applied_transfers`. Each
-/// column prefixed with `alias.` (none for "").
+/// What identifies and what counts in a transfer side, under the ledger's
+/// column names: which log and side (tx_hash, log_index, is_inbound), then
+/// what it counts (token contract, holder, signed amount in wei, block).
+/// What [`side_id`] hashes.
+pub const SIDE_FACTS: [&str; 7] = [
+    "tx_hash",
+    "log_index",
+    "is_inbound",
+    "contract_address",
+    "holder_address",
+    "delta_wei",
+    "block_number",
+];
+
+/// A counted transfer side: chain_id, its [`SIDE_FACTS`], then its
+/// [`side_id`]: the columns of `unconfirmed_transfer_sides`, and those of
+/// `applied_transfers` but its counts. Each column prefixed with `alias.`
+/// (none for ""). The side id comes last as it was added in 0.2.0.
 pub fn side_columns(alias: &str) -> String {
     let dot = if alias.is_empty() {
         String::new()
     } else {
         format!("{alias}.")
     };
-    let facts = [
-        "contract_address",
-        "holder_address",
-        "delta_wei",
-        "block_number",
-    ]
-    .map(|c| format!("{dot}{c}"));
-    format!("{}, {}", ledger_key(alias), facts.join(", "))
+    std::iter::once("chain_id")
+        .chain(SIDE_FACTS)
+        .chain(std::iter::once("side_id"))
+        .map(|c| format!("{dot}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `a` and `b` (aliases) have the same [`LEDGER_KEY`].
@@ -59,14 +69,15 @@ pub fn same_ledger_key(a: &str, b: &str) -> String {
         .join(" AND ")
 }
 
-/// The content of a transfer side (token, holder, signed amount, block) as
-/// a uuid. The ledger counts copies per (chain, tx_hash, log_index, side,
-/// content): copies of one log count once, and a log that a reorg
-/// re-includes with another amount or in another block is another content,
-/// so the old one is taken back and the new one added whatever order the
-/// drains apply them in.
-pub fn content_id(contract: &str, holder: &str, delta: &str, block: &str) -> String {
-    format!("md5(concat_ws('|', {contract}, {holder}, {delta}, {block}))::uuid")
+/// A transfer side as a uuid: the md5 of its [`SIDE_FACTS`] (the seven
+/// expressions `side` gives for them, in that order). The ledger counts copies per chain and side id:
+/// copies of one log count once, and a log that a reorg re-includes with
+/// another amount or in another block is another side, so the old one is
+/// taken back and the new one added whatever order the drains apply them
+/// in. Two distinct sides of one chain share an id with a probability
+/// below 10^-18 at 10^10 sides (a 128-bit hash; the birthday bound).
+pub fn side_id(side: [&str; 7]) -> String {
+    format!("md5(concat_ws('|', {}))::uuid", side.join(", "))
 }
 
 #[cfg(test)]
@@ -99,8 +110,17 @@ mod tests {
         assert_eq!(columns.join(", "), side_columns(""));
         assert_eq!(
             same_ledger_key("p", "l"),
-            "p.chain_id = l.chain_id AND p.tx_hash = l.tx_hash AND p.log_index = l.log_index \
-             AND p.is_inbound = l.is_inbound AND p.content_id = l.content_id"
+            "p.chain_id = l.chain_id AND p.side_id = l.side_id"
         );
+    }
+
+    #[test]
+    fn the_upgrade_computes_the_side_ids_the_apply_path_does() {
+        // 0.1.0 ledger rows get their side_id in the upgrade script, written
+        // out there as SQL: it must be this expression, or copies of
+        // transfers counted before the upgrade would count again.
+        let upgrade = include_str!("../../sql/balance_queue--0.1.0--0.2.0.sql");
+        let expression = format!("SET side_id = {};", side_id(SIDE_FACTS));
+        assert_eq!(upgrade.matches(&expression).count(), 2, "{expression}");
     }
 }

@@ -7,7 +7,7 @@
 //! key, then balance rows sorted by key.
 
 use super::balances::{
-    BalanceKey, MAX_U256, content_id, ledger_key, same_ledger_key, side_columns,
+    BalanceKey, MAX_U256, SIDE_FACTS, ledger_key, same_ledger_key, side_columns, side_id,
 };
 use super::chain_lock;
 use super::complete::merge_heads;
@@ -38,8 +38,8 @@ pub(super) enum Mode {
 
 /// The CTEs every apply statement starts with: the read-back of `source_rows`
 /// items `$2` (bigint[]) of `sources`, their bad rows recorded as failed
-/// items, and `sides`: each distinct transfer side (chain_id, tx_hash,
-/// log_index, is_inbound, content_id, ...) of the transfer-side items `$1`
+/// items, and `sides`: each distinct transfer side ([`side_columns`]) of
+/// the transfer-side items `$1`
 /// (bigint[]) and the rows read back, with `change`, the copies added.
 fn sides_ctes(read_back: &ReadBack) -> String {
     let (read_back_ctes, read_back_sides) = if read_back.is_empty() {
@@ -58,8 +58,8 @@ fn sides_ctes(read_back: &ReadBack) -> String {
     format!(
         "{read_back_ctes} sides AS (
              SELECT chain_id, tx_hash, log_index, is_inbound,
-                    {content} AS content_id,
                     contract_address, holder_address, delta_wei, block_number,
+                    {side_id} AS side_id,
                     sum(change)::integer AS change
                FROM (SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index,
                             update_type = 'transfer_in' AS is_inbound, contract_address, holder_address,
@@ -76,7 +76,7 @@ fn sides_ctes(read_back: &ReadBack) -> String {
               GROUP BY s.chain_id, r.head_block, r.confirmation_depth
          ){judgements}",
         judgements = read_back.judgements("LEFT JOIN heads h USING (chain_id)"),
-        content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
+        side_id = side_id(SIDE_FACTS),
     )
 }
 

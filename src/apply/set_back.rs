@@ -8,7 +8,7 @@
 //! (bigint[]), `$2` chain id, `$3` token contract, `$4` holder, `$5` the
 //! chain's max_retry_attempts, `$6` the retry backoff in milliseconds.
 
-use super::balances::{BalanceKey, content_id, same_ledger_key};
+use super::balances::{BalanceKey, SIDE_FACTS, same_ledger_key, side_id};
 use super::read_back::ReadBack;
 use crate::errors::spi_ok;
 use crate::sources::mapping::{RowFilter, SourceMapping};
@@ -48,7 +48,7 @@ const OUT_OF_RANGE_MESSAGE: &str = "'transfer (tx_hash %s, log_index %s) not app
      'ids summed as amounts do this)'";
 
 /// A CTE `reverted` taking the copies counted in CTE `undo` (chain_id,
-/// tx_hash, log_index, is_inbound, content_id, change) back out of the
+/// side_id, change) back out of the
 /// ledger, for sides set back so that their retry starts clean.
 static REVERT_LEDGER: Lazy<String> = Lazy::new(|| {
     format!(
@@ -82,20 +82,21 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
                    q.contract_address, q.chain_id)
          WHERE q.id = ANY($1) AND q.chain_id = $2 AND q.contract_address = $3 AND q.holder_address = $4
            AND q.delta_wei IS NOT NULL
-        RETURNING q.id, q.status, q.chain_id, q.triggered_by_tx, q.triggered_by_log_index,
-                  q.update_type = 'transfer_in' AS is_inbound, {content} AS content_id, q.source_change
+        RETURNING q.id, q.status, q.chain_id, {side_id} AS side_id, q.source_change
     ), undo AS (
-        SELECT chain_id, triggered_by_tx AS tx_hash, triggered_by_log_index AS log_index, is_inbound,
-               content_id, sum(source_change) AS change
-          FROM failed GROUP BY 1, 2, 3, 4, 5
+        SELECT chain_id, side_id, sum(source_change) AS change
+          FROM failed GROUP BY 1, 2
     ), {revert}
     SELECT id, status = 'failed' FROM failed",
-        content = content_id(
+        side_id = side_id([
+            "q.triggered_by_tx",
+            "q.triggered_by_log_index",
+            "q.update_type = 'transfer_in'",
             "q.contract_address",
             "q.holder_address",
             "q.delta_wei",
             "q.triggered_by_block"
-        ),
+        ]),
         attempt = failed_attempt_set("q", "$5", "$6"),
         revert = REVERT_LEDGER.as_str(),
     )
@@ -127,7 +128,7 @@ fn spill_key_sql(sources: &[SourceMapping]) -> String {
                FROM key_sides
              RETURNING status
          ), undo AS (
-             SELECT chain_id, tx_hash, log_index, is_inbound, {content} AS content_id, count(*) AS change
+             SELECT chain_id, {side_id} AS side_id, count(*) AS change
                FROM key_sides
               GROUP BY chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
                        delta_wei, block_number
@@ -135,7 +136,7 @@ fn spill_key_sql(sources: &[SourceMapping]) -> String {
          SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FROM spilled",
         read_back = read_back.ctes(),
         sides = read_back.sides(&KEY_SIDES),
-        content = content_id("contract_address", "holder_address", "delta_wei", "block_number"),
+        side_id = side_id(SIDE_FACTS),
         revert = REVERT_LEDGER.as_str(),
     )
 }
