@@ -22,6 +22,7 @@ use balance_queue_harness::recompute::{self, Expected, Source};
 use balance_queue_harness::rindexer::{self, TransferRow};
 use balance_queue_harness::workload;
 use postgres::Client;
+use postgres::error::SqlState;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -389,13 +390,21 @@ fn set_worker_enabled(client: &mut Client, enabled: bool) {
 /// Forgets every balance, ledger row and queue item, so the next variant
 /// starts from the same empty state as the first.
 fn reset_balance_queue(client: &mut Client) {
-    client
-        .batch_execute(
+    // TRUNCATE locks its tables one after another; the worker's maintenance
+    // (the leaderboard refresh, health metrics) reading two of them in the
+    // other order can make Postgres cancel it as a deadlock (40P01). The
+    // victim's transaction is rolled back whole, so it is tried again.
+    for attempt in 1.. {
+        match client.batch_execute(
             "TRUNCATE balance_queue.current_token_balances, balance_queue.applied_transfers,
                       balance_queue.unconfirmed_transfer_sides, balance_queue.balance_update_queue;
              UPDATE balance_queue.chain_registry SET head_block = NULL;",
-        )
-        .unwrap();
+        ) {
+            Ok(()) => break,
+            Err(e) if attempt < 5 && e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {}
+            Err(e) => panic!("resetting balance_queue: {e}"),
+        }
+    }
     client.batch_execute("VACUUM ANALYZE").unwrap();
 }
 
