@@ -29,24 +29,23 @@ const CHAIN_EMPTY: &str =
          AND NOT EXISTS (SELECT 1 FROM balance_queue.current_token_balances WHERE chain_id = $1)
          AND NOT EXISTS (SELECT 1 FROM balance_queue.unconfirmed_transfer_sides WHERE chain_id = $1)";
 
-/// The chain with the most due queued transfers, at least `$3` (bigint),
-/// among chain `$1` (integer, NULL for all) and not in `$2` (integer[]),
-/// that has no counted state; with its transfers queued. Empty chains are
-/// found first (three index probes per registered chain), so the queue is
-/// summed only for them: cheap enough to ask before every batch.
-fn candidate_sql() -> String {
+/// The chains among chain `$1` (integer, NULL for all) and not in `$2`
+/// (integer[]) with at least `$3` (bigint) due transfers queued: (chain id,
+/// transfers queued), most first. Summed from the pending items alone (a
+/// partial index); whether each has counted state is asked after, chain by
+/// chain ([`chain_empty`]): written as `NOT EXISTS` in one statement, the
+/// planner turned the balances' check into a hash anti-join over every
+/// balance (1.0–1.4 s per batch at 2.6M balances, measured with
+/// auto_explain in `--mode growth`), asked before every batch.
+fn candidates_sql() -> String {
     format!(
-        "SELECT e.chain_id, q.transfers
-           FROM (SELECT chain_id FROM balance_queue.chain_registry
-                  WHERE {chains} AND {empty}
-                 OFFSET 0) e
-          CROSS JOIN LATERAL (SELECT sum(row_count) AS transfers
-                                FROM balance_queue.balance_update_queue
-                               WHERE {due} AND chain_id = e.chain_id) q
-          WHERE q.transfers >= $3
-          ORDER BY q.transfers DESC, e.chain_id
-          LIMIT 1",
-        empty = CHAIN_EMPTY.replace("$1", "chain_registry.chain_id"),
+        "SELECT q.chain_id, sum(q.row_count) AS transfers
+           FROM balance_queue.balance_update_queue q
+          WHERE {due} AND q.chain_id IS NOT NULL AND {chains}
+            AND EXISTS (SELECT 1 FROM balance_queue.chain_registry r WHERE r.chain_id = q.chain_id)
+          GROUP BY q.chain_id
+         HAVING sum(q.row_count) >= $3
+          ORDER BY transfers DESC, q.chain_id",
         due = DUE,
         chains = chain_filter("$1", "$2"),
     )
@@ -67,18 +66,31 @@ pub fn bulk_candidate(
     filter: &ClaimFilter,
     threshold: i64,
 ) -> Option<(i32, i64)> {
-    let rows = spi_ok(client.select(
-        &candidate_sql(),
-        Some(1),
+    let candidates: Vec<(i32, i64)> = spi_ok(client.select(
+        &candidates_sql(),
+        None,
         &[
             filter.chain_id.into(),
             filter.exclude_chains.clone().into(),
             threshold.into(),
         ],
-    ));
-    rows.into_iter()
-        .next()
-        .and_then(|row| Some((spi_ok(row.get::<i32>(1))?, spi_ok(row.get::<i64>(2))?)))
+    ))
+    .filter_map(|row| Some((spi_ok(row.get::<i32>(1))?, spi_ok(row.get::<i64>(2))?)))
+    .collect();
+    candidates.into_iter().find(|&(chain_id, _)| {
+        // One statement per chain, its id a constant the planner sees: a
+        // chain with no rows is one index probe per table.
+        spi_ok(
+            spi_ok(client.select(
+                &format!("SELECT {CHAIN_EMPTY}"),
+                Some(1),
+                &[chain_id.into()],
+            ))
+            .first()
+            .get_one::<bool>(),
+        )
+        .unwrap_or(false)
+    })
 }
 
 /// The chains a live backend is bulk-applying: batches leave them alone, so
