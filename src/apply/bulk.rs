@@ -33,7 +33,7 @@ const CHAIN_EMPTY: &str =
 /// (integer[]) with at least `$3` (bigint) due transfers queued: (chain id,
 /// transfers queued), most first. Summed from the pending items alone (a
 /// partial index); whether each has counted state is asked after, chain by
-/// chain ([`chain_empty`]): written as `NOT EXISTS` in one statement, the
+/// chain ([`CHAIN_EMPTY`]): written as `NOT EXISTS` in one statement, the
 /// planner turned the balances' check into a hash anti-join over every
 /// balance (1.0–1.4 s per batch at 2.6M balances, measured with
 /// auto_explain in `--mode growth`), asked before every batch.

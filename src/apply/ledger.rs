@@ -39,8 +39,8 @@ pub(super) enum Mode {
 /// The CTEs every apply statement starts with: the read-back of `source_rows`
 /// items `$2` (bigint[]) of `sources`, their bad rows recorded as failed
 /// items, and `sides`: each distinct transfer side ([`side_columns`]) of
-/// the transfer-side items `$1`
-/// (bigint[]) and the rows read back, with `change`, the copies added.
+/// the transfer-side items `$1` (bigint[]) and the rows read back, with
+/// `change`, the copies added.
 fn sides_ctes(read_back: &ReadBack) -> String {
     let (read_back_ctes, read_back_sides) = if read_back.is_empty() {
         (String::new(), String::new())

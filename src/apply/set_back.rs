@@ -48,8 +48,8 @@ const OUT_OF_RANGE_MESSAGE: &str = "'transfer (tx_hash %s, log_index %s) not app
      'ids summed as amounts do this)'";
 
 /// A CTE `reverted` taking the copies counted in CTE `undo` (chain_id,
-/// side_id, change) back out of the
-/// ledger, for sides set back so that their retry starts clean.
+/// side_id, change) back out of the ledger, for sides set back so that
+/// their retry starts clean.
 static REVERT_LEDGER: Lazy<String> = Lazy::new(|| {
     format!(
         "reverted AS (
