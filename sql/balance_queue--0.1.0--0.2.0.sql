@@ -28,22 +28,19 @@ COMMENT ON TABLE balance_queue.unconfirmed_transfer_sides IS
 -- before the upgrade meets its ledger row). It replaces the five-column key
 -- and its content_id, in the ledger and in the confirmation window.
 -- ---------------------------------------------------------------------------
-ALTER TABLE balance_queue.applied_transfers ADD COLUMN side_id uuid;
-UPDATE balance_queue.applied_transfers
-   SET side_id = md5(concat_ws('|', tx_hash, log_index, is_inbound, contract_address, holder_address, delta_wei, block_number))::uuid;
-ALTER TABLE balance_queue.applied_transfers
-    DROP CONSTRAINT applied_transfers_pkey,
-    DROP COLUMN content_id,
-    ALTER COLUMN side_id SET NOT NULL,
-    ADD PRIMARY KEY (chain_id, side_id);
-ALTER TABLE balance_queue.unconfirmed_transfer_sides ADD COLUMN side_id uuid;
-UPDATE balance_queue.unconfirmed_transfer_sides
-   SET side_id = md5(concat_ws('|', tx_hash, log_index, is_inbound, contract_address, holder_address, delta_wei, block_number))::uuid;
-ALTER TABLE balance_queue.unconfirmed_transfer_sides
-    DROP CONSTRAINT unconfirmed_transfer_sides_pkey,
-    DROP COLUMN content_id,
-    ALTER COLUMN side_id SET NOT NULL,
-    ADD PRIMARY KEY (chain_id, side_id);
+DO $$
+DECLARE
+    ledger text;
+BEGIN
+    FOREACH ledger IN ARRAY ARRAY['applied_transfers', 'unconfirmed_transfer_sides'] LOOP
+        EXECUTE format('ALTER TABLE balance_queue.%I ADD COLUMN side_id uuid', ledger);
+        EXECUTE format('UPDATE balance_queue.%I SET side_id = md5(concat_ws(''|'', tx_hash, log_index, is_inbound, contract_address, holder_address, delta_wei, block_number))::uuid', ledger);
+        EXECUTE format('ALTER TABLE balance_queue.%I DROP CONSTRAINT %I, DROP COLUMN content_id,
+                            ALTER COLUMN side_id SET NOT NULL, ADD PRIMARY KEY (chain_id, side_id)',
+                       ledger, ledger || '_pkey');
+    END LOOP;
+END
+$$;
 
 -- ---------------------------------------------------------------------------
 -- Tables: the plan's columns.

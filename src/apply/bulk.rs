@@ -60,7 +60,7 @@ const MARK_INTERRUPTED_SQL: &str = "UPDATE balance_queue.bulk_loads
 
 /// A chain due a bulk apply: matching `filter`, with no counted state and
 /// at least `threshold` due transfers queued. Returns (chain id, transfers
-/// queued). Read-only: the worker asks it before every batch.
+/// queued). Writes nothing: the worker asks it before every batch.
 pub fn bulk_candidate(
     client: &mut SpiClient<'_>,
     filter: &ClaimFilter,
@@ -77,20 +77,11 @@ pub fn bulk_candidate(
     ))
     .filter_map(|row| Some((spi_ok(row.get::<i32>(1))?, spi_ok(row.get::<i64>(2))?)))
     .collect();
-    candidates.into_iter().find(|&(chain_id, _)| {
-        // One statement per chain, its id a constant the planner sees: a
-        // chain with no rows is one index probe per table.
-        spi_ok(
-            spi_ok(client.select(
-                &format!("SELECT {CHAIN_EMPTY}"),
-                Some(1),
-                &[chain_id.into()],
-            ))
-            .first()
-            .get_one::<bool>(),
-        )
-        .unwrap_or(false)
-    })
+    // One statement per chain, its id a constant the planner sees: a chain
+    // with no rows is one index probe per table.
+    candidates
+        .into_iter()
+        .find(|&(chain_id, _)| chain_empty(client, chain_id))
 }
 
 /// The chains a live backend is bulk-applying: batches leave them alone, so
