@@ -105,6 +105,7 @@ mod tests {
             [start..start + schema[start..].find("PRIMARY KEY").unwrap()]
             .lines()
             .skip(1)
+            .filter(|line| !line.trim_start().starts_with("--"))
             .filter_map(|line| line.split_whitespace().next())
             .collect();
         assert_eq!(columns.join(", "), side_columns(""));
