@@ -5,6 +5,7 @@
 
 use super::balances::BalanceKey;
 use super::complete::merge_heads;
+use super::partition_lock::try_hold_partitions;
 use crate::errors::spi_ok;
 use once_cell::sync::Lazy;
 use pgrx::datum::DatumWithOid;
@@ -32,20 +33,20 @@ pub struct ClaimFilter {
     pub holder_partition: Option<(i32, i32)>,
 }
 
-/// Whether an item is for holder partition `$k` of `$n` (integer
-/// parameters; NULL `$k`: every item is): an id-range item by the
-/// partition it was written for (taken modulo `$n` when the number of
-/// workers changed since), a transfer-side item by its holder, an item of
-/// no holder always. When `$takeover` (an interval parameter) is not NULL,
-/// instead whether it is another partition's item that has waited that long.
-fn in_holder_partition(k: &str, n: &str, takeover: &str) -> String {
+/// Whether an item is for one of the holder partitions `$set` (an
+/// integer[] expression; NULL: every item is) of `$n` (integer): an
+/// id-range item by the partition it was written for (taken modulo `$n`
+/// when the number of workers changed since), a transfer-side item by its
+/// holder. When `$takeover` (an interval parameter) is NULL, an item of no
+/// holder is too; otherwise only the partitions' items that have waited
+/// that long are (items of other workers' partitions, taken over).
+fn in_holder_partition(set: &str, n: &str, takeover: &str) -> String {
     format!(
-        "({k}::integer IS NULL
-          OR (CASE WHEN holder_partitions IS NOT NULL THEN holder_partition % {n}::integer = {k}
+        "({set}::integer[] IS NULL
+          OR (CASE WHEN holder_partitions IS NOT NULL THEN holder_partition % {n}::integer = ANY({set}::integer[])
                    WHEN source_row_ids IS NULL AND holder_address IS NOT NULL
-                        THEN balance_queue.holder_partition(holder_address, {n}::integer) = {k}
-                   ELSE true END)
-             = ({takeover}::interval IS NULL)
+                        THEN balance_queue.holder_partition(holder_address, {n}::integer) = ANY({set}::integer[])
+                   ELSE {takeover}::interval IS NULL END)
              AND ({takeover}::interval IS NULL OR created_at < now() - {takeover}::interval))"
     )
 }
@@ -86,23 +87,48 @@ pub fn chain_filter(chain: &str, exclude: &str) -> String {
 const CLAIM_COLUMNS: &str = "id, delta_wei IS NULL AND source_row_ids IS NULL, chain_id, contract_address, \
      holder_address, triggered_by_block, source_row_ids IS NOT NULL, row_count, source_table::oid";
 
-/// Due pending items in (priority, id) order, skipping locked ones: of
-/// chain `$1` (integer, NULL for all), of no chain in `$2` (integer[]),
-/// among `$3` (bigint[], NULL for all), `source_rows` items only of the
-/// tables `$4` (oid[]) the drain could lock, and of holder partition `$5`
-/// of `$6` or waiting longer than `$7` (see [`in_holder_partition`]).
-static CLAIM_DUE_SQL: Lazy<String> = Lazy::new(|| {
+/// The items a batch may claim, in terms of the parameters every claim of
+/// due items binds: due, of chain `$1` (integer, NULL for all), of no
+/// chain in `$2` (integer[]), among `$3` (bigint[], NULL for all),
+/// `source_rows` items only of the tables `$4` (oid[]) the drain could
+/// lock, and of the holder partitions `set` of `$6` (see
+/// [`in_holder_partition`], `$7` the takeover interval).
+fn claimable(set: &str) -> String {
     format!(
-        "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
-          WHERE {DUE}
+        "{DUE}
             AND {chains}
             AND ($3::bigint[] IS NULL OR id = ANY($3))
             AND (source_row_ids IS NULL OR source_table::oid = ANY($4::oid[]))
-            AND {partition}
+            AND {partition}",
+        chains = chain_filter("$1", "$2"),
+        partition = in_holder_partition(set, "$6", "$7"),
+    )
+}
+
+/// Due pending items in (priority, id) order, skipping locked ones: the
+/// [`claimable`] items of holder partitions `$5` (integer[], NULL for
+/// every item).
+static CLAIM_DUE_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "SELECT {CLAIM_COLUMNS} FROM balance_queue.balance_update_queue
+          WHERE {claimable}
           ORDER BY priority, id
           FOR UPDATE SKIP LOCKED",
-        chains = chain_filter("$1", "$2"),
-        partition = in_holder_partition("$5", "$6", "$7"),
+        claimable = claimable("$5"),
+    )
+});
+
+/// The partitions among `$5` (integer[]) with [`claimable`] items that have
+/// waited the takeover interval `$7`: the ones worth trying to take over.
+/// (A partition lock taken for nothing would keep its worker from its own
+/// items until this batch commits.)
+static WAITING_PARTITIONS_SQL: Lazy<String> = Lazy::new(|| {
+    format!(
+        "SELECT p FROM unnest($5::integer[]) p
+          WHERE EXISTS (SELECT 1 FROM balance_queue.balance_update_queue
+                         WHERE {claimable})
+          ORDER BY p",
+        claimable = claimable("ARRAY[p]"),
     )
 });
 
@@ -270,46 +296,57 @@ pub(super) fn claim_due(
             .get_one::<String>(),
     )
     .unwrap_or_else(|| "on,on,on".into());
-    let (partition, partitions) = filter.holder_partition.unzip();
-    let claim_with = |client: &mut SpiClient<'_>,
-                      batch_size: i32,
-                      max_items: Option<i32>,
-                      takeover: Option<&str>| {
-        claim_weighted(
-            client,
-            batch_size,
-            max_items,
-            &[
-                filter.chain_id.into(),
-                filter.exclude_chains.clone().into(),
-                filter.ids.clone().into(),
-                readable
-                    .iter()
-                    .map(|&relid| pg_sys::Oid::from(relid))
-                    .collect::<Vec<_>>()
-                    .into(),
-                partition.into(),
-                partitions.into(),
-                takeover.into(),
-            ],
-        )
+    let partitions = filter.holder_partition.map(|(_, n)| n);
+    let args = |set: Option<Vec<i32>>, takeover: Option<String>| -> Vec<DatumWithOid<'static>> {
+        vec![
+            filter.chain_id.into(),
+            filter.exclude_chains.clone().into(),
+            filter.ids.clone().into(),
+            readable
+                .iter()
+                .map(|&relid| pg_sys::Oid::from(relid))
+                .collect::<Vec<_>>()
+                .into(),
+            set.into(),
+            partitions.into(),
+            takeover.into(),
+        ]
     };
-    let mut claimed = claim_with(client, batch_size, filter.max_items, None);
+    // Its own partition's items only while no other batch applies them
+    // (see `partition_lock`); its items of no holder in any case.
+    let own = filter
+        .holder_partition
+        .map(|(k, _)| try_hold_partitions(client, &[k]));
+    let mut claimed = claim_weighted(client, batch_size, filter.max_items, &args(own, None));
     // A batch its own partition does not fill takes the items other
     // partitions left waiting: a worker busy with the maintenance, or
     // stopped, delays its partition by takeover_after, while on a backlog
-    // (every batch full) each worker keeps to its own keys.
-    if partition.is_some() && !claimed.is_full(batch_size, filter.max_items) {
-        let takeover = format!("{} ms", crate::gucs::TAKEOVER_AFTER_MS.get());
-        let rest = claim_with(
-            client,
-            (i64::from(batch_size) - claimed.transfers).clamp(1, i64::from(i32::MAX)) as i32,
-            filter
-                .max_items
-                .map(|n| (i64::from(n) - claimed.items).max(1) as i32),
-            Some(&takeover),
-        );
-        claimed.absorb_claim(rest);
+    // (every batch full) each worker keeps to its own keys. Only of the
+    // partitions whose lock it gets: never while their worker applies them.
+    if let Some((k, n)) = filter.holder_partition
+        && !claimed.is_full(batch_size, filter.max_items)
+    {
+        let takeover = Some(format!("{} ms", crate::gucs::TAKEOVER_AFTER_MS.get()));
+        let others: Vec<i32> = (0..n).filter(|&j| j != k).collect();
+        let waiting: Vec<i32> = spi_ok(client.select(
+            WAITING_PARTITIONS_SQL.as_str(),
+            None,
+            &args(Some(others), takeover.clone()),
+        ))
+        .filter_map(|row| spi_ok(row.get::<i32>(1)))
+        .collect();
+        let held = try_hold_partitions(client, &waiting);
+        if !held.is_empty() {
+            let rest = claim_weighted(
+                client,
+                (i64::from(batch_size) - claimed.transfers).clamp(1, i64::from(i32::MAX)) as i32,
+                filter
+                    .max_items
+                    .map(|n| (i64::from(n) - claimed.items).max(1) as i32),
+                &args(Some(held), takeover),
+            );
+            claimed.absorb_claim(rest);
+        }
     }
     spi_ok(client.update(RESTORE_PLANNER_SQL, None, &[saved_planner.as_str().into()]));
     claimed

@@ -9,7 +9,7 @@
 //! item another holds.
 //!
 //! One module per step, in the order a batch takes them: `batch`
-//! (orchestration) → `claim` (which items) → `read_back` (rows queued by
+//! (orchestration) → `claim` (which items, under `partition_lock`) → `read_back` (rows queued by
 //! id) → `ledger` (the apply statement) → `set_back` (keys out of range) →
 //! `complete` (heads, completed items) → `recompute` (recalculation items).
 //! `bulk` applies a chain with no counted state and a large backlog in one
@@ -32,6 +32,7 @@ mod complete;
 mod deferred_indexes;
 mod drain;
 mod ledger;
+mod partition_lock;
 mod read_back;
 mod recompute;
 mod set_back;

@@ -853,16 +853,17 @@ fn two_workers_drain_one_backlog_together_exactly() {
     common::assert_matches_sources(&mut c, &[TABLE]);
 }
 
-#[test]
-fn workers_split_the_queue_by_holder_and_a_lone_worker_takes_over_the_rest() {
-    let mut f = common::attached_rindexer_table("partitions");
-    // Two workers for two holder partitions, then worker #1 is gone (a
-    // dynamic worker is not restarted): partition 1's worker is missing.
+/// An attached table drained by worker #0 of two holder partitions whose
+/// worker #1 is gone (a dynamic worker is not restarted), items of
+/// another partition waiting `takeover_after_ms` before worker #0 takes
+/// them over.
+fn lone_worker_of_two_partitions(name: &str, takeover_after_ms: u32) -> common::Fixture {
+    let mut f = common::attached_rindexer_table(name);
     alter_system(
         &mut f.client,
         &[
             "balance_queue.workers = 2",
-            "balance_queue.takeover_after = 5000",
+            &format!("balance_queue.takeover_after = {takeover_after_ms}"),
         ],
     );
     f.client
@@ -881,15 +882,38 @@ fn workers_split_the_queue_by_holder_and_a_lone_worker_takes_over_the_rest() {
     wait_until("worker #1 to exit", Duration::from_secs(10), || {
         worker_pids(&mut f.client).len() == 1
     });
+    f
+}
 
+/// Forty holders each minted 7 in one rindexer batch, split by holder
+/// partition (0, 1) of two.
+fn mint_to_forty_holders(f: &mut common::Fixture) -> (Vec<String>, Vec<String>) {
     let holders: Vec<String> = (1..=40).map(holder).collect();
     let rows: Vec<TransferRow> = holders
         .iter()
         .enumerate()
         .map(|(n, h)| transfer(MINTER, h, 7, n as u64 + 1, "ethereum"))
         .collect();
-    let written = std::time::Instant::now();
     rindexer::write_batch(&mut f.client, &f.table, &rows).unwrap();
+    let (own, other): (Vec<String>, Vec<String>) = holders.into_iter().partition(|h| {
+        f.client
+            .query_one("SELECT balance_queue.holder_partition($1, 2)", &[h])
+            .unwrap()
+            .get::<_, i32>(0)
+            == 0
+    });
+    assert!(
+        !own.is_empty() && !other.is_empty(),
+        "both partitions hold holders"
+    );
+    (own, other)
+}
+
+#[test]
+fn workers_split_the_queue_by_holder_and_a_lone_worker_takes_over_the_rest() {
+    let mut f = lone_worker_of_two_partitions("partitions", 5000);
+    let written = std::time::Instant::now();
+    let (own, other) = mint_to_forty_holders(&mut f);
 
     // One item per partition, whose shares add up to the statement's rows.
     let shares: Vec<(i16, i32)> = f
@@ -905,20 +929,6 @@ fn workers_split_the_queue_by_holder_and_a_lone_worker_takes_over_the_rest() {
         .collect();
     assert_eq!(shares, vec![(0, 20), (1, 20)]);
 
-    let partition_of = |c: &mut Client, h: &str| -> i32 {
-        c.query_one("SELECT balance_queue.holder_partition($1, 2)", &[&h])
-            .unwrap()
-            .get(0)
-    };
-    let (own, other): (Vec<String>, Vec<String>) = holders
-        .iter()
-        .cloned()
-        .partition(|h| partition_of(&mut f.client, h) == 0);
-    assert!(
-        !own.is_empty() && !other.is_empty(),
-        "both partitions hold holders"
-    );
-
     wait_until(
         "worker #0 to apply its partition",
         Duration::from_secs(4),
@@ -933,6 +943,61 @@ fn workers_split_the_queue_by_holder_and_a_lone_worker_takes_over_the_rest() {
         "worker #0 to take over partition 1 once it waited",
         Duration::from_secs(20),
         || other.iter().all(|h| balance(&mut f.client, 1, h) == "7"),
+    );
+    assert_eq!(pending_transfers(&mut f.client), 0);
+    common::assert_matches_sources(&mut f.client, &[&f.table]);
+}
+
+#[test]
+fn a_holder_partition_is_applied_by_one_batch_at_a_time() {
+    // This session stands for batches applying partitions 0 and 1: it holds
+    // their partition locks ("bqhp", see src/apply/partition_lock.rs).
+    const PARTITION_LOCK_CLASS: i32 = 0x6271_6870;
+    let mut f = lone_worker_of_two_partitions("partition_locks", 500);
+    let mut locker = f.cluster.connect("test");
+    for partition in [0, 1] {
+        locker
+            .execute(
+                "SELECT pg_advisory_lock($1, $2)",
+                &[&PARTITION_LOCK_CLASS, &partition],
+            )
+            .unwrap();
+    }
+    let (own, other) = mint_to_forty_holders(&mut f);
+    let applied = |c: &mut Client, holders: &[String]| {
+        holders.iter().filter(|h| balance(c, 1, h) == "7").count()
+    };
+
+    // Well past takeover_after, worker #0 has taken neither partition: each
+    // is being applied by another batch.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(applied(&mut f.client, &own), 0, "its own partition waits");
+    assert_eq!(applied(&mut f.client, &other), 0, "partition 1 waits");
+
+    // Its own partition once no other batch holds it; partition 1 still not.
+    locker
+        .execute("SELECT pg_advisory_unlock($1, 0)", &[&PARTITION_LOCK_CLASS])
+        .unwrap();
+    wait_until(
+        "worker #0 to apply its partition",
+        Duration::from_secs(10),
+        || applied(&mut f.client, &own) == own.len(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        applied(&mut f.client, &other),
+        0,
+        "partition 1 is not taken over while a batch holds it"
+    );
+
+    // Taken over once released.
+    locker
+        .execute("SELECT pg_advisory_unlock($1, 1)", &[&PARTITION_LOCK_CLASS])
+        .unwrap();
+    wait_until(
+        "worker #0 to take over partition 1",
+        Duration::from_secs(10),
+        || applied(&mut f.client, &other) == other.len(),
     );
     assert_eq!(pending_transfers(&mut f.client), 0);
     common::assert_matches_sources(&mut f.client, &[&f.table]);
