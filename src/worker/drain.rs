@@ -281,62 +281,91 @@ pub(super) fn drain_pass(state: &mut WorkerState) -> Option<Duration> {
         }
     }
     let mut sleep = naptime;
-    for group in groups {
-        if !group.config.enabled {
-            continue;
-        }
+    let mut quiet = Vec::new();
+    let mut busy = false;
+    for group in groups.iter().filter(|g| g.config.enabled) {
         // A chain that had nothing to drain is looked at again only after
-        // its interval; one with work is drained without pause. (When no
-        // chain has work, no chain is polled: one probe per naptime.)
+        // its interval while other chains keep the worker busy.
         let interval = Duration::from_secs(group.config.processing_interval_seconds.max(0) as u64);
         if let Some(last) = state.last_empty_poll.get(&group.filter.chain_id)
             && last.elapsed() < interval
         {
             sleep = sleep.min(interval - last.elapsed());
+            quiet.push(group);
             continue;
         }
-        if bulk_pass(state, &group) {
-            sleep = Duration::ZERO;
-            continue;
-        }
-        report_activity(Some(&match group.filter.chain_id {
-            Some(chain) => format!("balance_queue: applying a batch of chain {chain}"),
-            None => "balance_queue: applying a batch".to_string(),
-        }));
-        match in_transaction(|| {
-            Spi::connect_mut(|client| {
-                let mut filter = group.filter.clone();
-                filter.exclude_chains.extend(apply::chains_in_bulk(client));
-                filter.holder_partition = own_holder_partition(state.index);
-                apply::apply_batch(client, gucs::BATCH_SIZE.get(), &filter)
-            })
-        }) {
-            Ok(outcome) => {
-                // A worker that found nothing of its own holder partition
-                // while the other partitions have items looks again after
-                // the naptime, not the chain's interval: the next items of
-                // its partition are seconds away at most.
-                if outcome.processed == 0
-                    && !(own_holder_partition(state.index).is_some()
-                        && in_transaction(|| group_has_due_items(&group.filter)).unwrap_or(false))
-                {
-                    state
-                        .last_empty_poll
-                        .insert(group.filter.chain_id, Instant::now());
-                } else {
-                    state.last_empty_poll.remove(&group.filter.chain_id);
-                }
-                if outcome.full {
-                    sleep = Duration::ZERO; // more is waiting: come back at once
-                }
-            }
-            Err(message) => {
-                if !in_transaction(extension_exists).unwrap_or(false) {
-                    return None; // dropped under us
-                }
-                isolate_failures(&group, &message);
+        let (wait, applied) = drain_group(state, group, naptime)?;
+        sleep = sleep.min(wait);
+        busy |= applied;
+    }
+    // Items are due (work_due) and no chain had any: they are of chains
+    // that were quiet a moment ago. On an otherwise idle worker a transfer
+    // is applied within the naptime, not its chain's interval. (It used to
+    // wait the interval: a worker that found its chain empty between two of
+    // the indexer's statements slept 3 s on Ethereum, and the lag spiked.)
+    if !busy {
+        for group in quiet {
+            if in_transaction(|| group_has_due_items(&group.filter)).unwrap_or(false) {
+                sleep = sleep.min(drain_group(state, group, naptime)?.0);
             }
         }
     }
     Some(sleep)
+}
+
+/// Drains one group: a bulk load when one is due, else one batch of the
+/// worker's holder partition. Returns how long to sleep before the next
+/// pass (zero when more is waiting) and whether it applied anything, or
+/// None when the extension is gone.
+fn drain_group(
+    state: &mut WorkerState,
+    group: &Group,
+    naptime: Duration,
+) -> Option<(Duration, bool)> {
+    if bulk_pass(state, group) {
+        return Some((Duration::ZERO, true));
+    }
+    report_activity(Some(&match group.filter.chain_id {
+        Some(chain) => format!("balance_queue: applying a batch of chain {chain}"),
+        None => "balance_queue: applying a batch".to_string(),
+    }));
+    match in_transaction(|| {
+        Spi::connect_mut(|client| {
+            let mut filter = group.filter.clone();
+            filter.exclude_chains.extend(apply::chains_in_bulk(client));
+            filter.holder_partition = own_holder_partition(state.index);
+            apply::apply_batch(client, gucs::BATCH_SIZE.get(), &filter)
+        })
+    }) {
+        Ok(outcome) => {
+            // A worker that found nothing of its own holder partition
+            // while the other partitions have items looks again after the
+            // naptime, not the chain's interval: the next items of its
+            // partition are seconds away at most.
+            if outcome.processed == 0
+                && !(own_holder_partition(state.index).is_some()
+                    && in_transaction(|| group_has_due_items(&group.filter)).unwrap_or(false))
+            {
+                state
+                    .last_empty_poll
+                    .insert(group.filter.chain_id, Instant::now());
+            } else {
+                state.last_empty_poll.remove(&group.filter.chain_id);
+            }
+            // A full batch: more is waiting, come back at once.
+            let wait = if outcome.full {
+                Duration::ZERO
+            } else {
+                naptime
+            };
+            Some((wait, outcome.processed > 0))
+        }
+        Err(message) => {
+            if !in_transaction(extension_exists).unwrap_or(false) {
+                return None; // dropped under us
+            }
+            isolate_failures(group, &message);
+            Some((naptime, true))
+        }
+    }
 }
