@@ -143,14 +143,77 @@ BEGIN
 END
 $$;
 
+-- The tokens whose board refresh_leaderboards() would change: boards
+-- holding more than twice or fewer than half `p_target` keys (`on_board`
+-- their count), and tokens grown to 5 × `p_target` holders without a board
+-- (`on_board` NULL; estimated from a 1% sample of the balances' pages; a
+-- smaller token's top holders are read from its balances, a few thousand
+-- rows at most). Reads only: takes no lock the drains wait for.
+CREATE FUNCTION balance_queue._leaderboards_due(p_target integer)
+RETURNS TABLE (chain_id integer, contract_address text, on_board bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT k.chain_id, k.contract_address, count(t.holder_address)
+      FROM balance_queue.leaderboard_cutoffs k
+      LEFT JOIN balance_queue.token_leaderboard t USING (chain_id, contract_address)
+     GROUP BY k.chain_id, k.contract_address
+    HAVING count(t.holder_address) > 2 * p_target OR count(t.holder_address) < p_target / 2
+     UNION ALL
+    (SELECT s.chain_id, s.contract_address, NULL::bigint
+       FROM balance_queue.current_token_balances s TABLESAMPLE SYSTEM (1)
+      GROUP BY s.chain_id, s.contract_address
+     HAVING count(*) * 100 >= 5 * p_target
+     EXCEPT
+     SELECT k.chain_id, k.contract_address, NULL::bigint FROM balance_queue.leaderboard_cutoffs k)
+$$;
+
+-- Changes one token's board, as _leaderboards_due found it: `p_on_board`
+-- keys on it (NULL: no board yet). Takes a SHARE lock on
+-- current_token_balances until the transaction ends: drains wait for it (a
+-- board raise takes milliseconds; a reset reads the token's balances).
+-- Returns false, changing nothing, when the session's lock_timeout passed
+-- before the lock was free (SQLSTATE 55P03 caught).
+CREATE FUNCTION balance_queue._refresh_leaderboard(p_chain_id integer, p_contract_address text,
+                                                   p_on_board bigint, p_target integer)
+RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cutoff numeric;
+BEGIN
+    BEGIN
+        LOCK TABLE balance_queue.current_token_balances IN SHARE MODE;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN false;
+    END;
+    IF p_on_board > 2 * p_target THEN
+        -- too many on the board: raise the cutoff to its p_target-th
+        SELECT t.balance INTO cutoff FROM balance_queue.token_leaderboard t
+         WHERE t.chain_id = p_chain_id AND t.contract_address = p_contract_address
+         ORDER BY t.balance DESC OFFSET p_target - 1 LIMIT 1;
+        UPDATE balance_queue.leaderboard_cutoffs SET min_balance = cutoff, updated_at = now()
+         WHERE chain_id = p_chain_id AND contract_address = p_contract_address;
+        DELETE FROM balance_queue.token_leaderboard
+         WHERE chain_id = p_chain_id AND contract_address = p_contract_address
+           AND balance < cutoff;
+    ELSE
+        -- too few, or a large token without a board: from its balances
+        PERFORM balance_queue._reset_leaderboard(p_chain_id, p_contract_address, p_target);
+    END IF;
+    RETURN true;
+END
+$$;
+
 -- Keeps every board between half and twice `p_target` keys, and gives a
--- cutoff to each token that has grown to 5 × `p_target` holders (estimated
--- from a 1% sample of the balances' pages; a smaller token's top holders
--- are read from its balances, a few thousand rows at most). Takes a SHARE
--- lock on current_token_balances when it changes anything: drains wait for
--- it (a board raise takes milliseconds; a reset reads the token's
--- balances). The worker runs it every balance_queue.health_interval.
--- Returns the number of tokens whose cutoff changed.
+-- board to each token that has grown to 5 × `p_target` holders
+-- (_leaderboards_due), all in the calling transaction: the SHARE lock on
+-- current_token_balances is held from the first token changed to the end.
+-- The worker instead changes one token per transaction, every
+-- balance_queue.health_interval, and leaves a token for later when the lock
+-- is not free within a moment (src/worker/maintenance.rs). Under a session
+-- lock_timeout, a token whose lock was not free in time is left as it is.
+-- Returns the number of tokens whose board changed.
 CREATE FUNCTION balance_queue.refresh_leaderboards(p_target integer DEFAULT 1000)
 RETURNS integer LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -158,41 +221,15 @@ AS $$
 DECLARE
     token record;
     changed integer := 0;
-    cutoff numeric;
 BEGIN
     IF p_target IS NULL OR p_target < 1 THEN
         RAISE EXCEPTION 'p_target % must be at least 1 holder', p_target USING ERRCODE = '22023';
     END IF;
-    FOR token IN
-        SELECT k.chain_id, k.contract_address, count(t.holder_address) AS on_board
-          FROM balance_queue.leaderboard_cutoffs k
-          LEFT JOIN balance_queue.token_leaderboard t USING (chain_id, contract_address)
-         GROUP BY k.chain_id, k.contract_address
-        HAVING count(t.holder_address) > 2 * p_target OR count(t.holder_address) < p_target / 2
-         UNION ALL
-        (SELECT s.chain_id, s.contract_address, NULL::bigint
-           FROM balance_queue.current_token_balances s TABLESAMPLE SYSTEM (1)
-          GROUP BY s.chain_id, s.contract_address
-         HAVING count(*) * 100 >= 5 * p_target
-         EXCEPT
-         SELECT k.chain_id, k.contract_address, NULL::bigint FROM balance_queue.leaderboard_cutoffs k)
-    LOOP
-        LOCK TABLE balance_queue.current_token_balances IN SHARE MODE;
-        IF token.on_board > 2 * p_target THEN
-            -- too many on the board: raise the cutoff to its p_target-th
-            SELECT t.balance INTO cutoff FROM balance_queue.token_leaderboard t
-             WHERE t.chain_id = token.chain_id AND t.contract_address = token.contract_address
-             ORDER BY t.balance DESC OFFSET p_target - 1 LIMIT 1;
-            UPDATE balance_queue.leaderboard_cutoffs SET min_balance = cutoff, updated_at = now()
-             WHERE chain_id = token.chain_id AND contract_address = token.contract_address;
-            DELETE FROM balance_queue.token_leaderboard
-             WHERE chain_id = token.chain_id AND contract_address = token.contract_address
-               AND balance < cutoff;
-        ELSE
-            -- too few, or a large token without a board: from its balances
-            PERFORM balance_queue._reset_leaderboard(token.chain_id, token.contract_address, p_target);
+    FOR token IN SELECT * FROM balance_queue._leaderboards_due(p_target) LOOP
+        IF balance_queue._refresh_leaderboard(token.chain_id, token.contract_address,
+                                              token.on_board, p_target) THEN
+            changed := changed + 1;
         END IF;
-        changed := changed + 1;
     END LOOP;
     RETURN changed;
 END

@@ -9,6 +9,7 @@ mod common;
 use balance_queue_harness::rindexer::{self, TransferRow};
 use balance_queue_harness::{drain, workload};
 use postgres::Client;
+use std::time::Duration;
 
 /// Small boards (p_target 40), so raises and resets happen with a small
 /// workload.
@@ -179,4 +180,78 @@ fn refresh_rejects_a_target_below_one() {
         ),
         "22023"
     );
+}
+
+#[test]
+fn a_refresh_under_a_lock_timeout_leaves_a_busy_token_for_later() {
+    let mut f = common::attached_rindexer_table("leaderboard-busy");
+    let rows = workload::generate(&workload::Shape {
+        transfers: 25_000,
+        tokens: 4,
+        holders: 3_000,
+        ..Default::default()
+    });
+    rindexer::write_all(&mut f.client, &f.table, &rows, 5000).unwrap();
+    drain(&mut f.client, 5000);
+
+    // Another session writes balances in an open transaction: the SHARE
+    // lock a board change takes is not free.
+    let mut writer = f.cluster.connect("test");
+    writer
+        .batch_execute(
+            "BEGIN; LOCK TABLE balance_queue.current_token_balances IN ROW EXCLUSIVE MODE",
+        )
+        .unwrap();
+    f.client
+        .batch_execute("SET lock_timeout = '100ms'")
+        .unwrap();
+    assert_eq!(refresh(&mut f.client), 0, "no board changed while busy");
+    assert_eq!(boards(&mut f.client), 0);
+
+    // Once the writer commits, the boards are made, exact.
+    writer.batch_execute("COMMIT").unwrap();
+    while boards(&mut f.client) < 4 {
+        refresh(&mut f.client);
+    }
+    assert_exact(&mut f.client, "after the busy balances were freed");
+}
+
+#[test]
+fn the_worker_gives_a_large_token_a_board_once_the_balances_are_free() {
+    let (cluster, mut c) =
+        common::preloaded("leaderboard-worker", &["balance_queue.health_interval = 1"]);
+    // One token with far more than 5 × 1,000 holders (the worker's boards
+    // keep 1,000).
+    let rows = workload::generate(&workload::Shape {
+        transfers: 60_000,
+        tokens: 1,
+        holders: 20_000,
+        ..Default::default()
+    });
+    let mut writer = cluster.connect("test");
+    writer
+        .batch_execute(
+            "BEGIN; LOCK TABLE balance_queue.current_token_balances IN ROW EXCLUSIVE MODE",
+        )
+        .unwrap();
+    rindexer::write_all(&mut c, common::TABLE, &rows, 5000).unwrap();
+    common::wait_until("the workers to drain", Duration::from_secs(60), || {
+        common::pending(&mut c) == 0
+    });
+    // Several health intervals pass: each time the worker finds the token
+    // due a board, waits 100 ms for the lock, and leaves it.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        boards(&mut c),
+        0,
+        "left for later while the balances are busy"
+    );
+
+    writer.batch_execute("COMMIT").unwrap();
+    common::wait_until(
+        "the worker to make the board",
+        Duration::from_secs(30),
+        || boards(&mut c) == 1,
+    );
+    assert_exact(&mut c, "after the worker made the board");
 }

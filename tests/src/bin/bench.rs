@@ -1041,10 +1041,11 @@ fn sustained(args: &Args) -> String {
     let mut md = String::from(
         // Worker memory is its private resident memory (RssAnon): VmRSS also
         // counts every shared buffer the worker has touched.
-        "| t (s) | pending transfers | queue table (MB) | workers' private memory, RssAnon summed (MB) | lag p50 (ms) | lag p99 (ms) |\n|---:|---:|---:|---:|---:|---:|\n",
+        "| t (s) | pending transfers | queue table (MB) | workers' private memory, RssAnon summed (MB) | lag p50 (ms) | lag p99 (ms) | lag max (ms) |\n|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let started = Instant::now();
     let mut lags: Vec<f64> = Vec::new();
+    let mut since_print: Vec<f64> = Vec::new();
     let mut last_sample = 0.0f64;
     let mut last_print = Instant::now();
     let worker_pids: Vec<i32> = client
@@ -1103,8 +1104,9 @@ fn sustained(args: &Args) -> String {
                     .unwrap_or(f64::NAN)
             })
             .sum();
-        let mut w = window.clone();
-        w.sort_by(f64::total_cmp);
+        // The window printed is every lag since the last line (15 s), not
+        // only the last second's.
+        since_print.extend(&window);
         let pct = |v: &[f64], q: f64| {
             if v.is_empty() {
                 f64::NAN
@@ -1114,16 +1116,20 @@ fn sustained(args: &Args) -> String {
         };
         if last_print.elapsed() >= Duration::from_secs(15) || writer.is_finished() {
             last_print = Instant::now();
+            let mut w = std::mem::take(&mut since_print);
+            w.sort_by(f64::total_cmp);
             println!(
-                "t={now:>5.0}s pending {pending:>7} queue {mb:>7.1} MB worker RssAnon {rss:>6.1} MB lag p50 {:>7.1} ms p99 {:>7.1} ms",
+                "t={now:>5.0}s pending {pending:>7} queue {mb:>7.1} MB worker RssAnon {rss:>6.1} MB lag p50 {:>7.1} ms p99 {:>7.1} ms max {:>7.1} ms",
                 pct(&w, 0.5),
-                pct(&w, 0.99)
+                pct(&w, 0.99),
+                pct(&w, 1.0)
             );
             writeln!(
                 md,
-                "| {now:.0} | {pending} | {mb:.1} | {rss:.1} | {:.1} | {:.1} |",
+                "| {now:.0} | {pending} | {mb:.1} | {rss:.1} | {:.1} | {:.1} | {:.1} |",
                 pct(&w, 0.5),
-                pct(&w, 0.99)
+                pct(&w, 0.99),
+                pct(&w, 1.0)
             )
             .unwrap();
         }
