@@ -9,6 +9,7 @@ use crate::errors::spi_ok;
 use crate::gucs;
 use crate::maintenance::health;
 use pgrx::prelude::*;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// How often confirmed blocks leave the pending window table, old changes
@@ -63,16 +64,15 @@ const BOARD_TARGET: i32 = 1000;
 
 /// How long changing one token's board waits for its SHARE lock on the
 /// balances. Drains queue behind a waiting SHARE request, so a token whose
-/// lock is not free within this is left for the next health interval.
+/// lock is not free within this is tried again later.
 const BOARD_LOCK_TIMEOUT: &str = "100ms";
 
-/// Changes the top-holder boards that are due, one token per transaction:
-/// the drains wait for each token's change alone, never for all of them at
-/// once (one transaction held the lock for 2 s in the sustained benchmark,
-/// a lag spike of 3 s). A board changed late is still exact: a token's top
-/// holders are then read from its balances, or from a board larger than
-/// needed.
-fn refresh_leaderboards() {
+/// A token whose top-holder board is due a change: chain id, token
+/// contract, keys on its board (None: no board yet).
+pub(super) type BoardDue = (i32, String, Option<i64>);
+
+/// The tokens whose boards are due a change (`_leaderboards_due`).
+fn leaderboards_due() -> VecDeque<BoardDue> {
     let due = in_transaction(|| {
         Spi::connect(|client| {
             spi_ok(client.select(
@@ -87,49 +87,58 @@ fn refresh_leaderboards() {
                     spi_ok(row.get::<i64>(3)),
                 )
             })
-            .collect::<Vec<_>>()
+            .collect()
         })
     });
-    let due = match due {
-        Ok(due) => due,
-        Err(e) => {
-            warning!("balance_queue: finding the top-holder boards due a change failed: {e}");
-            return;
-        }
+    due.unwrap_or_else(|e| {
+        warning!("balance_queue: finding the top-holder boards due a change failed: {e}");
+        VecDeque::new()
+    })
+}
+
+/// Changes the board of the next due token, in its own transaction, when
+/// its SHARE lock on the balances is free within [`BOARD_LOCK_TIMEOUT`];
+/// a token whose lock was busy goes to the back of the line. One token per
+/// call (once a second): the drains wait for one token's change at a time,
+/// and worker 0 leaves its batches for no longer. (Changing every due token
+/// in one transaction held the lock for 2 s in the sustained benchmark;
+/// one transaction per token, tried back to back, kept worker 0 from its
+/// batches for 6 s while the other worker held the balances.) A board
+/// changed late is still exact: the token's top holders are read from its
+/// balances, or from a board larger than needed, meanwhile.
+fn change_one_board(due: &mut VecDeque<BoardDue>) {
+    let Some((chain, contract, on_board)) = due.pop_front() else {
+        return;
     };
-    for (chain, contract, on_board) in due {
-        let changed = in_transaction(|| {
-            Spi::connect_mut(|client| {
+    let changed = in_transaction(|| {
+        Spi::connect_mut(|client| {
+            spi_ok(client.update(
+                "SELECT set_config('lock_timeout', $1, true)",
+                None,
+                &[BOARD_LOCK_TIMEOUT.into()],
+            ));
+            spi_ok(
                 spi_ok(client.update(
-                    "SELECT set_config('lock_timeout', $1, true)",
-                    None,
-                    &[BOARD_LOCK_TIMEOUT.into()],
-                ));
-                spi_ok(
-                    spi_ok(client.update(
-                        "SELECT balance_queue._refresh_leaderboard($1, $2, $3, $4)",
-                        Some(1),
-                        &[
-                            chain.into(),
-                            contract.as_str().into(),
-                            on_board.into(),
-                            BOARD_TARGET.into(),
-                        ],
-                    ))
-                    .first()
-                    .get_one::<bool>(),
-                )
-            })
-        });
-        match changed {
-            Ok(Some(true)) => {}
-            Ok(_) => debug1!(
-                "balance_queue: the board of token {contract} on chain {chain} is left for the next interval (the balances were busy)"
-            ),
-            Err(e) => warning!(
-                "balance_queue: changing the top-holder board of token {contract} on chain {chain} failed: {e}"
-            ),
-        }
+                    "SELECT balance_queue._refresh_leaderboard($1, $2, $3, $4)",
+                    Some(1),
+                    &[
+                        chain.into(),
+                        contract.as_str().into(),
+                        on_board.into(),
+                        BOARD_TARGET.into(),
+                    ],
+                ))
+                .first()
+                .get_one::<bool>(),
+            )
+        })
+    });
+    match changed {
+        Ok(Some(true)) => {}
+        Ok(_) => due.push_back((chain, contract, on_board)),
+        Err(e) => warning!(
+            "balance_queue: changing the top-holder board of token {contract} on chain {chain} failed: {e}"
+        ),
     }
 }
 
@@ -150,6 +159,7 @@ pub(super) fn maintenance(state: &mut WorkerState) {
             warning!("balance_queue: folding the token statistics failed: {e}");
         }
         recheck_block_hashes();
+        change_one_board(&mut state.boards_due);
     }
     let interval = Duration::from_secs(gucs::HEALTH_INTERVAL_S.get().max(1) as u64);
     if state.last_health.is_none_or(|t| t.elapsed() >= interval) {
@@ -160,7 +170,7 @@ pub(super) fn maintenance(state: &mut WorkerState) {
         }) {
             warning!("balance_queue: health collection failed: {e}");
         }
-        refresh_leaderboards();
+        state.boards_due = leaderboards_due();
         restore_graphql_exposures();
         match in_transaction(|| {
             Spi::get_one::<i32>("SELECT balance_queue.follow_rindexer_block_hashes()")

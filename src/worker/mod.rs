@@ -38,7 +38,7 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
 use pgrx::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// `pg_stat_activity.backend_type` (and application_name) of every worker.
@@ -86,6 +86,9 @@ struct WorkerState {
     /// Chains whose bulk apply failed, and when: drained batch by batch
     /// (which isolates the failing items) for a while.
     bulk_failed: HashMap<i32, Instant>,
+    /// Tokens whose top-holder boards are due a change, found every
+    /// health interval and changed one per second (worker 0).
+    boards_due: VecDeque<maintenance::BoardDue>,
 }
 
 /// Shows what the worker is doing in `pg_stat_activity`, as autovacuum
@@ -150,6 +153,7 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
         last_prune: None,
         utc_date: None,
         bulk_failed: HashMap::new(),
+        boards_due: VecDeque::new(),
     };
     loop {
         if unsafe { pg_sys::ShutdownRequestPending } != 0 {
