@@ -1016,3 +1016,29 @@ fn a_holder_partition_is_applied_by_one_batch_at_a_time() {
     assert_eq!(pending_transfers(&mut f.client), 0);
     common::assert_matches_sources(&mut f.client, &[&f.table]);
 }
+
+#[test]
+fn the_workers_writes_reach_the_statistics_autovacuum_reads() {
+    // Autovacuum decides from pg_stat_user_tables; a background worker's
+    // row counts reach it only if the worker reports them.
+    let (_cluster, mut c) = preloaded("table_stats", &[]);
+    let rows: Vec<TransferRow> = (1..=500u64)
+        .map(|n| transfer(MINTER, &holder(n), 1, n, "ethereum"))
+        .collect();
+    rindexer::write_batch(&mut c, TABLE, &rows).unwrap();
+    wait_until("the workers to drain", Duration::from_secs(30), || {
+        pending(&mut c) == 0
+    });
+    wait_until(
+        "the ledger's and the balances' inserts to show in pg_stat_user_tables",
+        Duration::from_secs(15),
+        || {
+            scalar_i64(
+                &mut c,
+                "SELECT coalesce(sum(n_tup_ins), 0)::bigint FROM pg_stat_user_tables
+                  WHERE schemaname = 'balance_queue'
+                    AND relname IN ('applied_transfers', 'current_token_balances_1')",
+            ) >= 1000
+        },
+    );
+}
