@@ -142,7 +142,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"balance_queue.takeover_after",
         c"Milliseconds an item of another worker's holder partition waits before an idle worker takes it.",
-        c"Workers split the queue by holder; a worker with nothing of its own takes the items another worker left this long (that worker is busy with maintenance, far behind, or stopped). Lower: less lag behind a busy worker; higher: fewer batches that wait on each other's keys.",
+        c"Workers split the queue by holder; a worker with nothing of its own takes the items another worker left this long while that worker is not applying a batch (it is busy with maintenance, or stopped). Lower: less lag behind a busy worker; higher: fewer small batches of taken-over items.",
         &TAKEOVER_AFTER_MS,
         0,
         i32::MAX,
