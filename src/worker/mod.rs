@@ -15,7 +15,8 @@
 //! with `FOR UPDATE SKIP LOCKED`, so each item is applied by exactly one
 //! of them and two workers do not write the same keys; a batch its own
 //! partition does not fill takes what other partitions left waiting
-//! `balance_queue.takeover_after`. Should two batches touch the same
+//! `balance_queue.takeover_after`, and only while no other batch applies
+//! that partition (`apply::partition_lock`). Should two batches touch the same
 //! balance, both lock ledger and balance rows in key order, so one waits
 //! for the other's commit and they never deadlock. Worker 0 alone runs the
 //! maintenance (health, cleanup, pruning, snapshots, priority boosts).
