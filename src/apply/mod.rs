@@ -9,9 +9,10 @@
 //! item another holds.
 //!
 //! One module per step, in the order a batch takes them: `batch`
-//! (orchestration) → `claim` (which items, under `partition_lock`) → `read_back` (rows queued by
-//! id) → `ledger` (the apply statement) → `set_back` (keys out of range) →
-//! `complete` (heads, completed items) → `recompute` (recalculation items).
+//! (orchestration) → `claim` (which items, under `partition_lock`) →
+//! `read_back` (rows queued by id) → `ledger` (the apply statement) →
+//! `set_back` (keys out of range) → `complete` (heads, completed items) →
+//! `recompute` (recalculation items).
 //! `bulk` applies a chain with no counted state and a large backlog in one
 //! set-based statement, kept alone on its chain by `chain_lock`; into empty
 //! tables it builds their indexes afterwards (`deferred_indexes`).
