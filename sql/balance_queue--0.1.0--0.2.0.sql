@@ -352,11 +352,11 @@ $$;
 -- board to each token that has grown to 5 × `p_target` holders
 -- (_leaderboards_due), all in the calling transaction: the SHARE lock on
 -- current_token_balances is held from the first token changed to the end.
--- The worker instead finds the due tokens every
+-- Under a session lock_timeout, a token whose lock was not free in time is
+-- left as it is. The worker instead finds the due tokens every
 -- balance_queue.health_interval and changes one per second, each in its own
 -- transaction, trying a token again later when the lock is not free within
--- a moment (src/worker/maintenance.rs). Under a session
--- lock_timeout, a token whose lock was not free in time is left as it is.
+-- a moment (src/worker/maintenance.rs).
 -- Returns the number of tokens whose board changed.
 CREATE FUNCTION balance_queue.refresh_leaderboards(p_target integer DEFAULT 1000)
 RETURNS integer LANGUAGE plpgsql

@@ -74,8 +74,9 @@ pub fn same_ledger_key(a: &str, b: &str) -> String {
 /// copies per chain and side id: copies of one log count once, and a log
 /// that a reorg re-includes with another amount or in another block is
 /// another side, so the old one is taken back and the new one added
-/// whatever order the drains apply them in. Two distinct sides of one chain share an id with a probability
-/// below 10^-18 at 10^10 sides (a 128-bit hash; the birthday bound).
+/// whatever order the drains apply them in. Two distinct sides of one
+/// chain share an id with a probability below 10^-18 at 10^10 sides (a
+/// 128-bit hash; the birthday bound).
 pub fn side_id(side: [&str; 7]) -> String {
     format!("md5(concat_ws('|', {}))::uuid", side.join(", "))
 }
