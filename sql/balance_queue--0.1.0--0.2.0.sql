@@ -16,12 +16,14 @@
 ALTER TABLE balance_queue.pending_transfer_sides RENAME TO unconfirmed_transfer_sides;
 ALTER INDEX balance_queue.pending_transfer_sides_pkey RENAME TO unconfirmed_transfer_sides_pkey;
 ALTER INDEX balance_queue.pending_transfer_sides_key_idx RENAME TO unconfirmed_transfer_sides_key_idx;
-ALTER INDEX balance_queue.pending_transfer_sides_block_idx RENAME TO unconfirmed_transfer_sides_block_idx;
+-- Its block index is the new primary key's prefix (below).
+DROP INDEX balance_queue.pending_transfer_sides_block_idx;
 COMMENT ON TABLE balance_queue.unconfirmed_transfer_sides IS
     'Counted transfer sides within the confirmation window of their chain (unconfirmed): the pending delta of current balances.';
 
 -- ---------------------------------------------------------------------------
--- The ledger's narrow key: (chain_id, side_id), side_id the md5 of the
+-- The ledger's narrow key: (chain_id, block_number, side_id), the block
+-- first so new blocks land at the right edge, side_id the md5 of the
 -- side's tx_hash, log_index, is_inbound, token, holder, signed amount and
 -- block (src/apply/balances.rs, side_id: the apply path computes the same
 -- expression for every side it counts, so a copy of a transfer counted
@@ -36,7 +38,7 @@ BEGIN
         EXECUTE format('ALTER TABLE balance_queue.%I ADD COLUMN side_id uuid', ledger);
         EXECUTE format('UPDATE balance_queue.%I SET side_id = md5(concat_ws(''|'', tx_hash, log_index, is_inbound, contract_address, holder_address, delta_wei, block_number))::uuid', ledger);
         EXECUTE format('ALTER TABLE balance_queue.%I DROP CONSTRAINT %I, DROP COLUMN content_id,
-                            ALTER COLUMN side_id SET NOT NULL, ADD PRIMARY KEY (chain_id, side_id)',
+                            ALTER COLUMN side_id SET NOT NULL, ADD PRIMARY KEY (chain_id, block_number, side_id)',
                        ledger, ledger || '_pkey');
     END LOOP;
 END

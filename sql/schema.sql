@@ -172,7 +172,9 @@ COMMENT ON TABLE balance_queue.balance_update_queue IS
 -- ---------------------------------------------------------------------------
 -- Applied-transfer ledger: the apply side's exactly-once state. One row per
 -- side of each transfer (chain_id, tx_hash, log_index) and content, keyed by
--- the md5 of both (side_id), with the number of source row copies
+-- the chain, the block and the md5 of both (side_id): block first, so an
+-- indexer's next blocks land at the right edge of the key (see LEDGER_KEY
+-- in src/apply/balances.rs). With the number of source row copies
 -- currently present. A side counts in the
 -- balance while copies > 0, so duplicates count once and deletes take back
 -- exactly what was added, whatever order inserts and deletes are applied in.
@@ -186,17 +188,17 @@ CREATE TABLE balance_queue.applied_transfers (
     holder_address    text COLLATE "C"          NOT NULL,
     -- The signed change this side makes while counted, in wei.
     delta_wei         numeric(78,0) NOT NULL,
-    block_number      bigint,
+    block_number      bigint        NOT NULL,
     copies            integer       NOT NULL,
     -- Change applied by the last batch; copies - last_change is the count before it.
     last_change       integer       NOT NULL,
     -- Added in 0.2.0, so last. md5 of (tx_hash, log_index, is_inbound,
     -- token, holder, signed amount, block): a log re-included by a reorg
-    -- with another amount or block is another side. 20 bytes of key with
-    -- the chain, where the five columns it replaced took three times the
-    -- index (src/apply/balances.rs, side_id).
+    -- with another amount or block is another side. 28 bytes of key with
+    -- the chain and block, where the five columns it replaced took three
+    -- times the index (src/apply/balances.rs, side_id).
     side_id           uuid          NOT NULL,
-    PRIMARY KEY (chain_id, side_id)
+    PRIMARY KEY (chain_id, block_number, side_id)
 );
 COMMENT ON TABLE balance_queue.applied_transfers IS
     'Exactly-once ledger: per transfer side, how many copies of its source row exist. Counted in balances while copies > 0.';
@@ -219,12 +221,11 @@ CREATE TABLE balance_queue.unconfirmed_transfer_sides (
     block_number      bigint        NOT NULL,
     -- Added in 0.2.0, so last: the ledger's side_id.
     side_id           uuid          NOT NULL,
-    PRIMARY KEY (chain_id, side_id)
+    -- Pruning and reorgs by block range use its prefix.
+    PRIMARY KEY (chain_id, block_number, side_id)
 );
 CREATE INDEX unconfirmed_transfer_sides_key_idx
     ON balance_queue.unconfirmed_transfer_sides (chain_id, contract_address, holder_address);
-CREATE INDEX unconfirmed_transfer_sides_block_idx
-    ON balance_queue.unconfirmed_transfer_sides (chain_id, block_number);
 COMMENT ON TABLE balance_queue.unconfirmed_transfer_sides IS
     'Counted transfer sides within the confirmation window of their chain (unconfirmed): the pending delta of current balances.';
 

@@ -12,12 +12,17 @@ pub const MAX_U256: &str =
 
 /// The ledger key of a counted transfer side: the primary key of
 /// `applied_transfers` and of `unconfirmed_transfer_sides` (sql/schema.sql;
-/// a test below holds the two together). The one definition of it. Chain
-/// and [`side_id`], 20 bytes: the five columns it replaced (tx_hash as
-/// text among them) made a primary key three times the size, and a ledger
-/// upsert of 1M transfers 13% slower (docs/benchmarks.md, "A narrow ledger
-/// key").
-pub const LEDGER_KEY: [&str; 2] = ["chain_id", "side_id"];
+/// a test below holds the two together). The one definition of it. Chain,
+/// block, then [`side_id`]: the block first, because an indexer writes
+/// blocks in order, so the next batch's sides go to the right edge of the
+/// btree and its conflict checks read the same few pages, where a key led
+/// by the random side id sent every side to a random leaf of an index that
+/// outgrows shared buffers with history (20,000 sides into 20M: 200–270 ms
+/// random, 83–88 ms block first; docs/benchmarks.md, "The ledger key in
+/// block order"). It also makes a reorg's take-back from a block an index
+/// range scan. The five columns the side id replaced (tx_hash as text among
+/// them) made a primary key three times the size ("A narrow ledger key").
+pub const LEDGER_KEY: [&str; 3] = ["chain_id", "block_number", "side_id"];
 
 /// [`LEDGER_KEY`] as a column list, each column prefixed with `alias.`
 /// (none for "").
@@ -112,7 +117,7 @@ mod tests {
         assert_eq!(columns.join(", "), side_columns(""));
         assert_eq!(
             same_ledger_key("p", "l"),
-            "p.chain_id = l.chain_id AND p.side_id = l.side_id"
+            "p.chain_id = l.chain_id AND p.block_number = l.block_number AND p.side_id = l.side_id"
         );
     }
 

@@ -47,8 +47,8 @@ const OUT_OF_RANGE_MESSAGE: &str = "'transfer (tx_hash %s, log_index %s) not app
      'for token %s on chain %s would leave -(2^256-1)..2^256-1 (a uint256 overflow; ERC721 token '
      'ids summed as amounts do this)'";
 
-/// A CTE `reverted` taking the copies counted in CTE `undo` (chain_id,
-/// side_id, change) back out of the ledger, for sides set back so that
+/// A CTE `reverted` taking the copies counted in CTE `undo` (the ledger
+/// key's columns, change) back out of the ledger, for sides set back so that
 /// their retry starts clean.
 static REVERT_LEDGER: Lazy<String> = Lazy::new(|| {
     format!(
@@ -82,10 +82,11 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
                    q.contract_address, q.chain_id)
          WHERE q.id = ANY($1) AND q.chain_id = $2 AND q.contract_address = $3 AND q.holder_address = $4
            AND q.delta_wei IS NOT NULL
-        RETURNING q.id, q.status, q.chain_id, {side_id} AS side_id, q.source_change
+        RETURNING q.id, q.status, q.chain_id, q.triggered_by_block AS block_number, {side_id} AS side_id,
+                  q.source_change
     ), undo AS (
-        SELECT chain_id, side_id, sum(source_change) AS change
-          FROM failed GROUP BY 1, 2
+        SELECT chain_id, block_number, side_id, sum(source_change) AS change
+          FROM failed GROUP BY 1, 2, 3
     ), {revert}
     SELECT id, status = 'failed' FROM failed",
         side_id = side_id([
@@ -128,7 +129,7 @@ fn spill_key_sql(sources: &[SourceMapping]) -> String {
                FROM key_sides
              RETURNING status
          ), undo AS (
-             SELECT chain_id, {side_id} AS side_id, count(*) AS change
+             SELECT chain_id, block_number, {side_id} AS side_id, count(*) AS change
                FROM key_sides
               GROUP BY chain_id, tx_hash, log_index, is_inbound, contract_address, holder_address,
                        delta_wei, block_number
