@@ -172,12 +172,12 @@ COMMENT ON TABLE balance_queue.balance_update_queue IS
 -- ---------------------------------------------------------------------------
 -- Applied-transfer ledger: the apply side's exactly-once state. One row per
 -- side of each transfer (chain_id, tx_hash, log_index) and content, keyed by
--- the chain, the block and the md5 of both (side_id): block first, so an
--- indexer's next blocks land at the right edge of the key (see LEDGER_KEY
--- in src/apply/balances.rs). With the number of source row copies
--- currently present. A side counts in the
--- balance while copies > 0, so duplicates count once and deletes take back
--- exactly what was added, whatever order inserts and deletes are applied in.
+-- the chain, the block and the md5 of both (side_id): the block first, so an
+-- indexer's next blocks land at the right edge of the key (LEDGER_KEY in
+-- src/apply/balances.rs). Each row holds the number of source row copies
+-- currently present. A side counts in the balance while copies > 0, so
+-- duplicates count once and deletes take back exactly what was added,
+-- whatever order inserts and deletes are applied in.
 -- ---------------------------------------------------------------------------
 CREATE TABLE balance_queue.applied_transfers (
     chain_id          integer       NOT NULL,

@@ -17,7 +17,7 @@ pub const MAX_U256: &str =
 /// blocks in order, so the next batch's sides go to the right edge of the
 /// btree and its conflict checks read the same few pages, where a key led
 /// by the random side id sent every side to a random leaf of an index that
-/// outgrows shared buffers with history (20,000 sides into 20M: 200–270 ms
+/// outgrows shared buffers with history (20,000 sides into 20M: 194–274 ms
 /// random, 83–88 ms block first; docs/benchmarks.md, "The ledger key in
 /// block order"). It also makes a reorg's take-back from a block an index
 /// range scan. The five columns the side id replaced (tx_hash as text among
