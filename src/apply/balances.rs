@@ -19,8 +19,8 @@ pub const MAX_U256: &str =
 /// by the random side id sent every side to a random leaf of an index that
 /// outgrows shared buffers with history (20,000 sides into 20M: 194–274 ms
 /// random, 83–88 ms block first; docs/benchmarks.md, "The ledger key in
-/// block order"). It also makes a reorg's take-back from a block an index
-/// range scan. The five columns the side id replaced (tx_hash as text among
+/// block order"). A reorg's take-back from a block can read a range of
+/// it, too. The five columns the side id replaced (tx_hash as text among
 /// them) made a primary key three times the size ("A narrow ledger key").
 pub const LEDGER_KEY: [&str; 3] = ["chain_id", "block_number", "side_id"];
 
