@@ -8,7 +8,7 @@
 //! (bigint[]), `$2` chain id, `$3` token contract, `$4` holder, `$5` the
 //! chain's max_retry_attempts, `$6` the retry backoff in milliseconds.
 
-use super::balances::{BalanceKey, SIDE_FACTS, same_ledger_key, side_id};
+use super::balances::{BalanceKey, SIDE_FACTS, ledger_key, same_ledger_key, side_id};
 use super::read_back::ReadBack;
 use crate::errors::spi_ok;
 use crate::sources::mapping::{RowFilter, SourceMapping};
@@ -85,8 +85,8 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
         RETURNING q.id, q.status, q.chain_id, q.triggered_by_block AS block_number, {side_id} AS side_id,
                   q.source_change
     ), undo AS (
-        SELECT chain_id, block_number, side_id, sum(source_change) AS change
-          FROM failed GROUP BY 1, 2, 3
+        SELECT {key}, sum(source_change) AS change
+          FROM failed GROUP BY {key}
     ), {revert}
     SELECT id, status = 'failed' FROM failed",
         side_id = side_id([
@@ -99,6 +99,7 @@ static FAIL_KEY_SQL: Lazy<String> = Lazy::new(|| {
             "q.triggered_by_block"
         ]),
         attempt = failed_attempt_set("q", "$5", "$6"),
+        key = ledger_key(""),
         revert = REVERT_LEDGER.as_str(),
     )
 });
