@@ -399,9 +399,10 @@ SELECT pg_catalog.pg_extension_config_dump('balance_queue.token_leaderboard', ''
 -- balances with plain inserts. Its row is written before it starts and
 -- committed, so 'running' shows while it runs; it ends 'done' (in the bulk
 -- transaction), 'skipped' (the chain had state by the time it held the
--- chain), 'failed' (an error: the worker then drains the chain batch by
--- batch) or 'interrupted' (the server or the worker stopped under it:
--- nothing of it counted, and the worker starts over).
+-- chain), 'failed' (an error: the chain then drains batch by batch, and no
+-- worker tries it in bulk again for 10 minutes) or 'interrupted' (the
+-- server or the worker stopped under it: nothing of it counted, and the
+-- worker starts over).
 -- ---------------------------------------------------------------------------
 CREATE TABLE balance_queue.bulk_loads (
     id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -946,7 +947,14 @@ CREATE TABLE balance_queue.balance_changes (
     holder_addresses    text[]      NOT NULL,
     -- The statement wrote balances while balance_queue.change_feed was off:
     -- its keys are not in the arrays.
-    unrecorded          boolean     NOT NULL DEFAULT false
+    unrecorded          boolean     NOT NULL DEFAULT false,
+    -- Which part of its statement's keys the row holds, from 0: a statement
+    -- writing more than 1,000,000 keys (a bulk load or a rebuild of a large
+    -- chain) records them in rows of at most that many, as one row's
+    -- arrays of about 19,000,000 keys passed Postgres's 1 GB limit ("tuple
+    -- is too big") and failed the statement. So each statement has exactly
+    -- one row with part 0.
+    part                integer     NOT NULL DEFAULT 0
 );
 CREATE INDEX balance_changes_txid_idx ON balance_queue.balance_changes (txid);
 -- Out of line but not compressed: a batch's row holds every key it wrote,
@@ -956,7 +964,7 @@ ALTER TABLE balance_queue.balance_changes
     ALTER COLUMN contract_addresses SET STORAGE EXTERNAL,
     ALTER COLUMN holder_addresses SET STORAGE EXTERNAL;
 COMMENT ON TABLE balance_queue.balance_changes IS
-    'Change feed: the balance keys (chain_ids[i], contract_addresses[i], holder_addresses[i]) each statement of transaction txid wrote; read with balance_changes_since(), kept for balance_queue.change_retention.';
+    'Change feed: the balance keys (chain_ids[i], contract_addresses[i], holder_addresses[i]) each statement of transaction txid wrote, in parts (part) of at most 1,000,000 keys; read with balance_changes_since(), kept for balance_queue.change_retention.';
 
 -- One row: the feed's identity (cursors of another feed, from before a
 -- DROP EXTENSION or from another cluster restored from a dump, are
@@ -990,14 +998,22 @@ BEGIN
         VALUES ('{}', '{}', '{}', true);
         RETURN NULL;
     END IF;
+    -- Rows of at most 1,000,000 keys (see part). No row when the statement
+    -- wrote none.
     IF TG_OP = 'DELETE' THEN
-        INSERT INTO balance_queue.balance_changes (chain_ids, contract_addresses, holder_addresses)
-        SELECT array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
-          FROM old_rows HAVING count(*) > 0;
+        INSERT INTO balance_queue.balance_changes (part, chain_ids, contract_addresses, holder_addresses)
+        SELECT part, array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
+          FROM (SELECT o.chain_id, o.contract_address, o.holder_address,
+                       (row_number() OVER () - 1) / 1000000 AS part
+                  FROM old_rows o) k
+         GROUP BY part;
     ELSE
-        INSERT INTO balance_queue.balance_changes (chain_ids, contract_addresses, holder_addresses)
-        SELECT array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
-          FROM new_rows HAVING count(*) > 0;
+        INSERT INTO balance_queue.balance_changes (part, chain_ids, contract_addresses, holder_addresses)
+        SELECT part, array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
+          FROM (SELECT n.chain_id, n.contract_address, n.holder_address,
+                       (row_number() OVER () - 1) / 1000000 AS part
+                  FROM new_rows n) k
+         GROUP BY part;
     END IF;
     RETURN NULL;
 END

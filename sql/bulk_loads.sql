@@ -6,9 +6,10 @@
 -- balances with plain inserts. Its row is written before it starts and
 -- committed, so 'running' shows while it runs; it ends 'done' (in the bulk
 -- transaction), 'skipped' (the chain had state by the time it held the
--- chain), 'failed' (an error: the worker then drains the chain batch by
--- batch) or 'interrupted' (the server or the worker stopped under it:
--- nothing of it counted, and the worker starts over).
+-- chain), 'failed' (an error: the chain then drains batch by batch, and no
+-- worker tries it in bulk again for 10 minutes) or 'interrupted' (the
+-- server or the worker stopped under it: nothing of it counted, and the
+-- worker starts over).
 -- ---------------------------------------------------------------------------
 CREATE TABLE balance_queue.bulk_loads (
     id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

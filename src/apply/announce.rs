@@ -38,7 +38,7 @@ pub const PAYLOAD_MAX_KEYS: i64 = 30;
 static ANNOUNCE_SQL: Lazy<String> = Lazy::new(|| {
     format!(
         "WITH recorded AS (
-        SELECT c.chain_ids, c.contract_addresses, c.holder_addresses
+        SELECT c.part, c.chain_ids, c.contract_addresses, c.holder_addresses
           FROM balance_queue.balance_changes c
          WHERE {this_transaction}
     ), keys AS ({keys}
@@ -47,12 +47,13 @@ static ANNOUNCE_SQL: Lazy<String> = Lazy::new(|| {
           FROM recorded c
          CROSS JOIN LATERAL unnest(c.chain_ids, c.contract_addresses) AS u(chain_id, contract_address)
     ), counts AS (
-        -- One statement's row names each key once (a statement writes a
-        -- balance once): its length is the count, and the keys (a bulk
-        -- load's are every balance of a chain) are deduplicated only when
-        -- listed or when several statements recorded them.
-        SELECT CASE WHEN (SELECT count(*) FROM recorded) = 1
-                    THEN (SELECT cardinality(chain_ids) FROM recorded)
+        -- One statement's rows name each key once (a statement writes a
+        -- balance once; each statement has one row of part 0): their
+        -- lengths sum to the count, and the keys (a bulk load's are every
+        -- balance of a chain) are deduplicated only when listed or when
+        -- several statements recorded them.
+        SELECT CASE WHEN (SELECT count(*) FROM recorded WHERE part = 0) = 1
+                    THEN (SELECT sum(cardinality(chain_ids)) FROM recorded)
                     ELSE (SELECT count(*) FROM keys) END AS keys,
                (SELECT count(*) FROM tokens) AS tokens
     ), payload AS (

@@ -29,8 +29,16 @@ const CHAIN_EMPTY: &str =
          AND NOT EXISTS (SELECT 1 FROM balance_queue.current_token_balances WHERE chain_id = $1)
          AND NOT EXISTS (SELECT 1 FROM balance_queue.unconfirmed_transfer_sides WHERE chain_id = $1)";
 
+/// Seconds after a bulk load of a chain failed during which no worker
+/// tries the chain in bulk again: it drains batch by batch, which sets the
+/// failing items apart. Read from `bulk_loads`, so the other workers do not
+/// repeat a load that failed in one (a load of 10M transfers that failed
+/// took 8 minutes, holding the chain all along).
+pub const BULK_RETRY_AFTER_SECONDS: i32 = 600;
+
 /// The chains among chain `$1` (integer, NULL for all) and not in `$2`
-/// (integer[]) with at least `$3` (bigint) due transfers queued: (chain id,
+/// (integer[]) with at least `$3` (bigint) due transfers queued and no bulk
+/// load failed in the last [`BULK_RETRY_AFTER_SECONDS`]: (chain id,
 /// transfers queued), most first. Summed from the pending items alone (a
 /// partial index); whether each has counted state is asked after, chain by
 /// chain ([`CHAIN_EMPTY`]): written as `NOT EXISTS` in one statement, the
@@ -43,6 +51,9 @@ fn candidates_sql() -> String {
            FROM balance_queue.balance_update_queue q
           WHERE {due} AND q.chain_id IS NOT NULL AND {chains}
             AND EXISTS (SELECT 1 FROM balance_queue.chain_registry r WHERE r.chain_id = q.chain_id)
+            AND NOT EXISTS (SELECT 1 FROM balance_queue.bulk_loads f
+                             WHERE f.chain_id = q.chain_id AND f.status = 'failed'
+                               AND f.finished_at > now() - {BULK_RETRY_AFTER_SECONDS} * interval '1 second')
           GROUP BY q.chain_id
          HAVING sum(q.row_count) >= $3
           ORDER BY transfers DESC, q.chain_id",

@@ -176,29 +176,19 @@ pub(super) fn isolate_failures(group: &Group, batch_error: &str) {
 /// How often old pending items are checked for a priority boost.
 pub(super) const BOOST_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How long a chain whose bulk apply failed is drained batch by batch.
-pub(super) const BULK_RETRY_AFTER: Duration = Duration::from_secs(600);
-
 /// Applies in bulk the chain of `group` that is due one (see
 /// `apply::bulk_candidate`), if any. Asked before every batch: a worker
 /// that started a batch on a chain due a bulk load would make the chain
 /// non-empty under it, and the other worker's bulk load would give way.
 /// Returns whether it applied one.
-pub(super) fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
+pub(super) fn bulk_pass(group: &Group) -> bool {
     let threshold = i64::from(gucs::BULK_THRESHOLD.get());
     if threshold <= 0 {
         return false;
     }
-    state
-        .bulk_failed
-        .retain(|_, t| t.elapsed() < BULK_RETRY_AFTER);
-    let mut filter = group.filter.clone();
-    filter
-        .exclude_chains
-        .extend(state.bulk_failed.keys().copied());
     let begun = in_transaction(|| {
         Spi::connect_mut(|client| {
-            let (chain, transfers) = apply::bulk_candidate(client, &filter, threshold)?;
+            let (chain, transfers) = apply::bulk_candidate(client, &group.filter, threshold)?;
             let load = apply::begin_bulk_load(client, chain, transfers)?;
             Some((chain, transfers, load))
         })
@@ -230,7 +220,6 @@ pub(super) fn bulk_pass(state: &mut WorkerState, group: &Group) -> bool {
             warning!(
                 "balance_queue: bulk apply of chain {chain} failed, draining it batch by batch: {message}"
             );
-            state.bulk_failed.insert(chain, Instant::now());
             let _ = in_transaction(|| {
                 Spi::connect_mut(|client| {
                     apply::end_bulk_load(client, load, "failed", Some(&message))
@@ -322,7 +311,7 @@ fn drain_group(
     group: &Group,
     naptime: Duration,
 ) -> Option<(Duration, bool)> {
-    if bulk_pass(state, group) {
+    if bulk_pass(group) {
         return Some((Duration::ZERO, true));
     }
     report_activity(Some(&match group.filter.chain_id {

@@ -84,9 +84,6 @@ struct WorkerState {
     last_date_check: Option<Instant>,
     last_prune: Option<Instant>,
     utc_date: Option<String>,
-    /// Chains whose bulk apply failed, and when: drained batch by batch
-    /// (which isolates the failing items) for a while.
-    bulk_failed: HashMap<i32, Instant>,
     /// Tokens whose top-holder boards are due a change, found every
     /// health interval and changed one per second (worker 0).
     boards_due: VecDeque<maintenance::BoardDue>,
@@ -168,7 +165,6 @@ pub extern "C-unwind" fn balance_queue_worker_main(_arg: pg_sys::Datum) {
         last_date_check: None,
         last_prune: None,
         utc_date: None,
-        bulk_failed: HashMap::new(),
         boards_due: VecDeque::new(),
     };
     loop {

@@ -235,6 +235,54 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
 }
 
 #[test]
+fn a_failed_bulk_load_is_not_repeated_by_the_other_worker() {
+    // Two workers (the default). A statement trigger refuses a ledger
+    // insert of more than 10,000 rows: the bulk load (one insert of every
+    // side) fails, batches of 2,000 transfers pass. The failure is recorded
+    // in bulk_loads, which every worker reads before a bulk load: the
+    // other worker, idle while the first held the chain, used to start the
+    // same load again as soon as the first gave up.
+    let (_cluster, mut c) = preloaded(
+        "bulk-failed",
+        &[
+            "balance_queue.bulk_threshold = 20000",
+            "balance_queue.batch_size = 2000",
+            PAUSED,
+        ],
+    );
+    c.batch_execute(
+        "CREATE FUNCTION public.refuse_large_ledger_inserts() RETURNS trigger
+         LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT count(*) FROM new_rows) > 10000 THEN
+                 RAISE EXCEPTION 'refused: more than 10,000 ledger rows in one statement';
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER refuse_large_ledger_inserts
+             AFTER INSERT ON balance_queue.applied_transfers
+             REFERENCING NEW TABLE AS new_rows
+             FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_large_ledger_inserts();",
+    )
+    .unwrap();
+    paused_backlog(&mut c, 60_000);
+    alter_system(&mut c, &["balance_queue.enabled = on"]);
+    wait_until("the backlog to drain", Duration::from_secs(180), || {
+        pending(&mut c) == 0
+    });
+    assert_eq!(bulk_loads(&mut c), vec![("failed".to_string(), 1)]);
+    let message: String = c
+        .query_one("SELECT message FROM balance_queue.bulk_loads", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        message.contains("more than 10,000 ledger rows"),
+        "{message}"
+    );
+    common::assert_matches_sources(&mut c, &[TABLE]);
+}
+
+#[test]
 fn handle_reorg_from_block_zero_rebuilds_through_the_bulk_path() {
     let (_cluster, mut c) = preloaded(
         "bulk-rebuild",

@@ -309,3 +309,76 @@ fn the_worker_announces_and_expires_cursors_after_the_retention() {
         },
     );
 }
+
+#[test]
+fn a_statement_writing_more_than_a_million_keys_is_recorded_in_parts_and_announced_whole() {
+    // One row's arrays of about 19,000,000 keys passed Postgres's 1 GB
+    // limit and failed the statement ("tuple is too big"): a bulk load of
+    // a large chain failed every time. 1,000,001 keys make two parts.
+    let mut f = common::attached_rindexer_table("change_feed_parts");
+    let conn = f.cluster.conn_string("test");
+    let mut listener = Client::connect(&conn, postgres::NoTls).unwrap();
+    listener
+        .batch_execute("LISTEN balance_queue_changes")
+        .unwrap();
+    let cursor: String = f
+        .client
+        .query_one("SELECT balance_queue.balance_changes_cursor()", &[])
+        .unwrap()
+        .get(0);
+    let token = format!("0x{:040x}", 1);
+    let mut tx = f.client.transaction().unwrap();
+    tx.execute(
+        "INSERT INTO balance_queue.current_token_balances
+                (chain_id, contract_address, holder_address, current_balance, last_updated_block)
+         SELECT 1, $1, '0x' || lpad(to_hex(g), 40, '0'), g, 1
+           FROM generate_series(1, 1000001) g",
+        &[&token],
+    )
+    .unwrap();
+    // A drain call in the same transaction announces what it recorded.
+    tx.execute(
+        "SELECT * FROM balance_queue.process_balance_update_queue(1)",
+        &[],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+
+    let parts: Vec<(i32, i32)> = f
+        .client
+        .query(
+            "SELECT part, cardinality(holder_addresses) FROM balance_queue.balance_changes
+              WHERE NOT unrecorded ORDER BY part",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(parts, vec![(0, 1_000_000), (1, 1)]);
+
+    let mut notifications = listener.notifications();
+    let mut iter = notifications.timeout_iter(Duration::from_secs(5));
+    let n = iter.next().unwrap().expect("the transaction is announced");
+    let payload: Value = serde_json::from_str(n.payload()).unwrap();
+    assert_eq!(payload["keys"], 1_000_001, "{payload}");
+    assert_eq!(payload["token_count"], 1, "{payload}");
+    assert!(payload["changes"].is_null(), "{payload}");
+    assert!(iter.next().unwrap().is_none(), "announced once");
+
+    let (keys, distinct, highest): (i64, i64, String) = {
+        let r = f
+            .client
+            .query_one(
+                "SELECT count(*), count(DISTINCT holder_address), max(current_balance)::text
+                   FROM balance_queue.balance_changes_since($1)",
+                &[&cursor],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(
+        (keys, distinct, highest.as_str()),
+        (1_000_001, 1_000_001, "1000001")
+    );
+}
