@@ -34,7 +34,7 @@ const CHAIN_EMPTY: &str =
 /// failing items apart. Read from `bulk_loads`, so the other workers do not
 /// repeat a load that failed in one (a load of 10M transfers that failed
 /// took 8 minutes, holding the chain all along).
-pub const BULK_RETRY_AFTER_SECONDS: i32 = 600;
+const BULK_RETRY_AFTER_SECONDS: i32 = 600;
 
 /// The chains among chain `$1` (integer, NULL for all) and not in `$2`
 /// (integer[]) with at least `$3` (bigint) due transfers queued and no bulk
