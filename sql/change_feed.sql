@@ -74,23 +74,17 @@ BEGIN
         VALUES ('{}', '{}', '{}', true);
         RETURN NULL;
     END IF;
-    -- Rows of at most 1,000,000 keys (see part). No row when the statement
-    -- wrote none.
-    IF TG_OP = 'DELETE' THEN
-        INSERT INTO balance_queue.balance_changes (part, chain_ids, contract_addresses, holder_addresses)
-        SELECT part, array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
-          FROM (SELECT o.chain_id, o.contract_address, o.holder_address,
-                       (row_number() OVER () - 1) / 1000000 AS part
-                  FROM old_rows o) k
-         GROUP BY part;
-    ELSE
-        INSERT INTO balance_queue.balance_changes (part, chain_ids, contract_addresses, holder_addresses)
-        SELECT part, array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
-          FROM (SELECT n.chain_id, n.contract_address, n.holder_address,
-                       (row_number() OVER () - 1) / 1000000 AS part
-                  FROM new_rows n) k
-         GROUP BY part;
-    END IF;
+    -- The keys of the rows the statement deleted, or wrote: in rows of at
+    -- most 1,000,000 keys (see part), none when it wrote no key. EXECUTE,
+    -- so that one statement serves both transition tables.
+    EXECUTE format(
+        'INSERT INTO balance_queue.balance_changes (part, chain_ids, contract_addresses, holder_addresses)
+         SELECT part, array_agg(chain_id), array_agg(contract_address), array_agg(holder_address)
+           FROM (SELECT r.chain_id, r.contract_address, r.holder_address,
+                        (row_number() OVER () - 1) / 1000000 AS part
+                   FROM %I r) k
+          GROUP BY part',
+        CASE WHEN TG_OP = 'DELETE' THEN 'old_rows' ELSE 'new_rows' END);
     RETURN NULL;
 END
 $$;
