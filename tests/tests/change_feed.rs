@@ -64,19 +64,26 @@ fn drainer(conn: String, seed: usize) -> Vec<Batch> {
     batches
 }
 
+/// A session listening on the default channel, and the feed's cursor
+/// taken after it started listening: what a consumer holds before it follows
+/// the changes.
+fn listen_from_now(client: &mut Client, conn: &str) -> (Client, String) {
+    let mut listener = Client::connect(conn, postgres::NoTls).unwrap();
+    listener
+        .batch_execute("LISTEN balance_queue_changes")
+        .unwrap();
+    let cursor = client
+        .query_one("SELECT balance_queue.balance_changes_cursor()", &[])
+        .unwrap()
+        .get(0);
+    (listener, cursor)
+}
+
 #[test]
 fn four_drainers_announce_each_committed_batch_once_and_the_cursor_sees_every_key() {
     let mut f = common::attached_rindexer_table("change_feed");
     let conn = f.cluster.conn_string("test");
-    let mut listener = Client::connect(&conn, postgres::NoTls).unwrap();
-    listener
-        .batch_execute("LISTEN balance_queue_changes")
-        .unwrap();
-    let cursor: String = f
-        .client
-        .query_one("SELECT balance_queue.balance_changes_cursor()", &[])
-        .unwrap()
-        .get(0);
+    let (mut listener, cursor) = listen_from_now(&mut f.client, &conn);
 
     // The indexer's COPY announces nothing: only drains do. Statements of
     // 500 rows (binary COPY, as rindexer writes) make about 64 items.
@@ -317,15 +324,7 @@ fn a_statement_writing_more_than_a_million_keys_is_recorded_in_parts_and_announc
     // a large chain failed every time. 1,000,001 keys make two parts.
     let mut f = common::attached_rindexer_table("change_feed_parts");
     let conn = f.cluster.conn_string("test");
-    let mut listener = Client::connect(&conn, postgres::NoTls).unwrap();
-    listener
-        .batch_execute("LISTEN balance_queue_changes")
-        .unwrap();
-    let cursor: String = f
-        .client
-        .query_one("SELECT balance_queue.balance_changes_cursor()", &[])
-        .unwrap()
-        .get(0);
+    let (mut listener, cursor) = listen_from_now(&mut f.client, &conn);
     let token = format!("0x{:040x}", 1);
     let mut tx = f.client.transaction().unwrap();
     tx.execute(
