@@ -1,7 +1,8 @@
 //! The bulk path against real servers: a chain with no counted state and a
 //! backlog above `balance_queue.bulk_threshold` is applied in one bulk
 //! load, exactly (replays and rindexer's reorg deletes included), redone
-//! exactly after a crash in its middle, and used by `handle_reorg(chain, 0)`.
+//! exactly after a crash in its middle, not repeated by another worker after
+//! it failed, and used by `handle_reorg(chain, 0)`.
 
 mod common;
 

@@ -1,7 +1,8 @@
 //! The change feed, with real listeners and concurrent drainers: one NOTIFY
 //! per committed batch that changed balances, none for a batch rolled
 //! back, payloads under NOTIFY's 8,000-byte limit, and a cursor that finds
-//! every changed key whatever order the drains commit in.
+//! every changed key whatever order the drains commit in; a statement of
+//! more than a million keys recorded in parts and announced whole.
 
 mod common;
 
