@@ -75,7 +75,7 @@ fn sides_ctes(read_back: &ReadBack) -> String {
                FROM sides s JOIN balance_queue.chain_registry r USING (chain_id)
               GROUP BY s.chain_id, r.head_block, r.confirmation_depth
          ){judgements}",
-        judgements = read_back.judgements("LEFT JOIN heads h USING (chain_id)"),
+        judgements = read_back.judgements(&confirmed_through_of("v")),
         side_id = side_id(SIDE_FACTS),
     )
 }

@@ -213,14 +213,15 @@ impl<'a> ReadBack<'a> {
     /// of rows no longer orphaned, and the hashes of rows whose block has no
     /// canonical hash yet (see `SourceMapping::record_judgements`), each
     /// preceded by ",", to follow the last CTE of a statement with
-    /// [`Self::ctes`]; `heads` joins, as `h`, each chain's
-    /// `confirmed_through` by chain_id. Empty when no source is judged.
-    pub(super) fn judgements(&self, heads: &str) -> String {
+    /// [`Self::ctes`]; `confirmed_through` is the `confirmed_through` of
+    /// the chain of row `v`, as an expression. Empty when no source is
+    /// judged.
+    pub(super) fn judgements(&self, confirmed_through: &str) -> String {
         self.sources
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
-                let [orphaned, unorphaned, unjudged] = m.record_judgements(&Self::rows(i), heads)?;
+                let [orphaned, unorphaned, unjudged] = m.record_judgements(&Self::rows(i), confirmed_through)?;
                 Some(format!(
                     ",\n read_back_orphaned_{i} AS ({orphaned}),\n read_back_unorphaned_{i} AS ({unorphaned}),\n \
                      read_back_unjudged_{i} AS ({unjudged})"

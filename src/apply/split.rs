@@ -21,7 +21,7 @@ fn split_sql(sources: &[SourceMapping]) -> String {
     let read_back = ReadBack::new(sources, "$1");
     // The rows are judged here, as the drain would judge them: record what
     // it found (orphans, unjudged hashes).
-    let judgements = read_back.judgements(crate::sources::mapping::REGISTRY_HEADS);
+    let judgements = read_back.judgements(crate::sources::mapping::REGISTRY_CONFIRMED_THROUGH);
     format!(
         "WITH {read_back}{judgements},
          queued AS ({enqueue} RETURNING 1),

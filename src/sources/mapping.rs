@@ -322,8 +322,16 @@ impl SourceMapping {
     /// `unjudged_block_hashes` (appended, by every partition's item, since
     /// each counts its own sides; so a canonical hash recorded later
     /// rechecks the block, and two hashes in one block show as a conflict).
-    /// `heads` joins, as `h`, each chain's `confirmed_through` by chain_id.
-    pub fn record_judgements(&self, validated: &str, heads: &str) -> Option<[String; 3]> {
+    /// `confirmed_through` is an expression for the `confirmed_through` of
+    /// the chain of row `v` (a scalar subquery per row, not a join: with a
+    /// join the planner, which cannot count a statement's rows, sorted a
+    /// bulk load's million rows by chain to merge them with one head, 1.1 s
+    /// of its statement under `auto_explain`).
+    pub fn record_judgements(
+        &self,
+        validated: &str,
+        confirmed_through: &str,
+    ) -> Option<[String; 3]> {
         // Rows of a table not judged are neither orphaned nor unjudged: a
         // hash of theirs must not queue a recheck, which would not change them.
         if !self.judge_block_hashes {
@@ -351,9 +359,9 @@ impl SourceMapping {
             format!(
                 "INSERT INTO balance_queue.unjudged_block_hashes (chain_id, block_number, block_hash)
                  SELECT DISTINCT v.chain_id, v.block_number, v.block_hash
-                   FROM {validated} v {heads}
+                   FROM {validated} v
                   WHERE v.error IS NULL AND v.canonical_hash IS NULL AND v.block_hash IS NOT NULL
-                    AND balance_queue.is_unconfirmed(v.block_number, h.confirmed_through)"
+                    AND balance_queue.is_unconfirmed(v.block_number, {confirmed_through})"
             ),
         ])
     }
@@ -444,12 +452,12 @@ impl RowFilter<'_> {
 const IN_ITEM_PARTITION: &str = "(v.holder_partitions IS NULL \
      OR balance_queue.holder_partition(s.holder_address, v.holder_partitions) = ANY(v.holder_partition_set))";
 
-/// Each chain's `confirmed_through` from its registered head, joined as
-/// `h` by chain_id: the `heads` of [`SourceMapping::record_judgements`]
-/// outside a batch, which has its own heads.
-pub const REGISTRY_HEADS: &str = "LEFT JOIN (SELECT chain_id,
-                   balance_queue.confirmed_through(head_block, confirmation_depth) AS confirmed_through
-              FROM balance_queue.chain_registry) h USING (chain_id)";
+/// The `confirmed_through` of row `v`'s chain from its registered head:
+/// the `confirmed_through` of [`SourceMapping::record_judgements`] outside
+/// a batch, which has its own heads.
+pub const REGISTRY_CONFIRMED_THROUGH: &str =
+    "(SELECT balance_queue.confirmed_through(r.head_block, r.confirmation_depth)
+        FROM balance_queue.chain_registry r WHERE r.chain_id = v.chain_id)";
 
 /// Whether validated row `w` is orphaned: its block has a canonical hash
 /// (`canonical_block_hashes`, kept from rindexer's

@@ -72,7 +72,7 @@ pub fn rejudge(
         mapping.validated_item_rows(&counted_relation(mapping))
     );
     if let Some(statements) =
-        mapping.record_judgements(&rows, crate::sources::mapping::REGISTRY_HEADS)
+        mapping.record_judgements(&rows, crate::sources::mapping::REGISTRY_CONFIRMED_THROUGH)
     {
         for statement in statements {
             spi_ok(client.update(&statement, None, &[]));
