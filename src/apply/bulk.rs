@@ -69,6 +69,24 @@ const MARK_INTERRUPTED_SQL: &str = "UPDATE balance_queue.bulk_loads
               WHERE status = 'running'
                 AND backend_pid NOT IN (SELECT pid FROM pg_catalog.pg_stat_activity)";
 
+/// Marks `failed` the `running` bulk loads of this backend, called by a
+/// worker between bulk loads, when none of its own is running: such a row
+/// is one whose load ended in an error that could not be recorded either
+/// (its `done` is written in the load's own transaction). Left `running`
+/// with a live pid, it kept every batch off its chain until the worker
+/// restarted; `failed`, no worker tries the chain in bulk again for
+/// [`BULK_RETRY_AFTER_SECONDS`] and batches drain it.
+pub fn settle_own_bulk_loads(client: &mut SpiClient<'_>) {
+    spi_ok(client.update(
+        "UPDATE balance_queue.bulk_loads
+            SET status = 'failed', finished_at = clock_timestamp(),
+                message = 'the load failed, and so did recording its error (the server log has it); nothing of it counted'
+          WHERE status = 'running' AND backend_pid = pg_catalog.pg_backend_pid()",
+        None,
+        &[],
+    ));
+}
+
 /// A chain due a bulk apply: matching `filter`, with no counted state and
 /// at least `threshold` due transfers queued. Returns (chain id, transfers
 /// queued). Writes nothing: the worker asks it before every batch.

@@ -42,7 +42,10 @@ mod split;
 pub use announce::{announce_changes, changed_keys_sql};
 pub use balances::{BalanceKey, ledger_key, same_ledger_key};
 pub use batch::apply_batch;
-pub use bulk::{apply_bulk, begin_bulk_load, bulk_candidate, chains_in_bulk, end_bulk_load};
+pub use bulk::{
+    apply_bulk, begin_bulk_load, bulk_candidate, chains_in_bulk, end_bulk_load,
+    settle_own_bulk_loads,
+};
 pub use claim::{ClaimFilter, DUE, chain_filter};
 pub use drain::{complete_drained, drain_key};
 pub use read_back::builtin_columns;

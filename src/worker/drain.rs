@@ -183,11 +183,12 @@ pub(super) const BOOST_INTERVAL: Duration = Duration::from_secs(60);
 /// Returns whether it applied one.
 pub(super) fn bulk_pass(group: &Group) -> bool {
     let threshold = i64::from(gucs::BULK_THRESHOLD.get());
-    if threshold <= 0 {
-        return false;
-    }
     let begun = in_transaction(|| {
         Spi::connect_mut(|client| {
+            apply::settle_own_bulk_loads(client);
+            if threshold <= 0 {
+                return None;
+            }
             let (chain, transfers) = apply::bulk_candidate(client, &group.filter, threshold)?;
             let load = apply::begin_bulk_load(client, chain, transfers)?;
             Some((chain, transfers, load))

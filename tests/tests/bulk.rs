@@ -2,7 +2,8 @@
 //! backlog above `balance_queue.bulk_threshold` is applied in one bulk
 //! load, exactly (replays and rindexer's reorg deletes included), redone
 //! exactly after a crash in its middle, not repeated by another worker after
-//! it failed, and used by `handle_reorg(chain, 0)`.
+//! it failed (nor holding its chain when its failure could not be recorded),
+//! and used by `handle_reorg(chain, 0)`.
 
 mod common;
 
@@ -11,6 +12,23 @@ use balance_queue_harness::workload;
 use common::{TABLE, alter_system, pending, preloaded, scalar_i64, wait_until};
 use postgres::Client;
 use std::time::Duration;
+
+/// A statement trigger refusing a ledger insert of more than 10,000 rows:
+/// a bulk load (one insert of every side) fails, batches of 2,000
+/// transfers pass.
+const REFUSE_LARGE_LEDGER_INSERTS: &str =
+    "CREATE FUNCTION public.refuse_large_ledger_inserts() RETURNS trigger
+         LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT count(*) FROM new_rows) > 10000 THEN
+                 RAISE EXCEPTION 'refused: more than 10,000 ledger rows in one statement';
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER refuse_large_ledger_inserts
+             AFTER INSERT ON balance_queue.applied_transfers
+             REFERENCING NEW TABLE AS new_rows
+             FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_large_ledger_inserts();";
 
 /// Bulk loads by status, e.g. `[("done", 1)]`.
 fn bulk_loads(client: &mut Client) -> Vec<(String, i64)> {
@@ -237,9 +255,8 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
 
 #[test]
 fn a_failed_bulk_load_is_not_repeated_by_the_other_worker() {
-    // Two workers (the default). A statement trigger refuses a ledger
-    // insert of more than 10,000 rows: the bulk load (one insert of every
-    // side) fails, batches of 2,000 transfers pass. The failure is recorded
+    // Two workers (the default). The bulk load fails (see
+    // REFUSE_LARGE_LEDGER_INSERTS); batches pass. The failure is recorded
     // in bulk_loads, which every worker reads before a bulk load: the
     // other worker, idle while the first held the chain, used to start the
     // same load again as soon as the first gave up.
@@ -251,21 +268,7 @@ fn a_failed_bulk_load_is_not_repeated_by_the_other_worker() {
             PAUSED,
         ],
     );
-    c.batch_execute(
-        "CREATE FUNCTION public.refuse_large_ledger_inserts() RETURNS trigger
-         LANGUAGE plpgsql AS $$
-         BEGIN
-             IF (SELECT count(*) FROM new_rows) > 10000 THEN
-                 RAISE EXCEPTION 'refused: more than 10,000 ledger rows in one statement';
-             END IF;
-             RETURN NULL;
-         END $$;
-         CREATE TRIGGER refuse_large_ledger_inserts
-             AFTER INSERT ON balance_queue.applied_transfers
-             REFERENCING NEW TABLE AS new_rows
-             FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_large_ledger_inserts();",
-    )
-    .unwrap();
+    c.batch_execute(REFUSE_LARGE_LEDGER_INSERTS).unwrap();
     paused_backlog(&mut c, 60_000);
     alter_system(&mut c, &["balance_queue.enabled = on"]);
     wait_until("the backlog to drain", Duration::from_secs(180), || {
@@ -280,6 +283,47 @@ fn a_failed_bulk_load_is_not_repeated_by_the_other_worker() {
         message.contains("more than 10,000 ledger rows"),
         "{message}"
     );
+    common::assert_matches_sources(&mut c, &[TABLE]);
+}
+
+#[test]
+fn a_bulk_load_whose_failure_cannot_be_recorded_does_not_hold_its_chain() {
+    // As above, the bulk load fails; and a trigger on bulk_loads refuses
+    // the update that records its error, so its row stays 'running' under
+    // a live worker. Batches used to leave the chain alone until the worker
+    // restarted; the worker now settles its own row before its next pass.
+    let (_cluster, mut c) = preloaded(
+        "bulk-unrecorded",
+        &[
+            "balance_queue.bulk_threshold = 20000",
+            "balance_queue.batch_size = 2000",
+            PAUSED,
+        ],
+    );
+    c.batch_execute(REFUSE_LARGE_LEDGER_INSERTS).unwrap();
+    c.batch_execute(
+        "CREATE FUNCTION public.refuse_recording_the_refusal() RETURNS trigger
+         LANGUAGE plpgsql AS $$
+         BEGIN
+             RAISE EXCEPTION 'refused: the failure is not recorded';
+         END $$;
+         CREATE TRIGGER refuse_recording_the_refusal
+             BEFORE UPDATE ON balance_queue.bulk_loads
+             FOR EACH ROW WHEN (NEW.message LIKE 'refused%')
+             EXECUTE FUNCTION public.refuse_recording_the_refusal();",
+    )
+    .unwrap();
+    paused_backlog(&mut c, 60_000);
+    alter_system(&mut c, &["balance_queue.enabled = on"]);
+    wait_until("the backlog to drain", Duration::from_secs(180), || {
+        pending(&mut c) == 0
+    });
+    assert_eq!(bulk_loads(&mut c), vec![("failed".to_string(), 1)]);
+    let message: String = c
+        .query_one("SELECT message FROM balance_queue.bulk_loads", &[])
+        .unwrap()
+        .get(0);
+    assert!(message.contains("so did recording its error"), "{message}");
     common::assert_matches_sources(&mut c, &[TABLE]);
 }
 
