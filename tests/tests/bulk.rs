@@ -253,15 +253,13 @@ fn a_crash_in_the_middle_of_a_bulk_load_is_redone_exactly() {
     common::assert_matches_sources(&mut c, &[TABLE]);
 }
 
-#[test]
-fn a_failed_bulk_load_is_not_repeated_by_the_other_worker() {
-    // Two workers (the default). The bulk load fails (see
-    // REFUSE_LARGE_LEDGER_INSERTS); batches pass. The failure is recorded
-    // in bulk_loads, which every worker reads before a bulk load: the
-    // other worker, idle while the first held the chain, used to start the
-    // same load again as soon as the first gave up.
+/// Two workers (the default) drain a backlog of 60,000 transfers whose bulk
+/// load fails (see [`REFUSE_LARGE_LEDGER_INSERTS`]) while batches of 2,000
+/// pass, after `setup` (SQL) runs: exactly one bulk load, `failed`, and
+/// every balance exact. Returns the load's message.
+fn drain_past_a_failed_bulk_load(name: &str, setup: &str) -> String {
     let (_cluster, mut c) = preloaded(
-        "bulk-failed",
+        name,
         &[
             "balance_queue.bulk_threshold = 20000",
             "balance_queue.batch_size = 2000",
@@ -269,39 +267,39 @@ fn a_failed_bulk_load_is_not_repeated_by_the_other_worker() {
         ],
     );
     c.batch_execute(REFUSE_LARGE_LEDGER_INSERTS).unwrap();
+    c.batch_execute(setup).unwrap();
     paused_backlog(&mut c, 60_000);
     alter_system(&mut c, &["balance_queue.enabled = on"]);
     wait_until("the backlog to drain", Duration::from_secs(180), || {
         pending(&mut c) == 0
     });
     assert_eq!(bulk_loads(&mut c), vec![("failed".to_string(), 1)]);
-    let message: String = c
-        .query_one("SELECT message FROM balance_queue.bulk_loads", &[])
+    common::assert_matches_sources(&mut c, &[TABLE]);
+    c.query_one("SELECT message FROM balance_queue.bulk_loads", &[])
         .unwrap()
-        .get(0);
+        .get(0)
+}
+
+#[test]
+fn a_failed_bulk_load_is_not_repeated_by_the_other_worker() {
+    // The failure is recorded in bulk_loads, which every worker reads
+    // before a bulk load: the other worker, idle while the first held the
+    // chain, used to start the same load again as soon as the first gave up.
+    let message = drain_past_a_failed_bulk_load("bulk-failed", "");
     assert!(
         message.contains("more than 10,000 ledger rows"),
         "{message}"
     );
-    common::assert_matches_sources(&mut c, &[TABLE]);
 }
 
 #[test]
 fn a_bulk_load_whose_failure_cannot_be_recorded_does_not_hold_its_chain() {
-    // As above, the bulk load fails; and a trigger on bulk_loads refuses
-    // the update that records its error, so its row stays 'running' under
-    // a live worker. Batches used to leave the chain alone until the worker
-    // restarted; the worker now settles its own row before its next pass.
-    let (_cluster, mut c) = preloaded(
+    // A trigger on bulk_loads refuses the update that records the load's
+    // error, so its row stays 'running' under a live worker. Batches used
+    // to leave the chain alone until the worker restarted; the worker now
+    // settles its own row before its next pass.
+    let message = drain_past_a_failed_bulk_load(
         "bulk-unrecorded",
-        &[
-            "balance_queue.bulk_threshold = 20000",
-            "balance_queue.batch_size = 2000",
-            PAUSED,
-        ],
-    );
-    c.batch_execute(REFUSE_LARGE_LEDGER_INSERTS).unwrap();
-    c.batch_execute(
         "CREATE FUNCTION public.refuse_recording_the_refusal() RETURNS trigger
          LANGUAGE plpgsql AS $$
          BEGIN
@@ -311,20 +309,8 @@ fn a_bulk_load_whose_failure_cannot_be_recorded_does_not_hold_its_chain() {
              BEFORE UPDATE ON balance_queue.bulk_loads
              FOR EACH ROW WHEN (NEW.message LIKE 'refused%')
              EXECUTE FUNCTION public.refuse_recording_the_refusal();",
-    )
-    .unwrap();
-    paused_backlog(&mut c, 60_000);
-    alter_system(&mut c, &["balance_queue.enabled = on"]);
-    wait_until("the backlog to drain", Duration::from_secs(180), || {
-        pending(&mut c) == 0
-    });
-    assert_eq!(bulk_loads(&mut c), vec![("failed".to_string(), 1)]);
-    let message: String = c
-        .query_one("SELECT message FROM balance_queue.bulk_loads", &[])
-        .unwrap()
-        .get(0);
+    );
     assert!(message.contains("so did recording its error"), "{message}");
-    common::assert_matches_sources(&mut c, &[TABLE]);
 }
 
 #[test]
