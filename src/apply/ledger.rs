@@ -326,7 +326,6 @@ pub(super) fn apply_items_as(
         chain_lock::share_chains_of_items(client, ids, row_ids);
     }
     let mut out_of_range: Vec<BalanceKey> = Vec::new();
-    let enable_sort = (mode != Mode::Incremental).then(|| hash_grouping(client));
     for row in spi_ok(client.update(
         &apply_sql(sources, mode),
         None,
@@ -352,44 +351,7 @@ pub(super) fn apply_items_as(
             spi_ok(row.get::<String>(4)).unwrap_or_default(),
         ));
     }
-    if let Some(value) = enable_sort {
-        set_enable_sort(client, &value);
-    }
     before_set_back(client);
     set_back_keys(client, &out_of_range, ids, sources, row_ids, &mut set_back);
     set_back
-}
-
-/// Turns `enable_sort` off for a bulk load's apply statement, returning
-/// its value before. The planner cannot count a statement's sides (they
-/// come through CTEs, estimated at a few dozen rows), so it grouped them by
-/// sorting on the eight facts of a side; hashing groups the same sides in
-/// half the time (1,160,000 sides, as a 1M-transfer bulk load has: sort and
-/// group 3.7 s, hash 1.8 s; the load 5% faster). The sorts the statement
-/// asks for by ORDER BY still run. Batches keep their plan: for 110,000
-/// sides the gain was within the noise (none with the default work_mem, a
-/// hash spilling where the sort did), and measured lag under sustained
-/// load showed nothing to pay for it (docs/benchmarks.md).
-fn hash_grouping(client: &mut SpiClient<'_>) -> String {
-    let before = spi_ok(
-        spi_ok(client.select(
-            "SELECT pg_catalog.current_setting('enable_sort')",
-            Some(1),
-            &[],
-        ))
-        .first()
-        .get_one::<String>(),
-    )
-    .unwrap_or_else(|| "on".into());
-    set_enable_sort(client, "off");
-    before
-}
-
-/// Sets `enable_sort` to `value` for the rest of the transaction.
-fn set_enable_sort(client: &mut SpiClient<'_>, value: &str) {
-    spi_ok(client.select(
-        "SELECT pg_catalog.set_config('enable_sort', $1, true)",
-        None,
-        &[value.into()],
-    ));
 }
